@@ -1,0 +1,238 @@
+//! The settings both apps read, declared once, and the value parsers behind them.
+//!
+//! Each app's `config` module declares its own `Config` with [`app_config!`], which adds the
+//! shared fields (`drain_grace`, `instance_name` and the `register_*` settings) and their
+//! methods. The struct stays flat on purpose: confique's `nested` would move the registration
+//! keys into a TOML table, and the file keys (`register_url`, ...) are a contract.
+//!
+//! Every env value goes through a `parse_*` function so that a bad value is reported with the
+//! variable, the value and what was expected (confique adds the variable name).
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Declares an app's `Config`: the attributes and fields written at the call site, then the
+/// fields both apps share, and an `impl` with `registration`, `instance`,
+/// `check_registration` (for confique's struct-level `validate`) and `fmt_registration` (the
+/// tail of `Display`).
+///
+/// The caller's module must provide `parse_socket_addr` (its message shows the app's own
+/// port), used here for `REGISTER_ADVERTISE`.
+macro_rules! app_config {
+    ($(#[$($attr:tt)*])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$($attr)*])*
+        pub struct $name {
+            $($fields)*
+            /// How long /healthz reports `draining` while still serving, before shutting down.
+            #[config(
+                env = "DRAIN_GRACE",
+                parse_env = crate::shared::config::parse_duration,
+                deserialize_with = humantime_serde::deserialize,
+                default = "2s"
+            )]
+            pub drain_grace: std::time::Duration,
+            /// Name sent in `X-Instance`; the hostname when unset.
+            #[config(env = "INSTANCE_NAME", parse_env = crate::shared::config::parse_instance_name)]
+            pub instance_name: Option<String>,
+            /// Balancer pool to announce this replica to, `http://host[:port]/path` (plain
+            /// HTTP only), e.g. `http://balancer:1936/api/pools/dynamic/members` (the site's
+            /// pool is `static`); `/{ip}:{port}` is appended. Unset: no self-registration.
+            #[config(env = "BALANCER_REGISTER_URL", parse_env = crate::shared::register::parse_url)]
+            pub register_url: Option<crate::shared::register::RegisterUrl>,
+            /// Bearer token for the balancer's admin API; required with `register_url`.
+            #[config(env = "BALANCER_ADMIN_TOKEN", parse_env = crate::shared::register::parse_token)]
+            pub admin_token: Option<crate::shared::register::Token>,
+            /// `ip:port` to announce; unset = the listen port on this host's IP towards the
+            /// balancer.
+            #[config(env = "REGISTER_ADVERTISE", parse_env = parse_socket_addr)]
+            pub register_advertise: Option<std::net::SocketAddr>,
+            /// Time between registration heartbeats (100ms..=20m); the TTL sent is three of
+            /// them, at least 5 s.
+            #[config(
+                env = "REGISTER_INTERVAL",
+                parse_env = crate::shared::register::parse_interval,
+                deserialize_with = humantime_serde::deserialize,
+                // `$name::`, not a path written here: confique names its argument with the
+                // validator's span, and a span from this macro would hide it (hygiene).
+                validate = $name::check_register_interval,
+                default = "2s"
+            )]
+            pub register_interval: std::time::Duration,
+        }
+
+        impl $name {
+            /// Registration settings, when a register URL is configured.
+            pub fn registration(&self) -> Option<crate::shared::register::Settings> {
+                Some(crate::shared::register::Settings {
+                    url: self.register_url.clone()?,
+                    token: self.admin_token.clone()?,
+                    advertise: self.register_advertise,
+                    interval: self.register_interval,
+                })
+            }
+
+            /// The name this instance reports: `instance_name`, else the hostname, else
+            /// `unknown`.
+            pub fn instance(&self) -> String {
+                self.instance_name
+                    .clone()
+                    .or_else(crate::shared::config::hostname)
+                    .unwrap_or_else(|| "unknown".to_owned())
+            }
+
+            /// Cross-field checks, run by confique after merging all sources.
+            fn check_registration(&self) -> Result<(), &'static str> {
+                crate::shared::config::check_registration(
+                    self.register_url.is_some(),
+                    self.admin_token.is_some(),
+                )
+            }
+
+            /// confique `validate` for `register_interval` (see `register::check_interval`).
+            fn check_register_interval(
+                interval: &std::time::Duration,
+            ) -> Result<(), &'static str> {
+                crate::shared::register::check_interval(interval)
+            }
+
+            /// Writes the registration settings, if any, for `Display`.
+            fn fmt_registration(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                if let Some(url) = &self.register_url {
+                    write!(
+                        f,
+                        " register_url={url} register_interval={}",
+                        humantime::format_duration(self.register_interval)
+                    )?;
+                    if let Some(addr) = self.register_advertise {
+                        write!(f, " register_advertise={addr}")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use app_config;
+
+/// Loads env vars, then the TOML file named by the env var `file_env` (if set and not empty),
+/// then defaults: earlier sources win.
+pub fn load<C: confique::Config>(file_env: &str) -> Result<C, confique::Error> {
+    let mut builder = C::builder().env();
+    if let Some(path) = std::env::var_os(file_env).filter(|p| !p.is_empty()) {
+        builder = builder.file(Path::new(&path));
+    }
+    builder.load()
+}
+
+/// The balancer refuses registrations without its token: a URL without one is a config error.
+pub fn check_registration(has_url: bool, has_token: bool) -> Result<(), &'static str> {
+    if has_url && !has_token {
+        return Err(
+            "BALANCER_REGISTER_URL is set but BALANCER_ADMIN_TOKEN is not \
+                    (the balancer refuses registrations without its token)",
+        );
+    }
+    Ok(())
+}
+
+/// Reads the hostname without libc: the kernel's view first, then the usual files and env.
+pub fn hostname() -> Option<String> {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .chain(std::env::var("HOSTNAME").ok())
+        .map(|s| s.trim().to_owned())
+        .find(|s| is_header_safe(s))
+}
+
+/// A config value that did not parse: names the value and what was expected.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value {value:?}: expected {expected}")]
+pub struct BadValue {
+    /// The value as given.
+    pub value: String,
+    /// What would have been accepted.
+    pub expected: &'static str,
+}
+
+impl BadValue {
+    /// `value` was given where `expected` was.
+    pub fn new(value: &str, expected: &'static str) -> Self {
+        Self {
+            value: value.to_owned(),
+            expected,
+        }
+    }
+}
+
+/// Parses a socket address; `expected` describes one (with the app's own port) on error.
+pub fn socket_addr(s: &str, expected: &'static str) -> Result<SocketAddr, BadValue> {
+    s.trim().parse().map_err(|_| BadValue::new(s, expected))
+}
+
+/// Parses a human duration such as `2s` or `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, BadValue> {
+    humantime::parse_duration(s.trim())
+        .map_err(|_| BadValue::new(s, "a duration such as 2s or 500ms"))
+}
+
+/// Accepts a name usable as an HTTP header value (visible ASCII, at most 253 bytes).
+pub fn parse_instance_name(s: &str) -> Result<String, BadValue> {
+    let s = s.trim();
+    if is_header_safe(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(BadValue::new(s, "1 to 253 visible ASCII characters"))
+    }
+}
+
+fn is_header_safe(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Formats an error with its whole `source()` chain on one line.
+pub fn describe(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_socket_addr_names_value_and_expectation() {
+        let err = socket_addr("nope", "a socket address")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"nope\""), "{err}");
+        assert!(err.contains("socket address"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_human() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn instance_names_must_fit_a_header() {
+        assert!(parse_instance_name("api-1").is_ok());
+        assert!(parse_instance_name("bad name").is_err());
+    }
+
+    #[test]
+    fn a_register_url_needs_the_token() {
+        assert!(check_registration(true, false).is_err());
+        assert!(check_registration(true, true).is_ok());
+        assert!(check_registration(false, false).is_ok());
+    }
+}

@@ -1,0 +1,146 @@
+//! lab-stack's student API: random students from a roster file shared by all replicas.
+//!
+//! # Layout
+//!
+//! - [`config`]: confique config (env, optional TOML file, defaults) and value parsers.
+//! - [`student`]: the record and its validation (every bad field listed at once).
+//! - [`generate`]: made-up students for seeding and for running without a data dir.
+//! - [`roster`]: the JSONL file: locked fsynced appends, incremental re-reads, torn lines.
+//! - [`api`]: the `/api/student` handlers.
+//!
+//! Shared with static-site (from `apps-shared/`, see `shared` below):
+//!
+//! - [`web`]: `X-Instance`, access log, `/healthz` and draining, JSON 404/405.
+//! - [`healthcheck`]: the tiny HTTP client behind `--healthcheck`.
+//! - [`register`]: heartbeats to the balancer's admin API and the DELETE on shutdown.
+//! - [`cli`]: the binary's `main` (arguments, tracing, runtime, signals).
+//!
+//! [`app`] builds the router from an [`AppState`]; [`run`] serves an already-bound listener,
+//! registers with the balancer when configured, and when `shutdown` resolves deregisters,
+//! drains for `drain_grace`, then shuts down gracefully.
+
+pub mod api;
+pub mod config;
+pub mod generate;
+pub mod roster;
+pub mod student;
+
+// Both apps do their plumbing the same way: one copy of that code, compiled into both (its
+// module doc says why it is not a crate).
+#[path = "../../apps-shared/src/mod.rs"]
+mod shared;
+pub use shared::{cli, healthcheck, register, web};
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+use roster::Roster;
+use web::{Draining, Identity};
+
+/// Largest accepted request body: a student is a few hundred bytes.
+const BODY_LIMIT: usize = 16 * 1024;
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The instance name cannot be sent as a header value.
+    #[error("instance name {0:?} is not a valid header value")]
+    InstanceName(String),
+    /// Opening the roster panicked or was cancelled.
+    #[error("roster setup failed")]
+    Setup(#[from] tokio::task::JoinError),
+    /// Serving failed.
+    #[error("server error")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The roster and this replica's cache of it.
+    pub roster: Arc<Roster>,
+    /// `X-Instance` value and the draining flag.
+    pub identity: Identity,
+}
+
+impl AppState {
+    /// Opens (and if needed seeds) the roster named in `config`. Blocks on file I/O.
+    pub fn new(config: &Config) -> Result<Self, Error> {
+        Self::with_roster(&config.instance(), Roster::open(&config.data))
+    }
+
+    /// A state around an existing roster, named `instance`.
+    pub fn with_roster(instance: &str, roster: Roster) -> Result<Self, Error> {
+        Ok(Self {
+            roster: Arc::new(roster),
+            identity: Identity::new(instance)
+                .ok_or_else(|| Error::InstanceName(instance.to_owned()))?,
+        })
+    }
+}
+
+impl FromRef<AppState> for Arc<Roster> {
+    fn from_ref(state: &AppState) -> Self {
+        state.roster.clone()
+    }
+}
+
+impl FromRef<AppState> for Draining {
+    fn from_ref(state: &AppState) -> Self {
+        state.identity.draining.clone()
+    }
+}
+
+/// The whole HTTP surface of the service.
+pub fn app(state: AppState) -> Router {
+    let student = get(api::list).post(api::create);
+    Router::new()
+        .route("/api/student", student.clone())
+        .route("/api/student/", student)
+        .route("/api/student/{id}", get(api::get_one))
+        .route("/healthz", get(web::healthz))
+        .method_not_allowed_fallback(web::method_not_allowed)
+        .fallback(web::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.identity.clone(),
+            web::identify_and_log,
+        ))
+        .with_state(state)
+}
+
+/// Serves `listener` (announcing it to the balancer when configured) until `shutdown`
+/// resolves, then deregisters, reports draining for `config.drain_grace` while still
+/// serving, then stops accepting and finishes in-flight requests.
+pub async fn run<F>(listener: TcpListener, config: Config, shutdown: F) -> Result<(), Error>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let cfg = config.clone();
+    let state = tokio::task::spawn_blocking(move || AppState::new(&cfg)).await??;
+    tracing::info!(instance = ?state.identity.instance, students = state.roster.len(), %config, "serving");
+    let shutdown =
+        shared::serve::deregistering_first(config.registration(), listener.local_addr()?, shutdown);
+    serve(listener, state, config.drain_grace, shutdown).await
+}
+
+/// Like [`run`] with a ready-made state (tests use it to share one roster).
+pub async fn serve<F>(
+    listener: TcpListener,
+    state: AppState,
+    drain_grace: std::time::Duration,
+    shutdown: F,
+) -> Result<(), Error>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let draining = state.identity.draining.clone();
+    shared::serve::draining(listener, app(state), draining, drain_grace, shutdown).await?;
+    Ok(())
+}
