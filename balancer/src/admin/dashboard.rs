@@ -1,0 +1,323 @@
+//! `/`: the live dashboard. The page is rendered once by askama (so it is complete without
+//! script: every pool, member and recent event), then `dashboard.js` polls `/api/status` every
+//! second and updates it in place. Script and stylesheet are compiled into the binary and served
+//! from this listener; the page's Content-Security-Policy allows only them (no inline code, no
+//! external assets: the classroom machine may be offline).
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AdminCtx;
+use super::status::{MemberStatus, PoolStatus, Status, build_status};
+
+/// Where the stylesheet is served.
+pub const CSS_PATH: &str = "/assets/dashboard.css";
+/// Where the script is served.
+pub const JS_PATH: &str = "/assets/dashboard.js";
+
+const CSS: &str = include_str!("../../templates/dashboard.css");
+const JS: &str = include_str!("../../templates/dashboard.js");
+
+/// Only our own script, stylesheet and API: no inline code, nothing external.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// How many events the page shows (newest first).
+pub const EVENTS_SHOWN: usize = 12;
+
+/// The page's inputs: the status document turned into display strings.
+#[derive(Template, WebTemplate)]
+#[template(path = "dashboard.html")]
+pub struct Page {
+    /// Snapshot version.
+    pub version: u64,
+    /// Config source in words.
+    pub source: String,
+    /// Last reload, in words.
+    pub reload: String,
+    /// CSS class of the reload chip: `ok`, `bad` or `none`.
+    pub reload_class: &'static str,
+    /// Whether actions are enabled.
+    pub actions: &'static str,
+    /// Latency window, seconds.
+    pub window: u64,
+    /// Pool cards.
+    pub pools: Vec<PoolView>,
+    /// Newest events first.
+    pub events: Vec<EventView>,
+    /// Stylesheet URL.
+    pub css: &'static str,
+    /// Script URL.
+    pub js: &'static str,
+}
+
+/// A pool card.
+#[derive(Debug)]
+pub struct PoolView {
+    /// Name.
+    pub name: String,
+    /// Algorithm, sticky mode and routes in one line.
+    pub about: String,
+    /// Total responses.
+    pub requests: u64,
+    /// Member rows.
+    pub members: Vec<MemberView>,
+}
+
+/// A member row.
+#[derive(Debug)]
+pub struct MemberView {
+    /// `ip:port`.
+    pub addr: String,
+    /// As configured, when it differs from `addr`.
+    pub origin: String,
+    /// State word (also the pill's CSS class).
+    pub state: &'static str,
+    /// Weight, with the effective weight while ramping.
+    pub weight: String,
+    /// In flight.
+    pub active: u32,
+    /// Total responses.
+    pub requests: u64,
+    /// Share of the pool's recent responses, percent (0..=100).
+    pub share: u32,
+    /// 2xx responses.
+    pub ok: u64,
+    /// 4xx responses.
+    pub client_err: u64,
+    /// 5xx responses.
+    pub server_err: u64,
+    /// Retries made on this member.
+    pub retries: u64,
+    /// Recent p50, formatted.
+    pub p50: String,
+    /// Recent p95, formatted.
+    pub p95: String,
+    /// Recent p99, formatted.
+    pub p99: String,
+    /// Last check result: `pass`, `fail`, `draining` or `none`.
+    pub check: &'static str,
+    /// Last check detail and age.
+    pub check_detail: String,
+}
+
+/// An event line.
+#[derive(Debug)]
+pub struct EventView {
+    /// Unix time, for the script to show in local time.
+    pub at: f64,
+    /// Kind.
+    pub kind: &'static str,
+    /// `pool member`, or empty.
+    pub subject: String,
+    /// Message.
+    pub message: String,
+}
+
+pub(super) async fn page(State(s): State<AdminCtx>) -> Response {
+    let html = Page::from_status(&build_status(&s.shared)).into_response();
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+pub(super) async fn css() -> Response {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+pub(super) async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", JS)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+impl Page {
+    /// The page for a status document.
+    pub fn from_status(s: &Status) -> Self {
+        let (reload, reload_class) = if s.reload.at == 0.0 {
+            ("no reload yet".to_owned(), "none")
+        } else if s.reload.ok {
+            (
+                format!(
+                    "last reload ok · {} applied, {} rejected",
+                    s.reload.applied, s.reload.rejected
+                ),
+                "ok",
+            )
+        } else {
+            (
+                format!(
+                    "last reload rejected: {}",
+                    s.reload.error.as_deref().unwrap_or("?")
+                ),
+                "bad",
+            )
+        };
+        let pools = s.pools.iter().map(|p| pool_view(p, s)).collect();
+        let events = s
+            .events
+            .iter()
+            .rev()
+            .take(EVENTS_SHOWN)
+            .map(|e| EventView {
+                at: e.at,
+                kind: e.kind,
+                subject: [e.pool.as_deref(), e.member.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                message: e.message.clone(),
+            })
+            .collect();
+        Page {
+            version: s.version,
+            source: s.config_source.clone(),
+            reload,
+            reload_class,
+            actions: if s.actions_enabled {
+                "actions enabled"
+            } else {
+                "actions disabled (no token)"
+            },
+            window: s.latency_window_seconds,
+            pools,
+            events,
+            css: CSS_PATH,
+            js: JS_PATH,
+        }
+    }
+}
+
+fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
+    let routes: Vec<String> = s
+        .routes
+        .iter()
+        .filter(|r| r.pool == p.name)
+        .map(|r| format!("{}{}", r.host.as_deref().unwrap_or(""), r.path))
+        .collect();
+    let recent_total: u64 = p.members.iter().map(recent).sum();
+    PoolView {
+        name: p.name.clone(),
+        about: format!(
+            "{} · sticky {} · {}",
+            p.algorithm,
+            serde_json::to_value(p.sticky)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            if routes.is_empty() {
+                "no route".to_owned()
+            } else {
+                routes.join(" ")
+            }
+        ),
+        requests: p.requests,
+        members: p
+            .members
+            .iter()
+            .map(|m| member_view(m, recent_total))
+            .collect(),
+    }
+}
+
+/// Responses in the recent window.
+fn recent(m: &MemberStatus) -> u64 {
+    m.latency.as_ref().map_or(0, |l| l.samples)
+}
+
+fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
+    let fmt = |f: fn(&super::status::Latency) -> f64| {
+        m.latency
+            .as_ref()
+            .map_or_else(|| "–".to_owned(), |l| fmt_ms(f(l)))
+    };
+    let (check, check_detail) = match &m.last_check {
+        None => ("none", "no check".to_owned()),
+        Some(c) => (
+            c.result,
+            format!(
+                "{}{} s ago",
+                if c.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} · ", c.detail)
+                },
+                c.age_seconds.round()
+            ),
+        ),
+    };
+    MemberView {
+        addr: m.addr.clone(),
+        origin: if m.origin == m.addr {
+            String::new()
+        } else {
+            m.origin.clone()
+        },
+        state: m.state,
+        weight: if m.effective_weight != m.weight {
+            format!("{} → {}", m.effective_weight, m.weight)
+        } else {
+            m.weight.to_string()
+        },
+        active: m.active,
+        requests: m.requests,
+        share: (recent(m) * 100)
+            .checked_div(recent_total)
+            .map_or(0, |p| p as u32),
+        ok: m.responses[1],
+        client_err: m.responses[3],
+        server_err: m.responses[4],
+        retries: m.retries,
+        p50: fmt(|l| l.p50_ms),
+        p95: fmt(|l| l.p95_ms),
+        p99: fmt(|l| l.p99_ms),
+        check,
+        check_detail,
+    }
+}
+
+/// Milliseconds with a precision that suits their size (same rules as the script).
+pub fn fmt_ms(ms: f64) -> String {
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1000.0)
+    } else if ms < 10.0 {
+        format!("{ms:.1} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", ms / 1000.0)
+    }
+}

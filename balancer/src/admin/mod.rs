@@ -1,0 +1,105 @@
+//! The admin listener (`BALANCER_ADMIN_LISTEN`, default `0.0.0.0:1936`).
+//!
+//! Read-only, always open:
+//! - `/` — the live dashboard ([`dashboard`]), with its script and stylesheet under `/assets/`;
+//! - `/api/status` — the same figures as JSON ([`status`]);
+//! - `/metrics` — Prometheus text exposition ([`metrics`]);
+//! - `/healthz` — liveness (503 while shutting down).
+//!
+//! Runtime actions, bearer-token protected ([`actions`]): drain / enable a member, set its
+//! weight, trigger a reload, and members' self-registration. With no `BALANCER_ADMIN_TOKEN`
+//! every action is refused (403) while the read-only pages stay open.
+//!
+//! The admin API only reads the snapshot and flips per-member atomics; anything that changes
+//! the snapshot goes through the control loop as a [`Command`].
+
+pub mod actions;
+pub mod dashboard;
+pub mod metrics;
+pub mod status;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use tokio::sync::mpsc;
+
+use crate::control::Command;
+use crate::state::Shared;
+
+pub use status::{MemberStatus, PoolStatus, RouteStatus, Status, build_status};
+
+/// What admin handlers need.
+#[derive(Debug, Clone)]
+pub struct AdminCtx {
+    /// Shared balancer state.
+    pub shared: Arc<Shared>,
+    /// The control loop.
+    pub control: mpsc::Sender<Command>,
+}
+
+/// The admin router.
+pub fn app(state: AdminCtx) -> Router {
+    const MEMBER: &str = "/api/pools/{pool}/members/{member}";
+    Router::new()
+        .route("/", get(dashboard::page))
+        .route(dashboard::CSS_PATH, get(dashboard::css))
+        .route(dashboard::JS_PATH, get(dashboard::js))
+        .route("/healthz", get(healthz))
+        .route("/api/status", get(status::handler))
+        .route("/metrics", get(metrics::handler))
+        .route(MEMBER, put(actions::register).delete(actions::deregister))
+        .route(&format!("{MEMBER}/drain"), post(actions::drain))
+        .route(&format!("{MEMBER}/enable"), post(actions::enable))
+        .route(&format!("{MEMBER}/weight"), put(actions::weight))
+        .route("/api/reload", post(actions::reload))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such admin endpoint")
+}
+
+/// An admin API error, answered as JSON `{"error": message}`; never carries internals.
+#[derive(Debug)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// What went wrong, for the operator.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status and a message.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(serde_json::json!({ "error": self.message }));
+        (self.status, body).into_response()
+    }
+}
+
+async fn healthz(State(s): State<AdminCtx>) -> Response {
+    if s.shared
+        .shutting_down
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "draining"})),
+        )
+            .into_response();
+    }
+    Json(serde_json::json!({"status": "ok"})).into_response()
+}

@@ -1,0 +1,255 @@
+//! `/api/status`: one JSON document with everything the dashboard shows — config version and
+//! source, the last reload, routes, every pool and member with state and counters, recent
+//! latency percentiles, the last health check, and the event feed. Built from one snapshot.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+
+use super::AdminCtx;
+use crate::health::health_name;
+use crate::pool::{AdminState, Health, Member, Pool};
+use crate::state::{ReloadStatus, Shared};
+use crate::{clock, events::Event, stats};
+
+/// The whole status document.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Snapshot version: increases with every reload or membership change.
+    pub version: u64,
+    /// Config file in use (`null` when running on environment and defaults only).
+    pub config_file: Option<String>,
+    /// Where the config comes from, in words (`file /etc/... + environment`).
+    pub config_source: String,
+    /// The balancer's version.
+    pub build_version: &'static str,
+    /// Seconds since the process started.
+    pub uptime_seconds: f64,
+    /// Whether runtime actions are enabled (a `BALANCER_ADMIN_TOKEN` is set).
+    pub actions_enabled: bool,
+    /// Width of the window the latency percentiles cover, in seconds.
+    pub latency_window_seconds: u64,
+    /// Last reload outcome.
+    pub reload: ReloadStatus,
+    /// Routes in match order.
+    pub routes: Vec<RouteStatus>,
+    /// Pools.
+    pub pools: Vec<PoolStatus>,
+    /// Recent events, oldest first (at most [`crate::events::CAPACITY`]).
+    pub events: Vec<Event>,
+}
+
+/// A route.
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    /// Host, if any.
+    pub host: Option<String>,
+    /// Path prefix or exact path.
+    pub path: String,
+    /// Exact match.
+    pub exact: bool,
+    /// Pool name.
+    pub pool: String,
+}
+
+/// A pool.
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    /// Name.
+    pub name: String,
+    /// Algorithm.
+    pub algorithm: String,
+    /// Sticky mode.
+    pub sticky: crate::config::StickyMode,
+    /// Path of the active health check (`null` when checks are off).
+    pub health_check: Option<String>,
+    /// Responses of all members.
+    pub requests: u64,
+    /// Members.
+    pub members: Vec<MemberStatus>,
+}
+
+/// A member.
+#[derive(Debug, Serialize)]
+pub struct MemberStatus {
+    /// Address.
+    pub addr: String,
+    /// As configured (DNS name or registration).
+    pub origin: String,
+    /// Sticky id.
+    pub id: String,
+    /// `up`, `down`, `draining`, `drained`, `ejected` or `slow-start` (see [`member_state`]).
+    pub state: &'static str,
+    /// Whether it may receive new requests now.
+    pub in_rotation: bool,
+    /// Health-check verdict: `unknown`, `up`, `down` or `draining`.
+    pub health: &'static str,
+    /// Weight in use.
+    pub weight: u32,
+    /// Weight now (slow start ramps it).
+    pub effective_weight: u32,
+    /// Requests in flight.
+    pub active: u32,
+    /// Responses by class: 1xx..5xx.
+    pub responses: [u64; 5],
+    /// Total responses.
+    pub requests: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Retry attempts made on this member.
+    pub retries: u64,
+    /// Response bytes sent.
+    pub bytes_out: u64,
+    /// Latency percentiles over the last `latency_window_seconds` (`null` without traffic).
+    pub latency: Option<Latency>,
+    /// The last active health check (`null` when none ran).
+    pub last_check: Option<CheckStatus>,
+}
+
+/// Recent latency (time to response headers), in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// Responses in the window.
+    pub samples: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 95th percentile.
+    pub p95_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+}
+
+/// The last active health check of a member.
+#[derive(Debug, Serialize)]
+pub struct CheckStatus {
+    /// `pass`, `fail` or `draining`.
+    pub result: &'static str,
+    /// What the probe saw when it did not pass.
+    pub detail: String,
+    /// Seconds since it completed.
+    pub age_seconds: f64,
+}
+
+pub(super) async fn handler(State(s): State<AdminCtx>) -> Json<Status> {
+    Json(build_status(&s.shared))
+}
+
+/// A member's state in one word, most significant first: an operator's drain, the backend
+/// leaving, failing checks, passive ejection, slow-start ramp, else up.
+pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> &'static str {
+    if m.admin_state() == AdminState::Drained {
+        "drained"
+    } else if m.health() == Health::Draining {
+        "draining"
+    } else if m.health() == Health::Down {
+        "down"
+    } else if m.ejected(now_ms) {
+        "ejected"
+    } else if m.ramping(now_ms, slow_start_ms) {
+        "slow-start"
+    } else {
+        "up"
+    }
+}
+
+/// Every value [`member_state`] can return.
+pub const MEMBER_STATES: [&str; 6] = ["up", "slow-start", "down", "draining", "drained", "ejected"];
+
+/// Builds the status document from the current snapshot.
+pub fn build_status(shared: &Shared) -> Status {
+    let snap = shared.snapshot();
+    let now = clock::now_ms();
+    let second = stats::current_second();
+    let pools = snap
+        .pools
+        .iter()
+        .map(|p| pool_status(p, now, second))
+        .collect();
+    let routes = snap
+        .routes
+        .routes()
+        .iter()
+        .map(|r| RouteStatus {
+            host: r.host.clone(),
+            path: r.path.clone(),
+            exact: r.exact,
+            pool: snap.pools[r.pool].settings.name.to_string(),
+        })
+        .collect();
+    let config_file = snap.settings.file.as_ref().map(|p| p.display().to_string());
+    Status {
+        version: snap.version,
+        config_source: match &config_file {
+            Some(f) => format!("file {f} + environment + defaults"),
+            None => "environment + defaults (no config file)".to_owned(),
+        },
+        config_file,
+        build_version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: now as f64 / 1000.0,
+        actions_enabled: snap.settings.admin_token.is_some(),
+        latency_window_seconds: stats::WINDOW_SECS,
+        reload: shared
+            .reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
+        routes,
+        pools,
+        events: shared.events.recent(),
+    }
+}
+
+fn pool_status(p: &Pool, now: u64, second: u64) -> PoolStatus {
+    let slow = p.settings.slow_start.as_millis() as u64;
+    let members: Vec<MemberStatus> = p
+        .members
+        .iter()
+        .map(|m| member_status(m, now, slow, second))
+        .collect();
+    PoolStatus {
+        name: p.settings.name.to_string(),
+        algorithm: p.settings.algorithm.to_string(),
+        sticky: p.settings.sticky,
+        health_check: p.settings.health.as_ref().map(|h| h.path.clone()),
+        requests: members.iter().map(|m| m.requests).sum(),
+        members,
+    }
+}
+
+fn member_status(m: &Member, now: u64, slow: u64, second: u64) -> MemberStatus {
+    let responses: [u64; 5] = std::array::from_fn(|i| m.stats.responses(i));
+    let window = m.stats.recent.window(second);
+    let ms = |q| window.quantile_us(q).map_or(0.0, |us| round3(us / 1000.0));
+    let latency = (window.count() > 0).then(|| Latency {
+        samples: window.count(),
+        p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+    });
+    MemberStatus {
+        addr: m.addr.to_string(),
+        origin: m.origin.to_string(),
+        id: m.id.to_string(),
+        state: member_state(m, now, slow),
+        in_rotation: m.is_available(now),
+        health: health_name(m.health()),
+        weight: m.weight(),
+        effective_weight: m.effective_weight(now, slow),
+        active: m.in_flight(),
+        requests: responses.iter().sum(),
+        responses,
+        failures: m.stats.failures(),
+        retries: m.stats.retries(),
+        bytes_out: m.stats.bytes_out(),
+        latency,
+        last_check: m.last_check().map(|c| CheckStatus {
+            result: c.result,
+            detail: c.detail,
+            age_seconds: round3(now.saturating_sub(c.at_ms) as f64 / 1000.0),
+        }),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,240 @@
+//! `--check-config` (the effective configuration with where each value came from) and
+//! `--print-default-config` (a commented template generated from the field docs).
+
+use std::fmt::Write;
+
+use super::model::DEFAULT_POOLS;
+use super::{Origin, RawConfig, Settings};
+
+/// A commented TOML template of every key, generated from the config's field docs.
+pub fn default_template() -> String {
+    let mut out = String::from(
+        "# balancer configuration (TOML). Precedence: built-in defaults < this file < env vars.\n\
+         # Durations are human (500ms, 2s, 1m); sizes take units (16KiB, 10MB).\n\
+         # Member lists: \"host:port host:port*3\" (weight after *), or an array of such strings.\n\
+         #\n\
+         # Example pool and route tables (pools `static` and `dynamic` always exist):\n\
+         #\n\
+         # [pools.dynamic]\n\
+         # members = [\"student-api:3000\"]\n\
+         # algorithm = \"least-connections\"  # round-robin | weighted-round-robin | least-connections | p2c | random | ip-hash | header-hash\n\
+         # sticky = \"none\"                   # none | cookie | ip-hash\n\
+         # cookie_name = \"lb_dynamic\"\n\
+         # retries = 2\n\
+         # retry_budget = \"10s\"\n\
+         # max_fails = 1\n\
+         # fail_timeout = \"10s\"\n\
+         # slow_start = \"0s\"\n\
+         # max_body = \"100MiB\"\n\
+         # [pools.dynamic.health]\n\
+         # path = \"/healthz\"\n\
+         # interval = \"1s\"\n\
+         # timeout = \"1s\"\n\
+         # expect_status = 200\n\
+         # rise = 2\n\
+         # fall = 1\n\
+         #\n\
+         # [[routes]]\n\
+         # path = \"/api/\"\n\
+         # pool = \"dynamic\"\n\n",
+    );
+    out.push_str(&confique::toml::template::<RawConfig>(
+        confique::toml::FormatOptions::default(),
+    ));
+    out
+}
+
+/// The effective configuration as TOML-like text, each value followed by its source.
+pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
+    let mut out = String::new();
+    let top = |env: &str, key: &str| origin.describe(Some(env), &[key]);
+    line(
+        &mut out,
+        "listen",
+        q(s.listen),
+        top("BALANCER_LISTEN", "listen"),
+    );
+    line(
+        &mut out,
+        "admin_listen",
+        q(s.admin_listen),
+        top("BALANCER_ADMIN_LISTEN", "admin_listen"),
+    );
+    let token = if s.admin_token.is_some() {
+        "\"<set>\""
+    } else {
+        "\"<unset>\""
+    };
+    line(
+        &mut out,
+        "admin_token",
+        token.into(),
+        top("BALANCER_ADMIN_TOKEN", "admin_token"),
+    );
+    let log = s
+        .access_log
+        .as_ref()
+        .map_or("\"<stdout only>\"".into(), |p| q(p.display()));
+    line(
+        &mut out,
+        "access_log",
+        log,
+        top("BALANCER_ACCESS_LOG", "access_log"),
+    );
+    line(
+        &mut out,
+        "upstream_header",
+        s.upstream_header.to_string(),
+        top("BALANCER_UPSTREAM_HEADER", "upstream_header"),
+    );
+    line(
+        &mut out,
+        "workers",
+        s.workers.to_string(),
+        top("BALANCER_WORKERS", "workers"),
+    );
+    line(
+        &mut out,
+        "discovery_interval",
+        q(humantime::format_duration(s.discovery_interval)),
+        top("BALANCER_DISCOVERY_INTERVAL", "discovery_interval"),
+    );
+    let t = &raw.timeouts;
+    let nested = |env: &str, a: &str, b: &str| origin.describe(Some(env), &[a, b]);
+    line(
+        &mut out,
+        "timeouts.connect",
+        q(humantime::format_duration(t.connect)),
+        nested("BALANCER_CONNECT_TIMEOUT", "timeouts", "connect"),
+    );
+    line(
+        &mut out,
+        "timeouts.response",
+        q(humantime::format_duration(t.response)),
+        nested("BALANCER_RESPONSE_TIMEOUT", "timeouts", "response"),
+    );
+    line(
+        &mut out,
+        "timeouts.client_idle",
+        q(humantime::format_duration(t.client_idle)),
+        nested("BALANCER_IDLE_TIMEOUT", "timeouts", "client_idle"),
+    );
+    line(
+        &mut out,
+        "timeouts.backend_idle",
+        q(humantime::format_duration(t.backend_idle)),
+        nested("BALANCER_BACKEND_IDLE_TIMEOUT", "timeouts", "backend_idle"),
+    );
+    line(
+        &mut out,
+        "limits.max_header_bytes",
+        q(raw.limits.max_header_bytes),
+        nested("BALANCER_MAX_HEADER_BYTES", "limits", "max_header_bytes"),
+    );
+    line(
+        &mut out,
+        "limits.max_body",
+        q(raw.limits.max_body),
+        nested("BALANCER_MAX_BODY", "limits", "max_body"),
+    );
+    for p in &s.pools {
+        let _ = writeln!(out, "\n[pools.{}]", p.name);
+        let d = DEFAULT_POOLS.iter().find(|d| *d.name == *p.name);
+        let src = |env: Option<&str>, k: &str| origin.describe(env, &["pools", &p.name, k]);
+        let members: Vec<String> = p.members.iter().map(q).collect();
+        let mut lines = Vec::new();
+        lines.push((
+            "members",
+            format!("[{}]", members.join(", ")),
+            src(d.map(|d| d.members_env), "members"),
+        ));
+        lines.push((
+            "algorithm",
+            q(p.algorithm),
+            src(d.map(|d| d.algorithm_env), "algorithm"),
+        ));
+        lines.push((
+            "sticky",
+            q(serde_plain(&p.sticky)),
+            src(d.map(|d| d.sticky_env), "sticky"),
+        ));
+        lines.push(("cookie_name", q(&p.cookie_name), src(None, "cookie_name")));
+        lines.push(("retries", p.retries.to_string(), src(None, "retries")));
+        lines.push((
+            "retry_budget",
+            q(humantime::format_duration(p.retry_budget)),
+            src(None, "retry_budget"),
+        ));
+        lines.push(("max_fails", p.max_fails.to_string(), src(None, "max_fails")));
+        lines.push((
+            "fail_timeout",
+            q(humantime::format_duration(p.fail_timeout)),
+            src(None, "fail_timeout"),
+        ));
+        lines.push((
+            "connect_timeout",
+            q(humantime::format_duration(p.connect_timeout)),
+            src(None, "connect_timeout"),
+        ));
+        lines.push((
+            "response_timeout",
+            q(humantime::format_duration(p.response_timeout)),
+            src(None, "response_timeout"),
+        ));
+        lines.push((
+            "slow_start",
+            q(humantime::format_duration(p.slow_start)),
+            src(None, "slow_start"),
+        ));
+        lines.push((
+            "max_body",
+            q(super::ByteSize(p.max_body)),
+            src(None, "max_body"),
+        ));
+        let health = match &p.health {
+            Some(h) => format!(
+                "{{ path = {}, interval = {}, timeout = {}, expect_status = {}, rise = {}, fall = {} }}",
+                q(&h.path),
+                q(humantime::format_duration(h.interval)),
+                q(humantime::format_duration(h.timeout)),
+                h.expect_status,
+                h.rise,
+                h.fall
+            ),
+            None => "{ enabled = false }".into(),
+        };
+        lines.push(("health", health, src(None, "health")));
+        for (k, v, src) in lines {
+            line(&mut out, k, v, src);
+        }
+    }
+    for r in &s.routes {
+        let _ = writeln!(out, "\n[[routes]]");
+        let src = origin.describe(None, &["routes"]);
+        line(&mut out, "path", q(&r.path), src.clone());
+        if r.exact {
+            line(&mut out, "exact", "true".into(), src.clone());
+        }
+        if let Some(h) = &r.host {
+            line(&mut out, "host", q(h), src.clone());
+        }
+        line(&mut out, "pool", q(&s.pools[r.pool].name), src);
+    }
+    out
+}
+
+fn line(out: &mut String, key: &str, value: String, src: String) {
+    let _ = writeln!(out, "{:<52} # {src}", format!("{key} = {value}"));
+}
+
+fn q(v: impl std::fmt::Display) -> String {
+    format!("\"{v}\"")
+}
+
+fn serde_plain(m: &super::StickyMode) -> &'static str {
+    match m {
+        super::StickyMode::None => "none",
+        super::StickyMode::Cookie => "cookie",
+        super::StickyMode::IpHash => "ip-hash",
+    }
+}

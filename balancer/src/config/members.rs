@@ -1,0 +1,180 @@
+//! Member lists as people write them: `host:port` entries separated by any whitespace, each
+//! optionally followed by `*WEIGHT` (`static-site:8080 10.0.0.7:8080*3`).
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Largest weight accepted; keeps smooth-WRR arithmetic far from overflow.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// One configured member: a host (IP or DNS name), a port and a weight.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MemberSpec {
+    /// IP literal or DNS name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Relative weight (0..=1000); 0 takes the member out of selection.
+    pub weight: u32,
+}
+
+impl MemberSpec {
+    /// The address when `host` is an IP literal; DNS names need discovery.
+    pub fn ip_addr(&self) -> Option<SocketAddr> {
+        self.host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, self.port))
+    }
+
+    /// `host:port` without the weight.
+    pub fn authority(&self) -> String {
+        match self.host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+impl fmt::Display for MemberSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.authority())?;
+        if self.weight != 1 {
+            write!(f, "*{}", self.weight)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for MemberSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, weight) = match s.split_once('*') {
+            Some((a, w)) => {
+                let w: u32 = w
+                    .parse()
+                    .map_err(|_| format!("`{s}`: weight `{w}` is not a whole number"))?;
+                if w > MAX_WEIGHT {
+                    return Err(format!(
+                        "`{s}`: weight {w} is above the maximum {MAX_WEIGHT}"
+                    ));
+                }
+                (a, w)
+            }
+            None => (s, 1),
+        };
+        let (host, port) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{s}`: expected host:port (e.g. student-api:3000)"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("`{s}`: port `{port}` is not a number from 1 to 65535"))?;
+        if port == 0 {
+            return Err(format!("`{s}`: port 0 is not a valid port"));
+        }
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let valid_host = !bare.is_empty()
+            && (bare.parse::<IpAddr>().is_ok()
+                || bare
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'));
+        if !valid_host {
+            return Err(format!("`{s}`: `{host}` is not an IP address or DNS name"));
+        }
+        Ok(MemberSpec {
+            host: bare.to_owned(),
+            port,
+            weight,
+        })
+    }
+}
+
+/// A whitespace-separated member list, from a string or a TOML array of strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberList(pub Vec<MemberSpec>);
+
+impl MemberList {
+    /// Parses `a:1 b:2*3` with any whitespace between entries.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        s.split_whitespace()
+            .map(str::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map(MemberList)
+    }
+}
+
+impl fmt::Display for MemberList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, m) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{m}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for MemberList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::One(s) => s,
+            Raw::Many(v) => v.join(" "),
+        };
+        MemberList::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for MemberList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ToString::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_whitespace_and_weights() {
+        let l = MemberList::parse("  a:1\t\tb.example:2*3 \n 10.0.0.1:80 ").unwrap();
+        assert_eq!(l.0.len(), 3);
+        assert_eq!(l.0[1].weight, 3);
+        assert_eq!(l.0[2].ip_addr(), Some("10.0.0.1:80".parse().unwrap()));
+        assert_eq!(l.0[0].ip_addr(), None);
+    }
+
+    #[test]
+    fn ipv6_literal() {
+        let l = MemberList::parse("[::1]:8080*2").unwrap();
+        assert_eq!(l.0[0].ip_addr(), Some("[::1]:8080".parse().unwrap()));
+        assert_eq!(l.0[0].to_string(), "[::1]:8080*2");
+    }
+
+    #[test]
+    fn bad_entries_say_what_is_wrong() {
+        assert!(
+            MemberList::parse("nohost")
+                .unwrap_err()
+                .contains("host:port")
+        );
+        assert!(MemberList::parse("a:http").unwrap_err().contains("port"));
+        assert!(MemberList::parse("a:1*x").unwrap_err().contains("weight"));
+        assert!(
+            MemberList::parse("a:1*5000")
+                .unwrap_err()
+                .contains("maximum")
+        );
+        assert!(MemberList::parse("a b:1").is_err());
+        assert!(MemberList::parse("bad!host:1").is_err());
+    }
+}

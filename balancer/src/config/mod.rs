@@ -1,0 +1,324 @@
+//! Configuration: built-in defaults < TOML file < environment variables, loaded with confique.
+//!
+//! [`RawConfig`] is the layered, typed input exactly as a person writes it (its field docs become
+//! `--print-default-config`). [`Settings`] is what the balancer runs on: validated, with the two
+//! default pools merged from file and env and every cross-reference checked. A bad value always
+//! names the field, where it came from and what was expected.
+
+pub mod check;
+pub mod members;
+pub mod model;
+mod origin;
+pub mod reload;
+mod units;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use confique::Config;
+use serde::{Deserialize, Serialize};
+
+pub use members::{MemberList, MemberSpec};
+pub use model::{HealthSettings, PoolSettings, RouteSettings, Settings, StickyMode};
+pub use origin::Origin;
+pub use units::ByteSize;
+
+use crate::select::Algorithm;
+
+/// Where the config file is read from when `BALANCER_CONFIG` is not set (only if it exists).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/balancer/balancer.toml";
+
+/// The balancer's configuration as written in the file and the environment.
+#[derive(Config, Debug, Clone)]
+#[config(layer_attr(serde(deny_unknown_fields)))]
+pub struct RawConfig {
+    /// Public listener address (HTTP).
+    #[config(env = "BALANCER_LISTEN", default = "0.0.0.0:80")]
+    pub listen: SocketAddr,
+
+    /// Admin listener address: dashboard, /api/status, /metrics, runtime actions.
+    #[config(env = "BALANCER_ADMIN_LISTEN", default = "0.0.0.0:1936")]
+    pub admin_listen: SocketAddr,
+
+    /// Bearer token for admin actions and self-registration; unset = every action refused.
+    #[config(env = "BALANCER_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
+
+    /// Also append every access-log line to this file; unset = stdout only.
+    #[config(env = "BALANCER_ACCESS_LOG")]
+    pub access_log: Option<PathBuf>,
+
+    /// Add an `X-Upstream` response header naming the member that served the request.
+    #[config(env = "BALANCER_UPSTREAM_HEADER", default = false)]
+    pub upstream_header: bool,
+
+    /// Secret mixed into sticky-cookie ids; give every balancer that shares clients the same one.
+    #[config(env = "BALANCER_STICKY_SECRET", default = "lab-stack")]
+    pub sticky_secret: String,
+
+    /// Proxy worker threads; 0 = one per CPU core.
+    #[config(env = "BALANCER_WORKERS", default = 0)]
+    pub workers: usize,
+
+    /// How often DNS names among the members are re-resolved (at least 250ms).
+    #[config(env = "BALANCER_DISCOVERY_INTERVAL", default = "1s", deserialize_with = units::duration)]
+    pub discovery_interval: Duration,
+
+    /// Members of the `static` pool: space-separated `host:port[*weight]`.
+    #[config(env = "STATIC_BACKEND")]
+    pub static_backend: Option<MemberList>,
+
+    /// Members of the `dynamic` pool: space-separated `host:port[*weight]`.
+    #[config(env = "DYNAMIC_BACKEND")]
+    pub dynamic_backend: Option<MemberList>,
+
+    /// Selection algorithm of the `static` pool.
+    #[config(env = "BALANCER_STATIC_ALGORITHM")]
+    pub static_algorithm: Option<Algorithm>,
+
+    /// Selection algorithm of the `dynamic` pool.
+    #[config(env = "BALANCER_DYNAMIC_ALGORITHM")]
+    pub dynamic_algorithm: Option<Algorithm>,
+
+    /// Sticky mode of the `static` pool: none, cookie or ip-hash.
+    #[config(env = "BALANCER_STATIC_STICKY")]
+    pub static_sticky: Option<StickyMode>,
+
+    /// Sticky mode of the `dynamic` pool: none, cookie or ip-hash.
+    #[config(env = "BALANCER_DYNAMIC_STICKY")]
+    pub dynamic_sticky: Option<StickyMode>,
+
+    /// Default timeouts; a pool may override connect and response.
+    #[config(nested)]
+    pub timeouts: Timeouts,
+
+    /// Request limits.
+    #[config(nested)]
+    pub limits: Limits,
+
+    /// Pools by name. `static` and `dynamic` always exist; a table here adds a pool or changes
+    /// one (keys: members, algorithm, hash_header, sticky, cookie_name, cookie_max_age,
+    /// connect_timeout, response_timeout, retries, retry_budget, max_fails, fail_timeout,
+    /// max_body, slow_start, health).
+    #[config(default = {})]
+    pub pools: BTreeMap<String, PoolFile>,
+
+    /// Routes `{ path, exact, host, pool, max_body }`, most specific first (host, then longest path).
+    /// Unset = `/api/` and `/api/student` to `dynamic`, everything else to `static`.
+    pub routes: Option<Vec<RouteFile>>,
+}
+
+/// Timeouts.
+#[derive(Config, Debug, Clone)]
+#[config(layer_attr(serde(deny_unknown_fields)))]
+pub struct Timeouts {
+    /// Connecting to a member.
+    #[config(env = "BALANCER_CONNECT_TIMEOUT", default = "1s", deserialize_with = units::duration)]
+    pub connect: Duration,
+
+    /// Waiting for a member's response headers once the request is sent.
+    #[config(env = "BALANCER_RESPONSE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
+    pub response: Duration,
+
+    /// A client connection idle between requests (also the time allowed to send headers).
+    #[config(env = "BALANCER_IDLE_TIMEOUT", default = "60s", deserialize_with = units::duration)]
+    pub client_idle: Duration,
+
+    /// A pooled connection to a member unused for this long is closed.
+    #[config(env = "BALANCER_BACKEND_IDLE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
+    pub backend_idle: Duration,
+}
+
+/// Request limits.
+#[derive(Config, Debug, Clone)]
+#[config(layer_attr(serde(deny_unknown_fields)))]
+pub struct Limits {
+    /// Largest request head (request line + headers); larger gets 431.
+    #[config(env = "BALANCER_MAX_HEADER_BYTES", default = "16KiB")]
+    pub max_header_bytes: ByteSize,
+
+    /// Default largest request body; larger gets 413. A pool may override it.
+    #[config(env = "BALANCER_MAX_BODY", default = "100MiB")]
+    pub max_body: ByteSize,
+}
+
+/// A pool as written in the file; every key is optional and falls back to the defaults.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolFile {
+    /// `host:port[*weight]` entries (array or space-separated string).
+    pub members: Option<MemberList>,
+    /// Selection algorithm.
+    pub algorithm: Option<Algorithm>,
+    /// Header hashed by `header-hash`.
+    pub hash_header: Option<String>,
+    /// Sticky mode.
+    pub sticky: Option<StickyMode>,
+    /// Sticky cookie name.
+    pub cookie_name: Option<String>,
+    /// Sticky cookie lifetime; unset = a session cookie.
+    #[serde(default, with = "humantime_serde")]
+    pub cookie_max_age: Option<Duration>,
+    /// Connect timeout for this pool.
+    #[serde(default, with = "humantime_serde")]
+    pub connect_timeout: Option<Duration>,
+    /// Response-header timeout for this pool.
+    #[serde(default, with = "humantime_serde")]
+    pub response_timeout: Option<Duration>,
+    /// Extra attempts on other members for a failed idempotent request.
+    pub retries: Option<u32>,
+    /// Total time all attempts of one request may take before giving up.
+    #[serde(default, with = "humantime_serde")]
+    pub retry_budget: Option<Duration>,
+    /// Failures within `fail_timeout` that take a member out (0 = never).
+    pub max_fails: Option<u32>,
+    /// Failure window and cool-down of passive detection.
+    #[serde(default, with = "humantime_serde")]
+    pub fail_timeout: Option<Duration>,
+    /// Largest request body for routes to this pool.
+    pub max_body: Option<ByteSize>,
+    /// Ramp a joining or recovering member's weight over this long (0 = off).
+    #[serde(default, with = "humantime_serde")]
+    pub slow_start: Option<Duration>,
+    /// Active health check.
+    pub health: Option<HealthFile>,
+}
+
+/// Active health check settings as written in the file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthFile {
+    /// Turn checks on or off (default on).
+    pub enabled: Option<bool>,
+    /// Path to GET.
+    pub path: Option<String>,
+    /// Time between checks.
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// Time a check may take.
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    /// Status that means healthy.
+    pub expect_status: Option<u16>,
+    /// Consecutive passes to come back up.
+    pub rise: Option<u32>,
+    /// Consecutive failures to go down.
+    pub fall: Option<u32>,
+}
+
+/// A route as written in the file.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Path prefix (`/api/`); with `exact = true` the whole path.
+    pub path: String,
+    /// Match the whole path only.
+    #[serde(default)]
+    pub exact: bool,
+    /// Only for this Host (without port); unset = any host.
+    pub host: Option<String>,
+    /// Pool name.
+    pub pool: String,
+    /// Largest request body on this route (default: the pool's `max_body`).
+    pub max_body: Option<ByteSize>,
+}
+
+/// Which config file to read, and whether its absence is an error.
+#[derive(Debug, Clone)]
+pub struct FileChoice {
+    /// The path.
+    pub path: PathBuf,
+    /// Named explicitly (`BALANCER_CONFIG` or `--config`): a missing file is an error.
+    pub explicit: bool,
+}
+
+impl FileChoice {
+    /// `explicit` path if given, else `BALANCER_CONFIG`, else the default path.
+    pub fn resolve(explicit: Option<PathBuf>) -> Self {
+        if let Some(path) = explicit {
+            return FileChoice {
+                path,
+                explicit: true,
+            };
+        }
+        match std::env::var_os("BALANCER_CONFIG").filter(|v| !v.is_empty()) {
+            Some(p) => FileChoice {
+                path: p.into(),
+                explicit: true,
+            },
+            None => FileChoice {
+                path: DEFAULT_CONFIG_PATH.into(),
+                explicit: false,
+            },
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `BALANCER_CONFIG` or `--config` is not there.
+    #[error("config file {0} does not exist (named by BALANCER_CONFIG or --config)")]
+    MissingFile(PathBuf),
+    /// A value did not parse (the message names the env var or the file and key).
+    #[error("{0}")]
+    Load(String),
+    /// A value parsed but makes no sense.
+    #[error("{field} = {value:?} (from {origin}): {expected}")]
+    Invalid {
+        /// Dotted key.
+        field: String,
+        /// `env STATIC_BACKEND`, `file /etc/... key pools.x.members`, or `default`.
+        origin: String,
+        /// The offending value.
+        value: String,
+        /// What was expected instead.
+        expected: String,
+    },
+}
+
+/// Loads env + file + defaults from the process environment and `file`.
+pub fn load_raw(file: &FileChoice) -> Result<RawConfig, ConfigError> {
+    if file.explicit && !file.path.exists() {
+        return Err(ConfigError::MissingFile(file.path.clone()));
+    }
+    RawConfig::builder()
+        .env()
+        .file(&file.path)
+        .load()
+        .map_err(|e| ConfigError::Load(error_chain(&e)))
+}
+
+/// Loads and validates everything: what `main`, `--check-config` and reloads call.
+pub fn load(file: &FileChoice) -> Result<Settings, ConfigError> {
+    let raw = load_raw(file)?;
+    Settings::build(&raw, &Origin::detect(Some(file)))
+}
+
+/// Joins an error with all its causes: confique shows only the first line of a file error.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !s.contains(text.trim()) {
+            s.push_str(": ");
+            s.push_str(text.trim());
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// Loads a TOML text over the defaults with no environment: for tests and tools that build
+/// config in code.
+pub fn from_toml_str(text: &str) -> Result<RawConfig, ConfigError> {
+    let layer: <RawConfig as Config>::Layer =
+        toml::from_str(text).map_err(|e| ConfigError::Load(error_chain(&e)))?;
+    RawConfig::builder()
+        .preloaded(layer)
+        .load()
+        .map_err(|e| ConfigError::Load(error_chain(&e)))
+}

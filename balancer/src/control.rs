@@ -1,0 +1,349 @@
+//! The control loop: the one task that changes the snapshot. Reloads, discovery answers and
+//! registrations all arrive here as [`Command`]s and are applied one at a time, so two changes
+//! can never race to publish (several independent swaps would).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, FileChoice, Settings};
+use crate::discovery::{self, Resolve};
+use crate::state::{Discovered, Registered, Shared};
+
+/// A request to the control loop.
+#[derive(Debug)]
+pub enum Command {
+    /// Reload the configuration (SIGHUP, file change, admin action); the reply says whether it
+    /// was applied.
+    Reload(Option<oneshot::Sender<Result<bool, String>>>),
+    /// Discovery resolved `host` to `ips`.
+    Found {
+        /// DNS name.
+        host: String,
+        /// Port of the members it stands for.
+        port: u16,
+        /// Every address of the answer.
+        ips: Vec<IpAddr>,
+    },
+    /// A member announced itself (heartbeat) for `ttl`.
+    Register {
+        /// Pool name.
+        pool: String,
+        /// Member address.
+        addr: SocketAddr,
+        /// Weight.
+        weight: u32,
+        /// How long the announcement holds.
+        ttl: Duration,
+        /// Whether the pool exists.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A member left cleanly.
+    Deregister {
+        /// Pool name.
+        pool: String,
+        /// Member address.
+        addr: SocketAddr,
+        /// Whether it was registered.
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// State owned by the control loop.
+#[derive(Debug)]
+pub struct Control {
+    shared: Arc<Shared>,
+    file: Option<FileChoice>,
+    settings: Arc<Settings>,
+    found: Discovered,
+    registered: HashMap<(String, SocketAddr), (u32, Instant)>,
+    resolver: Arc<dyn Resolve>,
+    watchers: HashMap<(String, u16), CancellationToken>,
+    tx: mpsc::Sender<Command>,
+    stop: CancellationToken,
+}
+
+impl Control {
+    /// A control loop for `settings`; `file` is re-read on reload (None: reload re-reads env
+    /// only).
+    pub fn new(
+        shared: Arc<Shared>,
+        file: Option<FileChoice>,
+        settings: Arc<Settings>,
+        found: Discovered,
+        resolver: Arc<dyn Resolve>,
+        tx: mpsc::Sender<Command>,
+        stop: CancellationToken,
+    ) -> Self {
+        Control {
+            shared,
+            file,
+            settings,
+            found,
+            registered: HashMap::new(),
+            resolver,
+            watchers: HashMap::new(),
+            tx,
+            stop,
+        }
+    }
+
+    /// Runs until `stop`.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        self.update_watchers();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                Some(cmd) = rx.recv() => self.handle(cmd).await,
+                _ = tick.tick() => self.expire_registrations(),
+                () = self.stop.cancelled() => break,
+            }
+        }
+        for t in self.watchers.values() {
+            t.cancel();
+        }
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Reload(reply) => {
+                let r = self.reload().await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(r);
+                }
+            }
+            Command::Found { host, port, ips } => {
+                let key = (host, port);
+                if self.found.get(&key) != Some(&ips) {
+                    self.found.insert(key, ips);
+                    self.publish();
+                }
+            }
+            Command::Register {
+                pool,
+                addr,
+                weight,
+                ttl,
+                reply,
+            } => {
+                if self.settings.pool_index(&pool).is_none() {
+                    let _ = reply.send(Err(format!("no pool named `{pool}`")));
+                    return;
+                }
+                let fresh = self
+                    .registered
+                    .insert((pool, addr), (weight, Instant::now() + ttl))
+                    .is_none_or(|(w, _)| w != weight);
+                if fresh {
+                    self.publish();
+                }
+                let _ = reply.send(Ok(()));
+            }
+            Command::Deregister { pool, addr, reply } => {
+                let was = self.registered.remove(&(pool, addr)).is_some();
+                if was {
+                    self.publish();
+                }
+                let _ = reply.send(was);
+            }
+        }
+    }
+
+    fn expire_registrations(&mut self) {
+        let now = Instant::now();
+        let before = self.registered.len();
+        self.registered.retain(|(pool, addr), (_, until)| {
+            let keep = *until > now;
+            if !keep {
+                tracing::info!(pool, %addr, "registration expired (no heartbeat within its TTL)");
+            }
+            keep
+        });
+        if self.registered.len() != before {
+            self.publish();
+        }
+    }
+
+    fn registered(&self) -> Registered {
+        let mut out = Registered::new();
+        for ((pool, addr), (w, _)) in &self.registered {
+            out.entry(pool.clone()).or_default().push((*addr, *w));
+        }
+        for v in out.values_mut() {
+            v.sort();
+        }
+        out
+    }
+
+    fn publish(&self) {
+        let registered = self.registered();
+        self.shared
+            .rebuild(Arc::clone(&self.settings), &self.found, &registered);
+    }
+
+    /// Loads, validates and applies the configuration; the old one keeps serving on error.
+    async fn reload(&mut self) -> Result<bool, String> {
+        let loaded = match &self.file {
+            Some(f) => config::load(f),
+            None => Err(config::ConfigError::Load(
+                "no config file to reload (started without one)".into(),
+            )),
+        };
+        if let Ok(next) = &loaded {
+            // A name the new config introduces is resolved before the swap, so its pool is not
+            // published empty while the new watcher makes its first lookup.
+            let new: Vec<(String, u16)> = dns_names(next)
+                .into_iter()
+                .filter(|k| !self.found.contains_key(k))
+                .collect();
+            let fresh = resolve_all(new, &self.resolver, Duration::from_secs(2)).await;
+            self.found.extend(fresh);
+        }
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut status = self
+            .shared
+            .reload
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        status.at = at;
+        match loaded {
+            Err(e) => {
+                let msg = e.to_string();
+                status.ok = false;
+                status.error = Some(msg.clone());
+                status.rejected += 1;
+                drop(status);
+                tracing::error!(error = %msg, "config reload rejected; the previous config keeps serving");
+                self.shared
+                    .events
+                    .push("reload", None, None, format!("rejected: {msg}"));
+                Err(msg)
+            }
+            Ok(next) => {
+                status.ok = true;
+                status.error = None;
+                if next == *self.settings {
+                    status.unchanged += 1;
+                }
+                drop(status);
+                if next == *self.settings {
+                    tracing::info!("config reloaded: unchanged");
+                    return Ok(false);
+                }
+                if next.listen != self.settings.listen
+                    || next.admin_listen != self.settings.admin_listen
+                {
+                    tracing::warn!(
+                        "listener addresses changed: that takes a restart; the rest is applied"
+                    );
+                }
+                self.settings = Arc::new(next);
+                self.update_watchers();
+                self.publish();
+                self.shared
+                    .reload
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .applied += 1;
+                let version = self.shared.snapshot().version;
+                self.shared.events.push(
+                    "reload",
+                    None,
+                    None,
+                    format!("applied (snapshot {version})"),
+                );
+                Ok(true)
+            }
+        }
+    }
+
+    /// Starts a watcher for every DNS name in the config and stops those no longer named.
+    fn update_watchers(&mut self) {
+        let wanted: std::collections::HashSet<(String, u16)> =
+            dns_names(&self.settings).into_iter().collect();
+        self.watchers.retain(|k, token| {
+            let keep = wanted.contains(k);
+            if !keep {
+                token.cancel();
+            }
+            keep
+        });
+        self.found.retain(|k, _| wanted.contains(k));
+        for (host, port) in wanted {
+            if self.watchers.contains_key(&(host.clone(), port)) {
+                continue;
+            }
+            let token = self.stop.child_token();
+            tokio::spawn(discovery::watch(
+                Arc::clone(&self.resolver),
+                host.clone(),
+                port,
+                self.settings.discovery_interval,
+                self.tx.clone(),
+                token.clone(),
+            ));
+            self.watchers.insert((host, port), token);
+        }
+    }
+}
+
+/// Every (DNS name, port) among the configured members.
+pub fn dns_names(settings: &Settings) -> Vec<(String, u16)> {
+    let mut out: Vec<(String, u16)> = settings
+        .pools
+        .iter()
+        .flat_map(|p| p.members.iter())
+        .filter(|m| m.ip_addr().is_none())
+        .map(|m| (m.host.clone(), m.port))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Resolves every DNS name once (in parallel, bounded by `limit`) for the first snapshot.
+pub async fn initial_resolution(
+    settings: &Settings,
+    resolver: &Arc<dyn Resolve>,
+    limit: Duration,
+) -> Discovered {
+    resolve_all(dns_names(settings), resolver, limit).await
+}
+
+/// Resolves `names` once, in parallel, each bounded by `limit`; failures are logged and left
+/// out (their watcher keeps trying).
+async fn resolve_all(
+    names: Vec<(String, u16)>,
+    resolver: &Arc<dyn Resolve>,
+    limit: Duration,
+) -> Discovered {
+    let mut set = tokio::task::JoinSet::new();
+    for (host, port) in names {
+        let r = Arc::clone(resolver);
+        set.spawn(async move {
+            let ips = tokio::time::timeout(limit, r.lookup(&host)).await;
+            (host, port, ips)
+        });
+    }
+    let mut found = Discovered::new();
+    while let Some(Ok((host, port, ips))) = set.join_next().await {
+        match ips {
+            Ok(Ok(ips)) => {
+                found.insert((host, port), ips);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%host, error = %e, "not resolvable yet; discovery keeps trying")
+            }
+            Err(_) => {
+                tracing::warn!(%host, "DNS lookup timed out; discovery keeps trying")
+            }
+        }
+    }
+    found
+}

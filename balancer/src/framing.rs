@@ -1,0 +1,385 @@
+//! A guard on every client connection that sees each request head before hyper does and flags
+//! ambiguous framing: `Content-Length` together with `Transfer-Encoding`, or `Content-Length`
+//! given twice. hyper quietly normalizes both (it drops the length, or folds equal lengths);
+//! a proxy must instead refuse them (400, nothing forwarded), as nginx does, because the next
+//! hop may read the same bytes differently (request smuggling).
+//!
+//! The guard follows message boundaries itself (lengths and chunked framing) so it can find
+//! every head on a keep-alive connection; bodies are counted, not copied or scanned.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A head larger than this is left to hyper, which answers 431.
+const MAX_HEAD: usize = 64 * 1024;
+/// Longest chunk-size or trailer line followed before giving up (hyper then rejects it).
+const MAX_LINE: usize = 4096;
+
+/// Which request on a connection was the first with ambiguous framing (shared with the
+/// connection's service, which answers it 400 and closes).
+#[derive(Debug)]
+pub struct Verdict(AtomicU64, AtomicU64);
+
+impl Default for Verdict {
+    fn default() -> Self {
+        Verdict(AtomicU64::new(u64::MAX), AtomicU64::new(0))
+    }
+}
+
+impl Verdict {
+    /// Numbers the next request the connection's service sees (0-based).
+    pub fn next_request(&self) -> u64 {
+        self.1.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether request number `n` (0-based) on this connection, or one before it, was
+    /// ambiguous.
+    pub fn is_bad(&self, n: u64) -> bool {
+        self.0.load(Ordering::Acquire) <= n
+    }
+
+    fn mark(&self, n: u64) {
+        self.0.fetch_min(n, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Collecting a request head.
+    Head,
+    /// Skipping a fixed-length body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkSize,
+    /// Skipping chunk data.
+    ChunkData(u64),
+    /// Skipping the CRLF after chunk data.
+    ChunkEnd(u8),
+    /// Reading trailer lines until the empty one.
+    Trailer,
+    /// Not following any more (upgrade, rejected or unparseable input: hyper handles it).
+    Opaque,
+}
+
+/// The framing follower for one connection.
+#[derive(Debug)]
+pub struct Tracker {
+    state: State,
+    buf: Vec<u8>,
+    heads: u64,
+    verdict: Arc<Verdict>,
+}
+
+impl Tracker {
+    /// A tracker reporting to `verdict`.
+    pub fn new(verdict: Arc<Verdict>) -> Self {
+        Tracker {
+            state: State::Head,
+            buf: Vec::new(),
+            heads: 0,
+            verdict,
+        }
+    }
+
+    /// Follows newly received bytes.
+    pub fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            data = match self.state {
+                State::Opaque => return,
+                State::Head => self.head(data),
+                State::Body(n) => {
+                    let take = n.min(data.len() as u64);
+                    self.state = if take == n {
+                        State::Head
+                    } else {
+                        State::Body(n - take)
+                    };
+                    &data[take as usize..]
+                }
+                State::ChunkSize | State::Trailer => self.line(data),
+                State::ChunkData(n) => {
+                    let take = n.min(data.len() as u64);
+                    self.state = if take == n {
+                        State::ChunkEnd(2)
+                    } else {
+                        State::ChunkData(n - take)
+                    };
+                    &data[take as usize..]
+                }
+                State::ChunkEnd(k) => {
+                    let take = usize::from(k).min(data.len());
+                    self.state = if take == usize::from(k) {
+                        State::ChunkSize
+                    } else {
+                        State::ChunkEnd(k - take as u8)
+                    };
+                    &data[take..]
+                }
+            };
+        }
+    }
+
+    fn head<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let mut data = data;
+        if self.buf.is_empty() {
+            // Empty lines before a request line are allowed (RFC 9112 2.2).
+            let skip = data
+                .iter()
+                .take_while(|b| **b == b'\r' || **b == b'\n')
+                .count();
+            data = &data[skip..];
+            if data.is_empty() {
+                return data;
+            }
+            // The common case: the whole head arrived in one read; parse it in place.
+            if let Some(end) = find_head_end(data) {
+                self.state = self.framing_of_head(&data[..end]);
+                return &data[end..];
+            }
+        }
+        let from = self.buf.len().saturating_sub(3);
+        let room = MAX_HEAD.saturating_sub(self.buf.len());
+        let piece = &data[..data.len().min(room)];
+        self.buf.extend_from_slice(piece);
+        let Some(end) = find_head_end(&self.buf[from..]).map(|e| from + e) else {
+            if self.buf.len() >= MAX_HEAD {
+                self.state = State::Opaque;
+            }
+            return &[];
+        };
+        let consumed_from_piece = end - (self.buf.len() - piece.len());
+        let head = std::mem::take(&mut self.buf);
+        self.state = self.framing_of_head(&head[..end]);
+        // Keep the allocation for the next split head.
+        self.buf = head;
+        self.buf.clear();
+        &data[consumed_from_piece..]
+    }
+
+    /// Decides what follows the head in `buf[..end]`.
+    fn framing_of_head(&mut self, head: &[u8]) -> State {
+        let index = self.heads;
+        self.heads += 1;
+        // hyper's own limit; more (or a malformed head) is hyper's to answer. Uninitialized
+        // slots spare zeroing 3 KB per request.
+        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
+        let mut req = httparse::Request::new(&mut []);
+        let Ok(httparse::Status::Complete(_)) = req.parse_with_uninit_headers(head, &mut headers)
+        else {
+            return State::Opaque;
+        };
+        let mut lengths = 0;
+        let mut length = None;
+        let mut chunked = None;
+        let mut upgrade = req.method == Some("CONNECT");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+                length = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        if lengths > 1 || (lengths == 1 && chunked.is_some()) {
+            self.verdict.mark(index);
+            return State::Opaque;
+        }
+        if upgrade {
+            return State::Opaque;
+        }
+        match (chunked, lengths, length) {
+            (Some(true), ..) => State::ChunkSize,
+            (Some(false), ..) => State::Opaque,
+            (None, 0, _) | (None, _, Some(0)) => State::Head,
+            (None, _, Some(n)) => State::Body(n),
+            // An unparseable length: hyper rejects the request itself.
+            (None, _, None) => State::Opaque,
+        }
+    }
+
+    /// Collects one chunk-size or trailer line.
+    fn line<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
+        let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() > MAX_LINE {
+                self.state = State::Opaque;
+            }
+            return &[];
+        };
+        self.buf.extend_from_slice(&data[..nl]);
+        let line = self.buf.strip_suffix(b"\r").unwrap_or(&self.buf);
+        self.state = match self.state {
+            State::ChunkSize => {
+                let hex = line
+                    .split(|b| *b == b';' || *b == b' ' || *b == b'\t')
+                    .next()
+                    .unwrap_or_default();
+                match std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                {
+                    Some(0) => State::Trailer,
+                    Some(n) => State::ChunkData(n),
+                    None => State::Opaque,
+                }
+            }
+            _ if line.is_empty() => State::Head,
+            _ => State::Trailer,
+        };
+        self.buf.clear();
+        &data[nl + 1..]
+    }
+}
+
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    memchr::memmem::find(b, b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// A client connection whose inbound bytes pass through a [`Tracker`].
+#[derive(Debug)]
+pub struct Guarded<T> {
+    inner: T,
+    tracker: Tracker,
+}
+
+impl<T> Guarded<T> {
+    /// Wraps `inner`, reporting to `verdict`.
+    pub fn new(inner: T, verdict: Arc<Verdict>) -> Self {
+        Guarded {
+            inner,
+            tracker: Tracker::new(verdict),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = r {
+            this.tracker.feed(&buf.filled()[before..]);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns the verdict and heads seen.
+    fn run(input: &str, step: usize) -> (Option<u64>, u64) {
+        let v = Arc::new(Verdict::default());
+        let mut t = Tracker::new(v.clone());
+        for piece in input.as_bytes().chunks(step) {
+            t.feed(piece);
+        }
+        let bad = v.0.load(Ordering::SeqCst);
+        ((bad != u64::MAX).then_some(bad), t.heads)
+    }
+
+    fn all_steps(input: &str) -> Vec<(Option<u64>, u64)> {
+        [1, 2, 3, 7, 64, 10_000]
+            .iter()
+            .map(|s| run(input, *s))
+            .collect()
+    }
+
+    #[test]
+    fn follows_keep_alive_requests_with_every_framing() {
+        let input = "GET / HTTP/1.1\r\nHost: a\r\n\r\n\
+                     POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello\
+                     POST /y HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nX-T: 1\r\n\r\n\
+                     \r\nGET /z HTTP/1.1\r\n\r\n";
+        for r in all_steps(input) {
+            assert_eq!(r, (None, 4));
+        }
+    }
+
+    #[test]
+    fn length_with_chunked_is_flagged_in_either_order() {
+        for input in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "GET / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        ] {
+            let expect = if input.starts_with("GET") { 1 } else { 0 };
+            for (bad, _) in all_steps(input) {
+                assert_eq!(bad, Some(expect), "{input:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_lengths_are_flagged_even_when_equal() {
+        for (bad, _) in
+            all_steps("POST / HTTP/1.1\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\nhello")
+        {
+            assert_eq!(bad, Some(0));
+        }
+    }
+
+    #[test]
+    fn a_body_that_looks_like_a_request_is_not_a_head() {
+        let body = "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        let input = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}GET /next HTTP/1.1\r\n\r\n",
+            body.len()
+        );
+        for r in all_steps(&input) {
+            assert_eq!(r, (None, 2));
+        }
+    }
+
+    #[test]
+    fn upgrades_stop_the_tracking() {
+        let input = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        for r in all_steps(input) {
+            assert_eq!(r, (None, 1));
+        }
+    }
+}

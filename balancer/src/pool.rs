@@ -1,0 +1,404 @@
+//! A pool's members and the per-member state they carry across config rebuilds.
+//!
+//! A [`Member`] is shared as `Arc<Member>`: the request path reads it lock-free (atomics only),
+//! health checks, passive failure detection and the admin API flip its state, and a reload that
+//! keeps the same address reuses the same `Arc`, so counters, health and sticky identity survive.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::clock;
+use crate::stats::MemberStats;
+
+/// Selection weights are in 1/100 of a configured weight unit (see [`Member::selection_weight`]).
+pub const WEIGHT_SCALE: u32 = 100;
+
+/// Opaque, stable identity of a member: a keyed hash of its address, safe to put in a cookie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MemberId(pub u64);
+
+impl std::fmt::Display for MemberId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Whether an operator took a member out of rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    /// In rotation.
+    Enabled = 0,
+    /// Finishes in-flight work, gets nothing new.
+    Drained = 1,
+}
+
+/// What active health checks last concluded about a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// No check configured or not yet decided: treated as up.
+    Unknown = 0,
+    /// Passing checks.
+    Up = 1,
+    /// Failing checks: gets no new requests until it rises.
+    Down = 2,
+    /// The backend said it is shutting down (503 `draining`): leaving, gets nothing new.
+    Draining = 3,
+}
+
+impl Health {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Health::Up,
+            2 => Health::Down,
+            3 => Health::Draining,
+            _ => Health::Unknown,
+        }
+    }
+}
+
+/// One backend address in a pool, with everything the data path needs to decide on it.
+#[derive(Debug)]
+pub struct Member {
+    /// Where connections go.
+    pub addr: SocketAddr,
+    /// The address as the config wrote it (`student-api:3000`), for logs and the admin page.
+    pub origin: Arc<str>,
+    /// Sticky identity, derived from `addr` with the sticky key.
+    pub id: MemberId,
+    /// `addr` ready to send as `X-Upstream`.
+    pub upstream_header: http::HeaderValue,
+    /// Weight in use (the admin API may change it); 0 means "never picked".
+    weight: AtomicU32,
+    /// Weight the config gave; a reload only overrides an admin change when this changes.
+    config_weight: AtomicU32,
+    /// Requests currently being forwarded to this member.
+    in_flight: AtomicU32,
+    /// Passive failure state: failures counted in the current window.
+    fails: AtomicU32,
+    /// Start of the current failure window, in [`clock::now_ms`] units.
+    fail_window_start: AtomicU64,
+    /// Passive ejection: the member is skipped until this instant (ms); 0 = not ejected.
+    ejected_until: AtomicU64,
+    /// When the last failure happened (ms), to pick the least recently failed as a last resort.
+    last_fail: AtomicU64,
+    health: AtomicU8,
+    admin: AtomicU8,
+    /// Slow start: when the member joined or recovered (ms); 0 = no ramp in progress.
+    ramp_start: AtomicU64,
+    /// Counters for the admin page and metrics.
+    pub stats: MemberStats,
+    /// The last active health probe, for the admin page. Only the checker writes it and only
+    /// the admin API reads it, never the request path, so a mutex is fine.
+    last_check: Mutex<Option<LastCheck>>,
+}
+
+/// What the last active health probe of a member saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastCheck {
+    /// When it completed, in [`clock::now_ms`] units.
+    pub at_ms: u64,
+    /// `pass`, `fail` or `draining`.
+    pub result: &'static str,
+    /// What was seen (`status 500`, `connection refused`), empty on a pass.
+    pub detail: String,
+}
+
+/// Passive failure detection settings of a pool (nginx's `max_fails` / `fail_timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassivePolicy {
+    /// Failures within `fail_timeout_ms` that eject a member; 0 disables ejection.
+    pub max_fails: u32,
+    /// Window for counting failures, and how long an ejected member stays out.
+    pub fail_timeout_ms: u64,
+}
+
+impl Member {
+    /// A fresh member in rotation with the given weight.
+    pub fn new(addr: SocketAddr, origin: Arc<str>, id: MemberId, weight: u32) -> Self {
+        Member {
+            addr,
+            origin,
+            id,
+            weight: AtomicU32::new(weight),
+            config_weight: AtomicU32::new(weight),
+            upstream_header: http::HeaderValue::from_str(&addr.to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown")),
+            in_flight: AtomicU32::new(0),
+            fails: AtomicU32::new(0),
+            fail_window_start: AtomicU64::new(0),
+            ejected_until: AtomicU64::new(0),
+            last_fail: AtomicU64::new(0),
+            health: AtomicU8::new(Health::Unknown as u8),
+            admin: AtomicU8::new(AdminState::Enabled as u8),
+            ramp_start: AtomicU64::new(0),
+            stats: MemberStats::default(),
+            last_check: Mutex::new(None),
+        }
+    }
+
+    /// Records the outcome of an active health probe.
+    pub fn record_check(&self, check: LastCheck) {
+        *self
+            .last_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(check);
+    }
+
+    /// The last active health probe, if any ran.
+    pub fn last_check(&self) -> Option<LastCheck> {
+        self.last_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Configured weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Changes the weight in use (admin action).
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w, Ordering::Relaxed);
+    }
+
+    /// Applies the weight from a (re)loaded config; an admin override survives a reload that
+    /// did not change this member's configured weight.
+    pub fn apply_config_weight(&self, w: u32) {
+        if self.config_weight.swap(w, Ordering::Relaxed) != w {
+            self.weight.store(w, Ordering::Relaxed);
+        }
+    }
+
+    /// Weight used for selection right now, in 1/[`WEIGHT_SCALE`] units: the configured weight,
+    /// ramped during slow start (the fine scale lets even a weight-1 member ramp smoothly).
+    pub fn selection_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+        let full = self.weight() * WEIGHT_SCALE;
+        let start = self.ramp_start.load(Ordering::Relaxed);
+        if slow_start_ms == 0 || start == 0 || full == 0 {
+            return full;
+        }
+        let elapsed = now_ms.saturating_sub(start);
+        if elapsed >= slow_start_ms {
+            return full;
+        }
+        // Never 0 while ramping, so a lone fresh member still gets traffic.
+        ((u64::from(full) * elapsed / slow_start_ms) as u32).max(1)
+    }
+
+    /// Weight now in configured units (rounded up), for display.
+    pub fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+        self.selection_weight(now_ms, slow_start_ms)
+            .div_ceil(WEIGHT_SCALE)
+    }
+
+    /// Starts a slow-start ramp now (member joined or recovered).
+    pub fn begin_ramp(&self, now_ms: u64) {
+        self.ramp_start.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether a slow-start ramp is in progress.
+    pub fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
+        let start = self.ramp_start.load(Ordering::Relaxed);
+        slow_start_ms > 0 && start != 0 && now_ms.saturating_sub(start) < slow_start_ms
+    }
+
+    /// Requests in flight to this member.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight until the returned guard drops.
+    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Current health verdict.
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Records a new health verdict; returns the previous one.
+    pub fn set_health(&self, h: Health) -> Health {
+        Health::from_u8(self.health.swap(h as u8, Ordering::Relaxed))
+    }
+
+    /// Operator state.
+    pub fn admin_state(&self) -> AdminState {
+        match self.admin.load(Ordering::Relaxed) {
+            1 => AdminState::Drained,
+            _ => AdminState::Enabled,
+        }
+    }
+
+    /// Sets the operator state.
+    pub fn set_admin_state(&self, s: AdminState) {
+        self.admin.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Whether passive detection currently has this member ejected.
+    pub fn ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// When the member last failed (ms, 0 = never).
+    pub fn last_fail(&self) -> u64 {
+        self.last_fail.load(Ordering::Relaxed)
+    }
+
+    /// Whether the member may receive a new request: enabled, not failing checks, not leaving,
+    /// not passively ejected, and with a non-zero weight.
+    pub fn is_available(&self, now_ms: u64) -> bool {
+        self.admin_state() == AdminState::Enabled
+            && matches!(self.health(), Health::Unknown | Health::Up)
+            && !self.ejected(now_ms)
+            && self.weight() > 0
+    }
+
+    /// Whether the member may still be tried as a last resort when nothing is available:
+    /// only an operator's drain or a backend that announced it is leaving rule it out.
+    pub fn is_last_resort(&self) -> bool {
+        self.admin_state() == AdminState::Enabled
+            && self.health() != Health::Draining
+            && self.weight() > 0
+    }
+
+    /// Records a failed attempt (connect error, reset, timeout). Returns true when this failure
+    /// ejected the member.
+    pub fn record_failure(&self, now_ms: u64, policy: PassivePolicy) -> bool {
+        self.last_fail.store(now_ms.max(1), Ordering::Relaxed);
+        if policy.max_fails == 0 {
+            return false;
+        }
+        let window = self.fail_window_start.load(Ordering::Relaxed);
+        let fails = if now_ms.saturating_sub(window) > policy.fail_timeout_ms {
+            // A new window; a racing thread may reset too, which only undercounts by one.
+            self.fail_window_start.store(now_ms, Ordering::Relaxed);
+            self.fails.store(1, Ordering::Relaxed);
+            1
+        } else {
+            self.fails.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        if fails >= policy.max_fails && !self.ejected(now_ms) {
+            self.ejected_until
+                .store(now_ms + policy.fail_timeout_ms, Ordering::Relaxed);
+            self.fails.store(0, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Records a successful exchange: clears an ejection that has run out.
+    pub fn record_success(&self) {
+        if self.fails.load(Ordering::Relaxed) != 0 {
+            self.fails.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// RAII count of one in-flight request; least-connections and P2C read the count.
+#[derive(Debug)]
+pub struct InFlight(Arc<Member>);
+
+impl InFlight {
+    /// The member this request went to.
+    pub fn member(&self) -> &Arc<Member> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One pool of one config snapshot: its settings, members and selector.
+#[derive(Debug)]
+pub struct Pool {
+    /// Settings of this pool.
+    pub settings: crate::config::PoolSettings,
+    /// Members, in a stable order (the selector's indices).
+    pub members: Vec<Arc<Member>>,
+    /// The selection algorithm with its state.
+    pub selector: Box<dyn crate::select::Select>,
+    /// Passive failure detection policy.
+    pub passive: PassivePolicy,
+}
+
+impl Pool {
+    /// Index of the member with sticky id `id`.
+    pub fn find(&self, id: MemberId) -> Option<usize> {
+        self.members.iter().position(|m| m.id == id)
+    }
+}
+
+/// Milliseconds on the process clock (re-exported for selectors and tests).
+pub fn now_ms() -> u64 {
+    clock::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(w: u32) -> Member {
+        Member::new("127.0.0.1:1".parse().unwrap(), "x".into(), MemberId(1), w)
+    }
+
+    #[test]
+    fn slow_start_ramps_linearly_from_almost_nothing_to_full() {
+        let m = member(2);
+        assert_eq!(m.selection_weight(1000, 10_000), 200, "no ramp started");
+        m.begin_ramp(1000);
+        assert_eq!(m.selection_weight(1000, 10_000), 1, "never zero");
+        assert_eq!(m.selection_weight(3500, 10_000), 50);
+        assert_eq!(m.selection_weight(6000, 10_000), 100);
+        assert_eq!(m.effective_weight(6000, 10_000), 1);
+        assert!(m.ramping(6000, 10_000));
+        assert_eq!(m.selection_weight(11_000, 10_000), 200);
+        assert!(!m.ramping(11_000, 10_000));
+        assert_eq!(m.selection_weight(3500, 0), 200, "slow start off");
+    }
+
+    #[test]
+    fn passive_failures_eject_for_the_window_and_expire() {
+        let m = member(1);
+        let policy = PassivePolicy {
+            max_fails: 2,
+            fail_timeout_ms: 1000,
+        };
+        assert!(!m.record_failure(100, policy));
+        assert!(m.is_available(150));
+        assert!(
+            m.record_failure(200, policy),
+            "second failure in the window ejects"
+        );
+        assert!(!m.is_available(900));
+        assert!(m.is_last_resort());
+        assert!(m.is_available(1300), "back after fail_timeout");
+        assert!(
+            !m.record_failure(5000, policy),
+            "a new window starts counting again"
+        );
+    }
+
+    #[test]
+    fn operator_drain_and_health_gate_availability() {
+        let m = member(1);
+        m.set_admin_state(AdminState::Drained);
+        assert!(!m.is_available(1) && !m.is_last_resort());
+        m.set_admin_state(AdminState::Enabled);
+        m.set_health(Health::Down);
+        assert!(!m.is_available(1) && m.is_last_resort());
+        m.set_health(Health::Draining);
+        assert!(!m.is_last_resort());
+        m.set_health(Health::Up);
+        m.set_weight(0);
+        assert!(!m.is_available(1));
+    }
+}

@@ -1,0 +1,245 @@
+//! Bodies on the proxy path, streamed frame by frame, never buffered whole.
+//!
+//! [`ReqBody`] carries the client's body to a member and enforces the route's size limit.
+//! [`RespBody`] carries the member's body (or a short error body) to the client, counts bytes,
+//! and when it is done (or dropped) releases the in-flight count and writes the access log.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::pool::InFlight;
+
+/// The error a request body yields when it grows past the limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct TooLarge(pub u64);
+
+/// Request body sent to a member.
+#[derive(Debug)]
+pub enum ReqBody {
+    /// No body (the common GET): replayable for retries.
+    Empty,
+    /// The client's body, streamed, with the bytes still allowed.
+    Stream {
+        /// The client's body.
+        inner: Incoming,
+        /// Bytes still allowed before [`TooLarge`].
+        remaining: u64,
+        /// The limit, for the error.
+        limit: u64,
+    },
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Stream {
+                inner,
+                remaining,
+                limit,
+            } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(data) = frame.data_ref() {
+                        let n = data.len() as u64;
+                        if n > *remaining {
+                            return Poll::Ready(Some(Err(Box::new(TooLarge(*limit)))));
+                        }
+                        *remaining -= n;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}
+
+/// What the access log says about one request; written when the response body ends.
+#[derive(Debug)]
+pub struct AccessLog {
+    /// Request method.
+    pub method: Method,
+    /// Request target.
+    pub uri: Uri,
+    /// Request id.
+    pub request_id: HeaderValue,
+    /// When the request arrived.
+    pub start: Instant,
+    /// Response status.
+    pub status: u16,
+    /// Pool name.
+    pub pool: std::sync::Arc<str>,
+    /// Member address, if one answered.
+    pub upstream: Option<std::net::SocketAddr>,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+impl AccessLog {
+    fn write(&self, bytes: u64, outcome: &'static str) {
+        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let rid = self.request_id.to_str().unwrap_or("-");
+        match self.upstream {
+            Some(up) => tracing::info!(
+                target: "access",
+                method = %self.method, path = %self.uri, status = self.status,
+                pool = &*self.pool, upstream = %up, attempts = self.attempts,
+                ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome,
+            ),
+            None => tracing::info!(
+                target: "access",
+                method = %self.method, path = %self.uri, status = self.status,
+                pool = &*self.pool, upstream = "-", attempts = self.attempts,
+                ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome,
+            ),
+        }
+    }
+}
+
+/// Bookkeeping that rides along with a response body.
+#[derive(Debug)]
+pub struct Tail {
+    /// The member's in-flight count, released when the body ends.
+    pub guard: Option<InFlight>,
+    /// The access-log record (only when access logging is on).
+    pub log: Option<Box<AccessLog>>,
+    /// Bytes sent so far.
+    pub bytes: u64,
+    /// Whether the body reached its end.
+    pub complete: bool,
+    /// The member connection, returned to the pool when the body completed.
+    pub lease: Option<super::upstream::Lease>,
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take()
+            && self.complete
+        {
+            lease.release();
+        }
+        if let Some(g) = &self.guard {
+            g.member().stats.add_bytes_out(self.bytes);
+        }
+        if let Some(log) = &self.log {
+            log.write(self.bytes, if self.complete { "ok" } else { "aborted" });
+        }
+    }
+}
+
+/// Response body sent to the client.
+#[derive(Debug)]
+pub struct RespBody {
+    kind: Kind,
+    tail: Tail,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl RespBody {
+    /// The member's body.
+    pub fn upstream(inner: Incoming, mut tail: Tail) -> Self {
+        // An empty body (HEAD, 204, 304, length 0) is never polled: it is complete already.
+        if inner.is_end_stream() {
+            tail.complete = true;
+        }
+        RespBody {
+            kind: Kind::Upstream(inner),
+            tail,
+        }
+    }
+
+    /// A short body made here (errors).
+    pub fn full(text: &'static str, tail: Tail) -> Self {
+        RespBody {
+            kind: Kind::Full(Some(Bytes::from_static(text.as_bytes()))),
+            tail,
+        }
+    }
+
+    /// No body (a 101 upgrade).
+    pub fn empty(tail: Tail) -> Self {
+        RespBody {
+            kind: Kind::Full(None),
+            tail,
+        }
+    }
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.tail.bytes += d.len() as u64;
+                }
+                // hyper stops polling once a sized body is complete, so None may never come.
+                if this.is_end_stream() {
+                    this.tail.complete = true;
+                }
+            }
+            Poll::Ready(None) => this.tail.complete = true,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream(inner) => inner.is_end_stream(),
+            Kind::Full(d) => d.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream(inner) => inner.size_hint(),
+            Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Header rules: hop-by-hop removal in both directions, `X-Forwarded-*` and `Forwarded`,
+//! request ids.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Upstream`.
+pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
+fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHORIZATION,
+    ]
+}
+
+/// Removes hop-by-hop headers and every header named in `Connection`. Returns whether the
+/// message asked for a protocol upgrade (`Connection: upgrade` + `Upgrade`), and in that case
+/// keeps `Upgrade` and sets `Connection: upgrade` so the upgrade can pass through.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    // Most messages carry none of these: one pass over the few names present is cheaper than
+    // eight hashed removals.
+    let hop = fixed_hop_by_hop();
+    if !headers.keys().any(|k| hop.contains(&k)) {
+        return false;
+    }
+    let mut upgrade = false;
+    if headers.contains_key(header::CONNECTION) {
+        // Collect names first: removing while iterating the same map is not possible.
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| {
+                let t = t.trim();
+                if t.eq_ignore_ascii_case("upgrade") {
+                    upgrade = true;
+                    return None;
+                }
+                HeaderName::from_bytes(t.as_bytes()).ok()
+            })
+            .collect();
+        for n in named {
+            headers.remove(n);
+        }
+    }
+    let upgrade_to = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for h in fixed_hop_by_hop() {
+        headers.remove(h);
+    }
+    match upgrade_to {
+        Some(proto) => {
+            headers.insert(header::UPGRADE, proto);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
+/// One buffer serves both computed values, so this costs one allocation.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+    let host = headers.get(header::HOST).cloned();
+    let mut buf = BytesMut::with_capacity(160);
+    let mut prior = false;
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        if prior {
+            buf.put_slice(b", ");
+        }
+        buf.put_slice(v.as_bytes());
+        prior = true;
+    }
+    if prior {
+        buf.put_slice(b", ");
+    }
+    write_ip(&mut buf, client, false);
+    let xff = buf.split().freeze();
+    buf.put_slice(b"for=");
+    write_ip(&mut buf, client, true);
+    buf.put_slice(b";proto=http");
+    if let Some(h) = host.as_ref().filter(|h| is_token_safe(h.as_bytes())) {
+        buf.put_slice(b";host=\"");
+        buf.put_slice(h.as_bytes());
+        buf.put_slice(b"\"");
+    }
+    let fwd = buf.split().freeze();
+    if let Ok(v) = HeaderValue::from_maybe_shared(xff) {
+        headers.insert(&X_FORWARDED_FOR, v);
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(fwd) {
+        headers.append(header::FORWARDED, v);
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    if let Some(h) = host {
+        headers.insert(&X_FORWARDED_HOST, h);
+    }
+}
+
+fn is_token_safe(b: &[u8]) -> bool {
+    b.iter()
+        .all(|c| c.is_ascii_graphic() && *c != b'"' && *c != b'\\')
+}
+
+fn write_ip(buf: &mut BytesMut, ip: IpAddr, forwarded_syntax: bool) {
+    use std::fmt::Write;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let mut w = BufWriter(buf);
+    let _ = match (ip, forwarded_syntax) {
+        // RFC 7239: IPv6 in Forwarded is quoted and bracketed.
+        (IpAddr::V6(v6), true) => write!(w, "\"[{v6}]\""),
+        _ => write!(w, "{ip}"),
+    };
+}
+
+struct BufWriter<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for BufWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The request's id: the client's `X-Request-Id` if it is sane, else a new unique one.
+/// Returns whether it was generated.
+pub fn request_id(headers: &HeaderMap, seed: u64) -> (HeaderValue, bool) {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return (v.clone(), false);
+        }
+    }
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut buf = [0u8; 32];
+    hex16(&mut buf[..16], seed);
+    hex16(&mut buf[16..], n);
+    // Only hex digits: always a valid header value.
+    let v = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"));
+    (v, true)
+}
+
+fn hex16(out: &mut [u8], mut v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert!(!strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_is_kept_when_asked_for() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(strip_hop_by_hop(&mut h));
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarded_headers_append() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("lab:8888"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        add_forwarded(&mut h, "10.0.0.9".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "lab:8888");
+        assert_eq!(h["forwarded"], "for=10.0.0.9;proto=http;host=\"lab:8888\"");
+        let mut h6 = HeaderMap::new();
+        add_forwarded(&mut h6, "::1".parse().unwrap());
+        assert_eq!(h6["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_generated_unique() {
+        let mut h = HeaderMap::new();
+        let (a, gen_a) = request_id(&h, 7);
+        let (b, _) = request_id(&h, 7);
+        assert!(gen_a);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(
+            request_id(&h, 7),
+            (HeaderValue::from_static("abc-123"), false)
+        );
+    }
+}

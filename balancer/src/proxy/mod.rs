@@ -1,0 +1,518 @@
+//! Forwarding one request: route, pick (sticky or by algorithm), rewrite headers, send with
+//! timeouts, retry what is safe to retry on another member, stream the response back.
+
+pub mod body;
+pub mod headers;
+mod upgrade;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use self::body::{AccessLog, ReqBody, RespBody, Tail};
+use self::upstream::{FailKind, Failure};
+use crate::config::StickyMode;
+use crate::error::ProxyError;
+use crate::pool::{Member, Pool};
+use crate::select::{self, Algorithm, PickContext};
+use crate::state::{Shared, Snapshot};
+use crate::{clock, sticky};
+
+/// Retries of a request whose pooled connection turned out closed; these are not the member's
+/// fault and do not use the retry budget.
+const MAX_STALE_RETRIES: u32 = 3;
+/// Bound on members excluded by one request (retries are capped well below this).
+const MAX_TRIED: usize = 12;
+
+/// Per-worker context of the proxy.
+#[derive(Debug)]
+pub struct Proxy {
+    /// Shared state (the snapshot lives here).
+    pub shared: Arc<Shared>,
+    /// Random prefix of generated request ids.
+    pub id_seed: u64,
+}
+
+/// What the request path decided before sending.
+struct Plan<'a> {
+    snap: &'a Snapshot,
+    pool: &'a Pool,
+    key: Option<u64>,
+    sticky_pick: Option<usize>,
+    sticky_cookie: bool,
+    cookie_id: Option<crate::pool::MemberId>,
+    /// Body limit of the route.
+    max_body: u64,
+    /// Hash of the sticky cookie's value: where the session moves if its member fails, the
+    /// same on every balancer.
+    cookie_hash: Option<u64>,
+}
+
+impl Proxy {
+    /// Proxies one request from `peer`. Never fails: errors become short responses.
+    /// `bad_framing` comes from [`crate::framing`]: the head was ambiguous before hyper
+    /// normalized it.
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        bad_framing: bool,
+    ) -> Response<RespBody> {
+        let start = Instant::now();
+        let snap = self.shared.snapshot();
+        let (rid, _) = headers::request_id(req.headers(), self.id_seed);
+        let mut log = access_log_enabled().then(|| {
+            Box::new(AccessLog {
+                method: req.method().clone(),
+                uri: req.uri().clone(),
+                request_id: rid.clone(),
+                start,
+                status: 0,
+                pool: Arc::from("-"),
+                upstream: None,
+                attempts: 0,
+            })
+        });
+        // hyper normalizes ambiguous framing before a handler could see it, so only the
+        // connection's framing guard can tell.
+        if bad_framing {
+            return self.local(ProxyError::BadRequest, "-", &rid, log, true);
+        }
+        let host = host_of(&req);
+        let Some(route) = snap.routes.route(host, req.uri().path()) else {
+            return self.local(ProxyError::NoRoute, "-", &rid, log, false);
+        };
+        let pool = &snap.pools[route.pool];
+        let max_body = route.max_body.unwrap_or(pool.settings.max_body);
+        if let Some(l) = log.as_mut() {
+            l.pool = Arc::clone(&pool.settings.name);
+        }
+        if declared_length(&req).is_some_and(|n| n > max_body) {
+            return self.local(
+                ProxyError::BodyTooLarge,
+                &pool.settings.name,
+                &rid,
+                log,
+                true,
+            );
+        }
+        let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let plan = plan(&snap, pool, &req, peer, max_body);
+        self.forward(req, peer, plan, rid, log, client_upgrade)
+            .await
+    }
+
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+        plan: Plan<'_>,
+        rid: HeaderValue,
+        mut log: Option<Box<AccessLog>>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<RespBody> {
+        let ps = &plan.pool.settings;
+        let method = req.method().clone();
+        let idempotent = is_idempotent(&method);
+        let (mut parts, incoming) = req.into_parts();
+        // Judge the body before Transfer-Encoding (hop-by-hop) is stripped below.
+        let empty_body = incoming_is_empty(&incoming, &parts.headers);
+        let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, peer.ip());
+        parts.headers.insert(&headers::X_REQUEST_ID, rid.clone());
+        parts.uri = origin_form(parts.uri);
+        parts.version = Version::HTTP_11;
+        let body = if empty_body {
+            ReqBody::Empty
+        } else {
+            ReqBody::Stream {
+                inner: incoming,
+                remaining: plan.max_body,
+                limit: plan.max_body,
+            }
+        };
+        // A request with no body can be rebuilt for a retry after it was sent; one with a body
+        // can be retried only while it provably never left (the request comes back unsent).
+        let replay = (idempotent && matches!(body, ReqBody::Empty) && !upgrade).then(|| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.headers.clone(),
+            )
+        });
+        let mut pending = Some(Request::from_parts(parts, body));
+        let deadline = Instant::now() + ps.retry_budget;
+        let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
+        let mut n_tried = 0usize;
+        let mut attempts = 0u32;
+        let mut stale = 0u32;
+        let mut last_err = ProxyError::NoBackend;
+        loop {
+            let now_ms = clock::now_ms();
+            let mut cx = PickContext {
+                now_ms,
+                slow_start_ms: ps.slow_start.as_millis() as u64,
+                key: plan.key,
+                exclude: &tried[..n_tried],
+                relaxed: false,
+            };
+            let idx = match (attempts, plan.sticky_pick, plan.cookie_hash) {
+                (0, Some(i), _) => Some(i),
+                // A sticky session whose member failed moves where every balancer moves it.
+                (_, _, Some(h)) => select::rendezvous_pick(&plan.pool.members, &cx, h),
+                _ => None,
+            };
+            let idx = idx
+                .or_else(|| plan.pool.selector.pick(&plan.pool.members, &cx))
+                .or_else(|| {
+                    // Nothing available: rather than fail at once, try members that checks or
+                    // passive detection took out (a one-replica lab keeps working).
+                    cx.relaxed = true;
+                    plan.pool.selector.pick(&plan.pool.members, &cx)
+                });
+            let Some(idx) = idx else { break };
+            let member = &plan.pool.members[idx];
+            let Some(req) = pending.take().or_else(|| rebuild(replay.as_ref())) else {
+                break;
+            };
+            attempts += 1;
+            if attempts > 1 {
+                member.stats.add_retry();
+            }
+            let guard = member.begin_request();
+            let sent_at = Instant::now();
+            match upstream::send(
+                member.addr,
+                req,
+                ps.connect_timeout,
+                ps.response_timeout,
+                plan.snap.settings.backend_idle_timeout,
+            )
+            .await
+            {
+                Ok((resp, lease)) => {
+                    member.record_success();
+                    let micros = sent_at.elapsed().as_micros() as u64;
+                    member.stats.record_response(resp.status().as_u16(), micros);
+                    if let Some(l) = log.as_mut() {
+                        l.upstream = Some(member.addr);
+                        l.attempts = attempts;
+                    }
+                    return self.respond(
+                        resp,
+                        lease,
+                        member,
+                        &plan,
+                        &rid,
+                        guard,
+                        log,
+                        client_upgrade,
+                    );
+                }
+                Err(Failure { kind, request }) => {
+                    pending = request;
+                    match kind {
+                        FailKind::TooLarge => {
+                            let e = ProxyError::BodyTooLarge;
+                            return self.local(e, &ps.name, &rid, log, true);
+                        }
+                        FailKind::ClientBody => {
+                            let e = ProxyError::BadRequest;
+                            return self.local(e, &ps.name, &rid, log, true);
+                        }
+                        FailKind::Stale if stale < MAX_STALE_RETRIES => {
+                            // Not the member's fault: try again, same selection rules.
+                            stale += 1;
+                            attempts -= 1;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    self.record_failure(plan.pool, member, kind, now_ms);
+                    last_err = if kind == FailKind::Timeout {
+                        ProxyError::UpstreamTimeout
+                    } else {
+                        ProxyError::UpstreamFailed
+                    };
+                    if n_tried < MAX_TRIED {
+                        tried[n_tried] = idx;
+                        n_tried += 1;
+                    }
+                    let can_resend = pending.is_some() || replay.is_some();
+                    if !can_resend || attempts > ps.retries || Instant::now() >= deadline {
+                        break;
+                    }
+                    tracing::debug!(member = %member.addr, ?kind, attempts, "retrying on another member");
+                }
+            }
+        }
+        if let Some(l) = log.as_mut() {
+            l.attempts = attempts;
+        }
+        self.local(last_err, &ps.name, &rid, log, false)
+    }
+
+    /// A response made here rather than by a member, counted for `/metrics`.
+    fn local(
+        &self,
+        err: ProxyError,
+        pool: &str,
+        rid: &HeaderValue,
+        log: Option<Box<AccessLog>>,
+        close: bool,
+    ) -> Response<RespBody> {
+        self.shared.count_local(pool, err.status().as_u16());
+        error_response(err, rid, log, close)
+    }
+
+    fn record_failure(&self, pool: &Pool, member: &Member, kind: FailKind, now_ms: u64) {
+        member.stats.add_failure();
+        if member.record_failure(now_ms, pool.passive) {
+            self.shared.events.push(
+                "passive",
+                Some(&pool.settings.name),
+                Some(&member.addr.to_string()),
+                format!(
+                    "ejected for {} after {:?} (max_fails {})",
+                    humantime::format_duration(pool.settings.fail_timeout),
+                    kind,
+                    pool.passive.max_fails
+                ),
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        lease: upstream::Lease,
+        member: &Arc<Member>,
+        plan: &Plan<'_>,
+        rid: &HeaderValue,
+        guard: crate::pool::InFlight,
+        mut log: Option<Box<AccessLog>>,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<RespBody> {
+        let status = resp.status();
+        // Whatever the member spoke, the client gets this proxy's HTTP/1.1.
+        *resp.version_mut() = Version::HTTP_11;
+        if let Some(l) = log.as_mut() {
+            l.status = status.as_u16();
+        }
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if !switching {
+            headers::strip_hop_by_hop(resp.headers_mut());
+        }
+        let h = resp.headers_mut();
+        h.insert(&headers::X_REQUEST_ID, rid.clone());
+        if plan.snap.settings.upstream_header {
+            h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
+        }
+        if plan.sticky_cookie && plan.cookie_id != Some(member.id) {
+            let ps = &plan.pool.settings;
+            let value = sticky::set_cookie(&ps.cookie_name, member.id, ps.cookie_max_age);
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+        if switching && let Some(client) = client_upgrade {
+            {
+                let upstream = hyper::upgrade::on(&mut resp);
+                upgrade::bridge(client, upstream, guard);
+                // The member's connection now carries the tunnel: it is not returned to the pool.
+                drop(lease);
+                let tail = Tail {
+                    guard: None,
+                    log,
+                    bytes: 0,
+                    complete: true,
+                    lease: None,
+                };
+                let (parts, _) = resp.into_parts();
+                return Response::from_parts(parts, RespBody::empty(tail));
+            }
+        }
+        let tail = Tail {
+            guard: Some(guard),
+            log,
+            bytes: 0,
+            complete: false,
+            lease: Some(lease),
+        };
+        resp.map(|b| RespBody::upstream(b, tail))
+    }
+}
+
+/// Decides the request key and the sticky member before the first attempt.
+fn plan<'a>(
+    snap: &'a Snapshot,
+    pool: &'a Pool,
+    req: &Request<Incoming>,
+    peer: SocketAddr,
+    max_body: u64,
+) -> Plan<'a> {
+    let ps = &pool.settings;
+    let key = match ps.algorithm {
+        Algorithm::IpHash => Some(ip_key(peer)),
+        Algorithm::HeaderHash => ps
+            .hash_header
+            .as_ref()
+            .and_then(|h| req.headers().get(h))
+            .map(|v| select::stable_hash(v.as_bytes())),
+        _ => None,
+    };
+    let mut plan = Plan {
+        snap,
+        pool,
+        key,
+        sticky_pick: None,
+        sticky_cookie: ps.sticky == StickyMode::Cookie,
+        cookie_id: None,
+        cookie_hash: None,
+        max_body,
+    };
+    if !plan.sticky_cookie {
+        return plan;
+    }
+    let Some(value) = sticky::find_cookie(req.headers(), &ps.cookie_name) else {
+        return plan;
+    };
+    let now_ms = clock::now_ms();
+    plan.cookie_id = sticky::parse_id(value);
+    let hash = select::stable_hash(value.as_bytes());
+    plan.cookie_hash = Some(hash);
+    let pinned = plan
+        .cookie_id
+        .and_then(|id| pool.find(id))
+        .filter(|&i| pool.members[i].is_available(now_ms));
+    plan.sticky_pick = pinned.or_else(|| {
+        // The pinned member is gone: every balancer hashes the same cookie to the same new
+        // member, and the response re-issues the cookie for it.
+        let cx = PickContext {
+            now_ms,
+            slow_start_ms: ps.slow_start.as_millis() as u64,
+            key: None,
+            exclude: &[],
+            relaxed: false,
+        };
+        select::rendezvous_pick(&pool.members, &cx, hash)
+    });
+    plan
+}
+
+fn ip_key(peer: SocketAddr) -> u64 {
+    match peer.ip() {
+        std::net::IpAddr::V4(v4) => select::stable_hash(&v4.octets()),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => select::stable_hash(&v4.octets()),
+            None => select::stable_hash(&v6.octets()),
+        },
+    }
+}
+
+fn rebuild(replay: Option<&(Method, Uri, http::HeaderMap)>) -> Option<Request<ReqBody>> {
+    let (method, uri, headers) = replay?;
+    let mut req = Request::new(ReqBody::Empty);
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.clone();
+    *req.headers_mut() = headers.clone();
+    Some(req)
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn host_of(req: &Request<Incoming>) -> Option<&str> {
+    req.uri().host().or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn incoming_is_empty(body: &Incoming, headers: &http::HeaderMap) -> bool {
+    use http_body::Body;
+    body.is_end_stream()
+        || (!headers.contains_key(header::TRANSFER_ENCODING)
+            && !headers.contains_key(header::CONTENT_LENGTH))
+}
+
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Absolute-form targets (`GET http://host/path`) are sent on as origin-form.
+fn origin_form(uri: Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return uri;
+    }
+    let pq = uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+fn access_log_enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
+/// A short response made here, logged like any other.
+pub fn error_response(
+    err: ProxyError,
+    rid: &HeaderValue,
+    mut log: Option<Box<AccessLog>>,
+    close: bool,
+) -> Response<RespBody> {
+    let status = err.status();
+    if let Some(l) = log.as_mut() {
+        l.status = status.as_u16();
+    }
+    let tail = Tail {
+        guard: None,
+        log,
+        bytes: 0,
+        complete: false,
+        lease: None,
+    };
+    let mut resp = Response::new(RespBody::full(err.body(), tail));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(&headers::X_REQUEST_ID, rid.clone());
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    if close {
+        // The rest of the connection's input cannot be trusted (framing) or is unwanted.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

@@ -1,0 +1,142 @@
+//! Choosing a member of a pool for one request.
+//!
+//! Every algorithm sees the pool's immutable member list (one config snapshot) and a
+//! [`PickContext`]; it returns the index of the chosen member, or `None` when no member is
+//! usable. Mutable selection state (round-robin counters, smooth-WRR current weights) lives
+//! inside the selector, which is rebuilt with the member list on every membership change.
+
+mod hash;
+mod least_conn;
+mod p2c;
+mod random;
+mod round_robin;
+mod weighted;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::pool::Member;
+
+pub use hash::{rendezvous_pick, stable_hash};
+
+/// The selection algorithms a pool can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// Each usable member in turn, ignoring weights.
+    RoundRobin,
+    /// Smooth weighted round-robin, as nginx does it.
+    WeightedRoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConnections,
+    /// Power of two random choices on in-flight requests.
+    P2c,
+    /// Uniformly random (weighted).
+    Random,
+    /// Consistent hashing on the client IP.
+    IpHash,
+    /// Consistent hashing on a request header (see the pool's `hash_header`).
+    HeaderHash,
+}
+
+impl Algorithm {
+    /// Every algorithm, for docs and error messages.
+    pub const ALL: [Algorithm; 7] = [
+        Algorithm::RoundRobin,
+        Algorithm::WeightedRoundRobin,
+        Algorithm::LeastConnections,
+        Algorithm::P2c,
+        Algorithm::Random,
+        Algorithm::IpHash,
+        Algorithm::HeaderHash,
+    ];
+
+    /// The config spelling (`round-robin`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round-robin",
+            Algorithm::WeightedRoundRobin => "weighted-round-robin",
+            Algorithm::LeastConnections => "least-connections",
+            Algorithm::P2c => "p2c",
+            Algorithm::Random => "random",
+            Algorithm::IpHash => "ip-hash",
+            Algorithm::HeaderHash => "header-hash",
+        }
+    }
+
+    /// Whether the algorithm needs a request key (client IP or header hash).
+    pub fn is_hashing(self) -> bool {
+        matches!(self, Algorithm::IpHash | Algorithm::HeaderHash)
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a selector may look at besides the members.
+#[derive(Debug, Clone, Copy)]
+pub struct PickContext<'a> {
+    /// [`crate::clock::now_ms`] read once for this request.
+    pub now_ms: u64,
+    /// Slow-start duration of the pool in ms (0 = off); selectors use
+    /// [`Member::selection_weight`] with it.
+    pub slow_start_ms: u64,
+    /// Hash of the request key for hashing algorithms (client IP or header); `None` when the
+    /// key is absent, in which case hashing algorithms fall back to round-robin.
+    pub key: Option<u64>,
+    /// Indices already tried by this request (retries go to a different member).
+    pub exclude: &'a [usize],
+    /// Last resort: nothing is available, so members failing checks or passively ejected may
+    /// be chosen too (only drained and leaving members stay out).
+    pub relaxed: bool,
+}
+
+impl PickContext<'_> {
+    /// Whether member `i` may be chosen for this request.
+    pub fn usable(&self, i: usize, m: &Member) -> bool {
+        let ok = if self.relaxed {
+            m.is_last_resort()
+        } else {
+            m.is_available(self.now_ms)
+        };
+        ok && !self.exclude.contains(&i)
+    }
+
+    /// Selection weight of a member for this request (slow start included), in
+    /// 1/[`crate::pool::WEIGHT_SCALE`] units.
+    pub fn weight(&self, m: &Member) -> u32 {
+        m.selection_weight(self.now_ms, self.slow_start_ms)
+    }
+}
+
+/// One pool's selection algorithm with its state.
+pub trait Select: Send + Sync + std::fmt::Debug {
+    /// Chooses a usable member, or `None` if there is none.
+    fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize>;
+
+    /// Where a rotating selector stands, so a rebuilt one continues the rotation instead of
+    /// starting over (every membership change rebuilds the selectors of every pool).
+    fn rotation(&self) -> usize {
+        0
+    }
+}
+
+/// Builds the selector for `algorithm` over a member list of length `n`; rotating selectors
+/// continue from `rotation` (the previous selector's [`Select::rotation`]).
+pub fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Box<dyn Select> {
+    match algorithm {
+        Algorithm::RoundRobin => Box::new(round_robin::RoundRobin::starting_at(rotation)),
+        Algorithm::WeightedRoundRobin => Box::new(weighted::SmoothWeighted::new(n)),
+        Algorithm::LeastConnections => Box::new(least_conn::LeastConnections::default()),
+        Algorithm::P2c => Box::new(p2c::PowerOfTwo),
+        Algorithm::Random => Box::new(random::WeightedRandom),
+        Algorithm::IpHash | Algorithm::HeaderHash => Box::new(hash::Consistent::default()),
+    }
+}

@@ -1,0 +1,32 @@
+//! Power of two choices: two random usable members, the less loaded one wins. Nearly as good
+//! as least-connections with no scan over the whole pool.
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::least_conn::less_loaded;
+use super::{PickContext, Select, round_robin};
+use crate::pool::Member;
+
+/// P2C on in-flight requests per unit of weight.
+#[derive(Debug, Default)]
+pub struct PowerOfTwo;
+
+impl Select for PowerOfTwo {
+    fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
+        let n = members.len();
+        if n == 0 {
+            return None;
+        }
+        let mut rng = rand::rng();
+        let a = round_robin::scan_from(members, cx, rng.random_range(0..n))?;
+        let b = match round_robin::scan_from(members, cx, rng.random_range(0..n)) {
+            Some(b) if b != a => b,
+            // Only one usable member, or both draws landed on it.
+            _ => round_robin::scan_from(members, cx, a + 1).unwrap_or(a),
+        };
+        let load = |i: usize| (members[i].in_flight(), cx.weight(&members[i]));
+        Some(if less_loaded(load(b), load(a)) { b } else { a })
+    }
+}

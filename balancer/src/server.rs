@@ -1,0 +1,172 @@
+//! The public listener: one current-thread runtime per worker thread, each accepting on its own
+//! `SO_REUSEPORT` socket (or a clone of one listener), serving HTTP/1.1 with hyper, and shutting
+//! down gracefully: stop accepting, let in-flight requests finish, then return.
+//!
+//! Why per-thread runtimes: a request then stays on one core from accept to response, the
+//! per-thread connection pool needs no shared lock, and nothing is stolen between threads.
+//! Measured faster than one multi-thread runtime for this workload (docs/benchmarks.md).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::framing;
+use crate::proxy::{Proxy, upstream};
+use crate::state::Shared;
+
+/// How long shutdown waits for in-flight requests before giving up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Binds `n` sockets on `addr` with `SO_REUSEPORT` so the kernel spreads connections evenly.
+pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::with_capacity(n);
+    let mut bound = addr;
+    for _ in 0..n.max(1) {
+        let domain = socket2::Domain::for_address(bound);
+        let s = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.bind(&bound.into())?;
+        s.listen(4096)?;
+        s.set_nonblocking(true)?;
+        let l: std::net::TcpListener = s.into();
+        // Port 0: the others join the port the first one got.
+        bound = l.local_addr()?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Settings of the HTTP server side.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Largest request head; beyond it hyper answers 431.
+    pub max_header_bytes: usize,
+    /// Keep-alive idle timeout and header read timeout.
+    pub idle_timeout: Duration,
+}
+
+/// Runs the proxy on `listeners` (one worker thread each) until `shutdown`, then drains.
+/// Blocks the calling thread until every worker has finished.
+pub fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut threads = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let shared = Arc::clone(&shared);
+        let shutdown = shutdown.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("proxy-{i}"))
+            .spawn(move || {
+                crate::stats::use_shard(i);
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(worker(l, shared, limits, shutdown))
+            })?;
+        threads.push(t);
+    }
+    for t in threads {
+        match t.join() {
+            Ok(r) => r?,
+            Err(_) => return Err(std::io::Error::other("a proxy worker panicked")),
+        }
+    }
+    Ok(())
+}
+
+async fn worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    limits: ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(listener)?;
+    let proxy = Arc::new(Proxy {
+        shared: Arc::clone(&shared),
+        id_seed: rand::random(),
+    });
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(limits.idle_timeout)
+        // hyper refuses a buffer under 8 KiB; the head limit is enforced at this size.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    let sweeper = tokio::spawn(sweep_idle(Arc::clone(&shared)));
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = Arc::clone(&proxy);
+        let verdict = Arc::new(framing::Verdict::default());
+        let io = TokioIo::new(framing::Guarded::new(stream, Arc::clone(&verdict)));
+        let svc = service_fn(move |req| {
+            let proxy = Arc::clone(&proxy);
+            let bad_framing = verdict.is_bad(verdict.next_request());
+            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, bad_framing).await) }
+        });
+        let conn = builder.serve_connection(io, svc).with_upgrades();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let r = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stop.cancelled() => {
+                    // Finish the request in flight, then close instead of keeping alive.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    sweeper.abort();
+    tracker.close();
+    tokio::select! {
+        () = tracker.wait() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("shutdown grace elapsed with requests still in flight");
+        }
+    }
+    Ok(())
+}
+
+/// Closes this thread's idle member connections that expired or whose member left.
+async fn sweep_idle(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        let snap = shared.snapshot();
+        let live = |addr: &SocketAddr| {
+            snap.pools
+                .iter()
+                .any(|p| p.members.iter().any(|m| m.addr == *addr))
+        };
+        upstream::sweep(snap.settings.backend_idle_timeout, &live);
+    }
+}

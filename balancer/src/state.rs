@@ -1,0 +1,239 @@
+//! The state the request path reads: ONE [`Snapshot`] (routes, pools, members, selectors)
+//! behind an `ArcSwap`, so a reload or membership change is a single atomic swap. Members that
+//! survive a rebuild are the same `Arc<Member>`, keeping health, counters and sticky identity.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::events::EventLog;
+use crate::pool::{Member, PassivePolicy, Pool};
+use crate::routes::RouteTable;
+use crate::{clock, select, sticky};
+
+/// Everything one request needs, immutable once published.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub version: u64,
+    /// The config this snapshot was built from.
+    pub settings: Arc<Settings>,
+    /// Host/path -> pool index.
+    pub routes: RouteTable,
+    /// Pools, indexed like `settings.pools`.
+    pub pools: Vec<Pool>,
+}
+
+/// Addresses that discovery found, by (DNS name, port).
+pub type Discovered = HashMap<(String, u16), Vec<IpAddr>>;
+
+/// Members that registered themselves over the admin API, by pool name.
+pub type Registered = BTreeMap<String, Vec<(SocketAddr, u32)>>;
+
+/// The outcome of the last reload, for the admin API.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Seconds since the Unix epoch of the last attempt (0 = none yet).
+    pub at: f64,
+    /// Whether it was applied.
+    pub ok: bool,
+    /// Why it was rejected, if it was.
+    pub error: Option<String>,
+    /// How many reloads were applied.
+    pub applied: u64,
+    /// How many were valid but changed nothing.
+    pub unchanged: u64,
+    /// How many were rejected.
+    pub rejected: u64,
+}
+
+/// State shared by the proxy workers, the admin API and the background tasks.
+#[derive(Debug)]
+pub struct Shared {
+    snapshot: ArcSwap<Snapshot>,
+    /// Membership, health and reload events.
+    pub events: EventLog,
+    /// Last reload outcome.
+    pub reload: Mutex<ReloadStatus>,
+    /// Set when the process is shutting down.
+    pub shutting_down: AtomicBool,
+    /// Responses the balancer answered itself (no member did), by pool and status.
+    local: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    next_version: AtomicU64,
+}
+
+impl Shared {
+    /// State around a first snapshot.
+    pub fn new(first: Snapshot) -> Arc<Self> {
+        let next = first.version + 1;
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(first),
+            events: EventLog::default(),
+            reload: Mutex::new(ReloadStatus::default()),
+            shutting_down: AtomicBool::new(false),
+            local: Mutex::new(BTreeMap::new()),
+            next_version: AtomicU64::new(next),
+        })
+    }
+
+    /// Counts a response the balancer made itself (`pool` is `-` before routing).
+    pub fn count_local(&self, pool: &str, status: u16) {
+        let mut m = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let per_pool = match m.get_mut(pool) {
+            Some(p) => p,
+            None => m.entry(pool.to_owned()).or_default(),
+        };
+        *per_pool.entry(status).or_default() += 1;
+    }
+
+    /// Responses the balancer made itself, by pool and status.
+    pub fn local_responses(&self) -> Vec<(String, u16, u64)> {
+        let m = self
+            .local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.iter()
+            .flat_map(|(p, codes)| codes.iter().map(move |(c, n)| (p.clone(), *c, *n)))
+            .collect()
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Builds a snapshot from `settings` and membership, reusing surviving members, logs what
+    /// joined and left, and publishes it in one swap. Callers serialize (one control task).
+    pub fn rebuild(&self, settings: Arc<Settings>, found: &Discovered, registered: &Registered) {
+        let prev = self.snapshot();
+        let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        let next = build(settings, found, registered, Some(&prev), version);
+        self.log_changes(&prev, &next);
+        self.snapshot.store(Arc::new(next));
+    }
+
+    fn log_changes(&self, prev: &Snapshot, next: &Snapshot) {
+        for pool in &next.pools {
+            let name = &*pool.settings.name;
+            let old = prev.pools.iter().find(|p| &*p.settings.name == name);
+            for m in &pool.members {
+                if old.is_none_or(|o| !o.members.iter().any(|x| x.addr == m.addr)) {
+                    let msg = format!("member joined (from {})", m.origin);
+                    self.events.count_membership(name, "joined");
+                    self.events
+                        .push("membership", Some(name), Some(&m.addr.to_string()), msg);
+                }
+            }
+            if let Some(o) = old {
+                for m in &o.members {
+                    if !pool.members.iter().any(|x| x.addr == m.addr) {
+                        self.events.count_membership(name, "left");
+                        let msg = format!(
+                            "member left (was {}); in-flight requests finish: {}",
+                            m.origin,
+                            m.in_flight()
+                        );
+                        self.events
+                            .push("membership", Some(name), Some(&m.addr.to_string()), msg);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Builds a snapshot; `prev` provides the members (and their state) to carry forward.
+pub fn build(
+    settings: Arc<Settings>,
+    found: &Discovered,
+    registered: &Registered,
+    prev: Option<&Snapshot>,
+    version: u64,
+) -> Snapshot {
+    let now = clock::now_ms();
+    let pools = settings
+        .pools
+        .iter()
+        .map(|ps| {
+            let prev_pool = prev.and_then(|p| p.pools.iter().find(|o| o.settings.name == ps.name));
+            let old: HashMap<SocketAddr, &Arc<Member>> = prev_pool
+                .map(|o| o.members.iter().map(|m| (m.addr, m)).collect())
+                .unwrap_or_default();
+            let rotation = prev_pool.map_or(0, |p| p.selector.rotation());
+            let mut members: Vec<Arc<Member>> = Vec::new();
+            for (addr, weight, origin) in addresses(ps, found, registered) {
+                if members.iter().any(|m| m.addr == addr) {
+                    continue;
+                }
+                let member = match old.get(&addr) {
+                    Some(m) => {
+                        m.apply_config_weight(weight);
+                        Arc::clone(m)
+                    }
+                    None => {
+                        let id = sticky::member_id(&settings.sticky_key, addr);
+                        let m = Member::new(addr, origin, id, weight);
+                        if prev.is_some() && !ps.slow_start.is_zero() {
+                            m.begin_ramp(now);
+                        }
+                        Arc::new(m)
+                    }
+                };
+                members.push(member);
+            }
+            Pool {
+                selector: select::build(ps.algorithm, members.len(), rotation),
+                passive: PassivePolicy {
+                    max_fails: ps.max_fails,
+                    fail_timeout_ms: ps.fail_timeout.as_millis() as u64,
+                },
+                members,
+                settings: ps.clone(),
+            }
+        })
+        .collect();
+    Snapshot {
+        version,
+        routes: RouteTable::new(settings.routes.clone()),
+        pools,
+        settings,
+    }
+}
+
+/// Every (address, weight, origin) a pool has now: IP members as written, DNS members as last
+/// resolved, then self-registered members.
+fn addresses(
+    ps: &crate::config::PoolSettings,
+    found: &Discovered,
+    registered: &Registered,
+) -> Vec<(SocketAddr, u32, Arc<str>)> {
+    let mut out = Vec::new();
+    for spec in &ps.members {
+        let origin: Arc<str> = spec.authority().into();
+        match spec.ip_addr() {
+            Some(addr) => out.push((addr, spec.weight, origin)),
+            None => {
+                if let Some(ips) = found.get(&(spec.host.clone(), spec.port)) {
+                    for ip in ips {
+                        out.push((SocketAddr::new(*ip, spec.port), spec.weight, origin.clone()));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(regs) = registered.get(&*ps.name) {
+        let origin: Arc<str> = "registration".into();
+        for (addr, w) in regs {
+            out.push((*addr, *w, origin.clone()));
+        }
+    }
+    out
+}

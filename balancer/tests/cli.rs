@@ -1,0 +1,413 @@
+//! The real `balancer` binary: configuration errors, `--check-config`, the template, and hot
+//! reload (file change, SIGHUP, invalid file keeps the old config) without losing requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+
+const BIN: &str = env!("CARGO_BIN_EXE_balancer");
+
+/// Runs the binary to completion with a clean environment plus `env`.
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("run balancer")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("balancer-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Replaces a file the way editors do: write a sibling, rename over.
+fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[test]
+fn help_and_version() {
+    let out = run(&["--help"], &[]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--check-config"));
+    let out = run(&["--version"], &[]);
+    assert!(text(&out.stdout).starts_with("balancer "));
+    let out = run(&["--bogus"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--bogus"));
+}
+
+#[test]
+fn check_config_shows_each_value_with_its_source() {
+    let dir = temp_dir("check");
+    let file = dir.join("balancer.toml");
+    std::fs::write(
+        &file,
+        "[pools.dynamic]\nalgorithm = \"least-connections\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &["--check-config"],
+        &[
+            ("BALANCER_CONFIG", file.to_str().unwrap()),
+            ("STATIC_BACKEND", "10.0.0.1:80   web:8080*3"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no line {needle:?} in\n{stdout}"))
+            .to_owned()
+    };
+    assert!(line("members = [\"10.0.0.1:80\", \"web:8080*3\"]").ends_with("# env STATIC_BACKEND"));
+    assert!(line("algorithm = \"least-connections\"").contains(&format!(
+        "# file {} key pools.dynamic.algorithm",
+        file.display()
+    )));
+    assert!(line("listen = \"0.0.0.0:80\"").ends_with("# default"));
+}
+
+#[test]
+fn bad_env_value_names_the_variable_the_value_and_the_choices() {
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_STATIC_ALGORITHM", "fastest")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("BALANCER_STATIC_ALGORITHM"), "{err}");
+    assert!(
+        err.contains("fastest") && err.contains("least-connections"),
+        "{err}"
+    );
+
+    let out = run(&["--check-config"], &[("DYNAMIC_BACKEND", "api:http")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("DYNAMIC_BACKEND") && err.contains("api:http") && err.contains("port"),
+        "{err}"
+    );
+
+    let out = run(&["--check-config"], &[("BALANCER_CONNECT_TIMEOUT", "soon")]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("BALANCER_CONNECT_TIMEOUT") && err.contains("soon") && err.contains("500ms"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_server_refuses_to_start_on_a_bad_value() {
+    let out = run(&[], &[("BALANCER_LISTEN", "not-an-address")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("BALANCER_LISTEN"));
+}
+
+#[test]
+fn unknown_file_keys_are_errors_naming_the_key_and_the_file() {
+    let dir = temp_dir("typo");
+    let file = dir.join("balancer.toml");
+    std::fs::write(&file, "[pools.dynamic]\nalgoritm = \"random\"\n").unwrap();
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_CONFIG", file.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("algoritm") && err.contains(file.to_str().unwrap()),
+        "{err}"
+    );
+    assert!(
+        err.contains("expected one of") && err.contains("`algorithm`"),
+        "{err}"
+    );
+
+    std::fs::write(&file, "[timeouts]\nconect = \"1s\"\n").unwrap();
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_CONFIG", file.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("conect"));
+}
+
+#[test]
+fn semantic_errors_name_the_field_and_its_source() {
+    let dir = temp_dir("semantic");
+    let file = dir.join("balancer.toml");
+    let cases = [
+        (
+            "[[routes]]\npath = \"/\"\npool = \"nope\"\n",
+            "routes[0].pool",
+        ),
+        (
+            "[pools.dynamic]\nmembers = [\"a:1*0\", \"b:2*0\"]\n",
+            "weight above 0",
+        ),
+        ("[pools.extra]\nmembers = []\n", "pools.extra.members"),
+        (
+            "listen = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9000\"\n",
+            "admin_listen",
+        ),
+        (
+            "[pools.dynamic]\nalgorithm = \"header-hash\"\n",
+            "hash_header",
+        ),
+    ];
+    for (content, needle) in cases {
+        std::fs::write(&file, content).unwrap();
+        let out = run(
+            &["--check-config"],
+            &[("BALANCER_CONFIG", file.to_str().unwrap())],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{content}: {err}");
+        assert!(
+            err.contains(needle),
+            "{content}: expected {needle:?} in {err}"
+        );
+    }
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_CONFIG", "/nonexistent/balancer.toml")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/balancer.toml"));
+}
+
+#[test]
+fn default_template_documents_every_env_var_and_parses() {
+    let out = run(&["--print-default-config"], &[]);
+    assert!(out.status.success());
+    let t = text(&out.stdout);
+    for var in [
+        "BALANCER_LISTEN",
+        "STATIC_BACKEND",
+        "DYNAMIC_BACKEND",
+        "BALANCER_DYNAMIC_STICKY",
+        "BALANCER_CONNECT_TIMEOUT",
+    ] {
+        assert!(t.contains(var), "template lacks {var}");
+    }
+    // Every line is a comment or a table header, so the template itself is a valid config.
+    let dir = temp_dir("template");
+    let file = dir.join("balancer.toml");
+    std::fs::write(&file, &t).unwrap();
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_CONFIG", file.to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+/// A backend that names itself in every answer and has a /healthz.
+async fn backend(name: &'static str) -> SocketAddr {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(move || async move { ([("x-backend", name)], name) });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+/// The binary, killed on drop.
+struct Proc {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_balancer(config: &Path) -> Proc {
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("BALANCER_CONFIG", config)
+        .env("BALANCER_LISTEN", "127.0.0.1:0")
+        .env("BALANCER_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn balancer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = |suffix: &str| -> SocketAddr {
+        let line = lines
+            .next()
+            .expect("balancer exited before listening")
+            .unwrap();
+        let rest = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"));
+        rest.trim_end_matches(suffix).trim().parse().unwrap()
+    };
+    let proxy = addr("");
+    let admin = addr("(admin)");
+    Proc {
+        child,
+        proxy,
+        admin,
+    }
+}
+
+async fn upstream_of(client: &reqwest::Client, proxy: SocketAddr) -> String {
+    let r = client
+        .get(format!("http://{proxy}/api/student"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-backend"].to_str().unwrap().to_owned()
+}
+
+async fn wait_for_upstream(client: &reqwest::Client, proxy: SocketAddr, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if upstream_of(client, proxy).await == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never switched to {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn status(client: &reqwest::Client, admin: SocketAddr) -> serde_json::Value {
+    client
+        .get(format!("http://{admin}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn pool_config(member: SocketAddr) -> String {
+    format!("[pools.dynamic]\nmembers = [\"{member}\"]\n[pools.static]\nmembers = [\"{member}\"]\n")
+}
+
+#[tokio::test]
+async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_config() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let dir = temp_dir("reload");
+    let file = dir.join("balancer.toml");
+    std::fs::write(&file, pool_config(a)).unwrap();
+    let p = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || spawn_balancer(&file)
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(upstream_of(&client, p.proxy).await, "a");
+
+    // Requests keep flowing through every reload.
+    let load = {
+        let client = client.clone();
+        let proxy = p.proxy;
+        tokio::spawn(async move {
+            let mut failures = 0;
+            let mut total = 0;
+            let end = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < end {
+                let r = client
+                    .get(format!("http://{proxy}/api/student"))
+                    .send()
+                    .await;
+                total += 1;
+                if !matches!(r, Ok(ref r) if r.status() == 200) {
+                    failures += 1;
+                }
+            }
+            (total, failures)
+        })
+    };
+
+    replace_file(&file, &pool_config(b));
+    wait_for_upstream(&client, p.proxy, "b").await;
+
+    replace_file(&file, "[pools.dynamic]\nalgoritm = \"random\"\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status(&client, p.admin).await;
+        if s["reload"]["ok"] == false {
+            assert!(
+                s["reload"]["error"].as_str().unwrap().contains("algoritm"),
+                "{s}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "bad edit never reported: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        upstream_of(&client, p.proxy).await,
+        "b",
+        "old config must keep serving"
+    );
+
+    let (total, failures) = load.await.unwrap();
+    assert!(total > 10);
+    assert_eq!(
+        failures, 0,
+        "{failures} of {total} requests failed during reloads"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads() {
+    let a = backend("a").await;
+    let dir = temp_dir("sighup");
+    let file = dir.join("balancer.toml");
+    std::fs::write(&file, pool_config(a)).unwrap();
+    let p = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || spawn_balancer(&file)
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(status(&client, p.admin).await["reload"]["at"], 0.0);
+    let ok = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&client, p.admin).await["reload"]["at"] == 0.0 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status(&client, p.admin).await["reload"]["ok"], true);
+    assert_eq!(upstream_of(&client, p.proxy).await, "a");
+}
