@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, then every test of the workspace (unit, integration,
+# and the container tests in tests/, which build and run the lab through ./setup.sh).
+#
+# Container tests need a reachable docker engine; without one they skip with a reason, except
+# under CI (CI=true), where they fail. Extra arguments go to `cargo test` (e.g. -- --ignored).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace --no-fail-fast"
+cargo test --workspace --no-fail-fast "$@"

@@ -1,0 +1,18 @@
+//! Shared helpers for the whole-stack tests (docker compose, browser).
+//!
+//! # Layout
+//!
+//! - [`http`]: a tiny blocking HTTP/1.1 client on `std::net` (keep-alive, `Content-Length`
+//!   and chunked bodies), so tests see exactly what a client sees and pull in no async runtime.
+//! - [`stack`]: one lab stack per test under its own compose project and free ports, built and
+//!   started by `./setup.sh` itself, and always torn down (`down -v`) by a `Drop` guard.
+//! - [`load`]: looping client threads that count every failed request and keep acknowledged
+//!   POSTs for a read-back.
+//! - [`docker`]: the docker CLI calls the tests make, and whether docker can be used at all.
+//! - [`browser`]: headless Chromium through chromedriver (fantoccini), screenshots, console.
+
+pub mod browser;
+pub mod docker;
+pub mod http;
+pub mod load;
+pub mod stack;
