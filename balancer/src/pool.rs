@@ -324,8 +324,9 @@ pub struct Pool {
     pub settings: crate::config::PoolSettings,
     /// Members, in a stable order (the selector's indices).
     pub members: Vec<Arc<Member>>,
-    /// The selection algorithm with its state.
-    pub selector: Box<dyn crate::select::Select>,
+    /// The selection algorithm with its state; shared with the next snapshot while the pool's
+    /// algorithm and member list stay the same, so unrelated changes don't reset it.
+    pub selector: Arc<dyn crate::select::Select>,
     /// Passive failure detection policy.
     pub passive: PassivePolicy,
 }

@@ -167,7 +167,6 @@ pub fn build(
             let old: HashMap<SocketAddr, &Arc<Member>> = prev_pool
                 .map(|o| o.members.iter().map(|m| (m.addr, m)).collect())
                 .unwrap_or_default();
-            let rotation = prev_pool.map_or(0, |p| p.selector.rotation());
             let mut members: Vec<Arc<Member>> = Vec::new();
             for (addr, weight, origin) in addresses(ps, found, registered) {
                 if members.iter().any(|m| m.addr == addr) {
@@ -190,7 +189,7 @@ pub fn build(
                 members.push(member);
             }
             Pool {
-                selector: select::build(ps.algorithm, members.len(), rotation),
+                selector: selector_for(ps, &members, prev_pool),
                 passive: PassivePolicy {
                     max_fails: ps.max_fails,
                     fail_timeout_ms: ps.fail_timeout.as_millis() as u64,
@@ -206,6 +205,28 @@ pub fn build(
         pools,
         settings,
     }
+}
+
+/// The previous selector when the pool's algorithm and members are unchanged (a reload or a
+/// discovery elsewhere must not restart a smooth weighted cycle); else a fresh one that
+/// continues the previous rotation.
+fn selector_for(
+    ps: &crate::config::PoolSettings,
+    members: &[Arc<Member>],
+    prev: Option<&Pool>,
+) -> Arc<dyn select::Select> {
+    if let Some(p) = prev {
+        let same_members = p.members.len() == members.len()
+            && p.members
+                .iter()
+                .zip(members)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same_members && p.settings.algorithm == ps.algorithm {
+            return Arc::clone(&p.selector);
+        }
+    }
+    let rotation = prev.map_or(0, |p| p.selector.rotation());
+    select::build(ps.algorithm, members.len(), rotation)
 }
 
 /// Every (address, weight, origin) a pool has now: IP members as written, DNS members as last

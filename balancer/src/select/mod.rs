@@ -130,13 +130,13 @@ pub trait Select: Send + Sync + std::fmt::Debug {
 
 /// Builds the selector for `algorithm` over a member list of length `n`; rotating selectors
 /// continue from `rotation` (the previous selector's [`Select::rotation`]).
-pub fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Box<dyn Select> {
+pub fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Arc<dyn Select> {
     match algorithm {
-        Algorithm::RoundRobin => Box::new(round_robin::RoundRobin::starting_at(rotation)),
-        Algorithm::WeightedRoundRobin => Box::new(weighted::SmoothWeighted::new(n)),
-        Algorithm::LeastConnections => Box::new(least_conn::LeastConnections::default()),
-        Algorithm::P2c => Box::new(p2c::PowerOfTwo),
-        Algorithm::Random => Box::new(random::WeightedRandom),
-        Algorithm::IpHash | Algorithm::HeaderHash => Box::new(hash::Consistent::default()),
+        Algorithm::RoundRobin => Arc::new(round_robin::RoundRobin::starting_at(rotation)),
+        Algorithm::WeightedRoundRobin => Arc::new(weighted::SmoothWeighted::new(n)),
+        Algorithm::LeastConnections => Arc::new(least_conn::LeastConnections::default()),
+        Algorithm::P2c => Arc::new(p2c::PowerOfTwo),
+        Algorithm::Random => Arc::new(random::WeightedRandom),
+        Algorithm::IpHash | Algorithm::HeaderHash => Arc::new(hash::Consistent::default()),
     }
 }

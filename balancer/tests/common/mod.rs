@@ -525,6 +525,7 @@ impl Conf {
         let sticky_key = settings.sticky_key;
         let proxy = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let admin = TcpListener::bind("127.0.0.1:0").expect("bind admin");
+        let resolver = Arc::new(StaticResolver::default());
         let running = balancer::start(
             settings,
             None,
@@ -532,7 +533,7 @@ impl Conf {
                 proxy: vec![proxy],
                 admin,
             },
-            Some(Arc::new(StaticResolver::default())),
+            Some(Arc::clone(&resolver) as _),
         )
         .expect("balancer starts");
         let base = format!("http://{}", running.proxy_addr);
@@ -540,6 +541,7 @@ impl Conf {
             running,
             base,
             sticky_key,
+            resolver,
         }
     }
 }
@@ -553,6 +555,8 @@ pub struct Lb {
     pub base: String,
     /// The sticky key its settings derived.
     pub sticky_key: [u8; 16],
+    /// The scripted DNS it resolves names with (`static.invalid` is the static pool's member).
+    pub resolver: Arc<StaticResolver>,
 }
 
 impl Lb {
