@@ -117,6 +117,10 @@ impl Control {
                 }
             }
             Command::Found { host, port, ips } => {
+                if !self.names(&host, port) {
+                    // A watcher cancelled by a reload may still deliver one last answer.
+                    return;
+                }
                 let key = (host, port);
                 if self.found.get(&key) != Some(&ips) {
                     self.found.insert(key, ips);
@@ -177,6 +181,11 @@ impl Control {
             v.sort();
         }
         out
+    }
+
+    /// Whether the current config has a member written as `host:port`.
+    fn names(&self, host: &str, port: u16) -> bool {
+        self.watchers.contains_key(&(host.to_owned(), port))
     }
 
     fn publish(&self) {

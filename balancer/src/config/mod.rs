@@ -159,28 +159,28 @@ pub struct PoolFile {
     /// Sticky cookie name.
     pub cookie_name: Option<String>,
     /// Sticky cookie lifetime; unset = a session cookie.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub cookie_max_age: Option<Duration>,
     /// Connect timeout for this pool.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub connect_timeout: Option<Duration>,
     /// Response-header timeout for this pool.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub response_timeout: Option<Duration>,
     /// Extra attempts on other members for a failed idempotent request.
     pub retries: Option<u32>,
     /// Total time all attempts of one request may take before giving up.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub retry_budget: Option<Duration>,
     /// Failures within `fail_timeout` that take a member out (0 = never).
     pub max_fails: Option<u32>,
     /// Failure window and cool-down of passive detection.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub fail_timeout: Option<Duration>,
     /// Largest request body for routes to this pool.
     pub max_body: Option<ByteSize>,
     /// Ramp a joining or recovering member's weight over this long (0 = off).
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub slow_start: Option<Duration>,
     /// Active health check.
     pub health: Option<HealthFile>,
@@ -195,10 +195,10 @@ pub struct HealthFile {
     /// Path to GET.
     pub path: Option<String>,
     /// Time between checks.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub interval: Option<Duration>,
     /// Time a check may take.
-    #[serde(default, with = "humantime_serde")]
+    #[serde(default, with = "units::opt_duration")]
     pub timeout: Option<Duration>,
     /// Status that means healthy.
     pub expect_status: Option<u16>,

@@ -5,14 +5,43 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Deserializes a human duration (`500ms`, `2s`, `1m`).
+/// The longest duration any setting accepts: longer ones are typos, and would overflow the
+/// deadlines computed from them.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Deserializes a human duration (`500ms`, `2s`, `1m`), at most [`MAX_DURATION`].
 pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{s}` is not a duration ({e}); expected e.g. 500ms, 2s, 1m"
-        ))
-    })
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+/// Parses a human duration of at most [`MAX_DURATION`].
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); expected e.g. 500ms, 2s, 1m"))?;
+    if d > MAX_DURATION {
+        return Err(format!("`{s}` is too long; expected at most 365d"));
+    }
+    Ok(d)
+}
+
+/// serde `with` module for optional durations in the file, bounded like [`duration`].
+pub mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Deserializes an optional human duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+
+    /// Serializes as a human duration.
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(v, s)
+    }
 }
 
 /// A size in bytes, written as a number or with a unit (`16KiB`, `10MB`, `1GiB`).
@@ -93,5 +122,18 @@ mod tests {
         assert!(ByteSize::parse("ten").is_err());
         assert!(ByteSize::parse("1XB").unwrap_err().contains("unknown unit"));
         assert_eq!(ByteSize(16384).to_string(), "16KiB");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
+        assert!(parse_duration("366d").unwrap_err().contains("at most 365d"));
+        assert!(parse_duration("500000000000y").is_err());
+        assert!(
+            parse_duration("soon")
+                .unwrap_err()
+                .contains("not a duration")
+        );
     }
 }
