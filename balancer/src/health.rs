@@ -34,7 +34,8 @@ pub enum Probe {
 #[derive(Debug, Clone)]
 pub struct Tracker {
     state: Health,
-    streak: u32,
+    /// Consecutive probes in one direction: positive passes, negative failures.
+    streak: i64,
     rise: u32,
     fall: u32,
 }
@@ -67,8 +68,8 @@ impl Tracker {
             // First verdict: one pass is enough for a member that was never down.
             (Probe::Pass, Health::Unknown) => Health::Up,
             (Probe::Pass, _) => {
-                self.streak += 1;
-                if self.streak < self.rise {
+                self.streak = self.streak.max(0) + 1;
+                if self.streak < i64::from(self.rise) {
                     return None;
                 }
                 Health::Up
@@ -78,8 +79,8 @@ impl Tracker {
                 return None;
             }
             (Probe::Fail(_), _) => {
-                self.streak += 1;
-                if self.streak < self.fall {
+                self.streak = self.streak.min(0) - 1;
+                if -self.streak < i64::from(self.fall) {
                     return None;
                 }
                 Health::Down
@@ -299,5 +300,22 @@ mod tests {
         assert_eq!(t.record(&Probe::Draining), None);
         assert_eq!(t.record(&Probe::Pass), None);
         assert_eq!(t.record(&Probe::Pass), Some(Health::Up));
+    }
+
+    #[test]
+    fn a_draining_member_needs_consecutive_passes_and_falls_on_failures() {
+        let mut t = Tracker::new(2, 3);
+        t.record(&Probe::Pass);
+        t.record(&Probe::Draining);
+        // Passes and failures do not add up: pass, fail, pass is no rise of 2.
+        assert_eq!(t.record(&Probe::Pass), None);
+        assert_eq!(t.record(&fail()), None);
+        assert_eq!(t.record(&Probe::Pass), None);
+        assert_eq!(t.record(&Probe::Pass), Some(Health::Up));
+        t.record(&Probe::Draining);
+        // A stopped replica stops answering: fall failures take it from draining to down.
+        assert_eq!(t.record(&fail()), None);
+        assert_eq!(t.record(&fail()), None);
+        assert_eq!(t.record(&fail()), Some(Health::Down));
     }
 }
