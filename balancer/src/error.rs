@@ -9,6 +9,9 @@ pub enum ProxyError {
     /// The client sent ambiguous framing (CL with TE, repeated CL) or an unusable request.
     #[error("bad request")]
     BadRequest,
+    /// The client paused its request body longer than the idle timeout.
+    #[error("request body stalled")]
+    RequestTimeout,
     /// The request body is larger than the route allows.
     #[error("request body too large")]
     BodyTooLarge,
@@ -34,6 +37,7 @@ impl ProxyError {
     pub fn status(self) -> StatusCode {
         match self {
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoBackend | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -46,6 +50,9 @@ impl ProxyError {
     pub fn body(self) -> &'static str {
         match self {
             ProxyError::BadRequest => "400 Bad Request: ambiguous or malformed request\n",
+            ProxyError::RequestTimeout => {
+                "408 Request Timeout: the request body stopped arriving\n"
+            }
             ProxyError::BodyTooLarge => {
                 "413 Payload Too Large: the request body exceeds this route's limit\n"
             }

@@ -80,6 +80,56 @@ fn member_slower_than_response_timeout_gives_504() {
     });
 }
 
+/// Sends a POST with a 30-byte body in three parts `gap` apart, then reads the answer.
+fn slow_upload(lb: &common::Lb, gap: Duration, parts: usize) -> String {
+    use std::io::{Read, Write};
+    let addr = lb.running.proxy_addr;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /count HTTP/1.1\r\nHost: lab\r\nConnection: close\r\nContent-Length: 30\r\n\r\n",
+    )
+    .unwrap();
+    for _ in 0..parts {
+        std::thread::sleep(gap);
+        s.write_all(&[b'x'; 10]).unwrap();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn a_slow_upload_is_not_a_member_timeout() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()])
+        .pool("response_timeout = \"400ms\"")
+        .top("[timeouts]\nclient_idle = \"2s\"")
+        .start();
+    // 900 ms of upload against a 400 ms response timeout: the member answers at once after.
+    let resp = slow_upload(&lb, Duration::from_millis(300), 3);
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(resp.ends_with("30"), "the member counted 30 bytes: {resp}");
+    let m = lb.member(b.addr).unwrap();
+    assert_eq!(m.stats.failures(), 0);
+}
+
+#[test]
+fn a_stalled_upload_gives_408_and_does_not_charge_the_member() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()])
+        .pool("response_timeout = \"10s\"")
+        .top("[timeouts]\nclient_idle = \"300ms\"")
+        .start();
+    // One part of three, then silence.
+    let resp = slow_upload(&lb, Duration::from_millis(50), 1);
+    assert_eq!(raw_status(&resp), 408, "{resp}");
+    short_and_opaque(resp.split("\r\n\r\n").nth(1).unwrap_or(""), &[b.member()]);
+    let m = lb.member(b.addr).unwrap();
+    assert_eq!(m.stats.failures(), 0, "the member is not at fault");
+    assert!(m.is_available(balancer::pool::now_ms()));
+}
+
 #[test]
 fn request_head_over_the_limit_gives_431() {
     let b = Backend::start("b");

@@ -118,11 +118,12 @@ pub struct Timeouts {
     #[config(env = "BALANCER_CONNECT_TIMEOUT", default = "1s", deserialize_with = units::duration)]
     pub connect: Duration,
 
-    /// Waiting for a member's response headers once the request is sent.
+    /// Waiting for a member's response headers once the request (body included) is sent.
     #[config(env = "BALANCER_RESPONSE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
     pub response: Duration,
 
-    /// A client connection idle between requests (also the time allowed to send headers).
+    /// A client connection idle between requests (also the time allowed to send headers, and
+    /// the longest pause inside a request body before a 408).
     #[config(env = "BALANCER_IDLE_TIMEOUT", default = "60s", deserialize_with = units::duration)]
     pub client_idle: Duration,
 

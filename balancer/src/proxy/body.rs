@@ -1,17 +1,23 @@
 //! Bodies on the proxy path, streamed frame by frame, never buffered whole.
 //!
-//! [`ReqBody`] carries the client's body to a member and enforces the route's size limit.
+//! [`ReqBody`] carries the client's body to a member and enforces the route's size limit and
+//! the client idle timeout; [`Sent`] tells when it has all gone.
 //! [`RespBody`] carries the member's body (or a short error body) to the client, counts bytes,
 //! and when it is done (or dropped) releases the in-flight count and writes the access log.
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use crate::pool::InFlight;
 
@@ -20,20 +26,93 @@ use crate::pool::InFlight;
 #[error("request body exceeds the limit of {0} bytes")]
 pub struct TooLarge(pub u64);
 
+/// The error a request body yields when the client sends nothing for the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled for {0:?}")]
+pub struct Stalled(pub Duration);
+
+/// Set once the whole request body went to the member: the response timeout starts then, so
+/// a slow upload is not blamed on the member.
+#[derive(Debug, Default)]
+pub struct Sent {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Sent {
+    fn mark(&self) {
+        self.done.store(true, Ordering::Release);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the body has been sent.
+    pub async fn wait(&self) {
+        loop {
+            // Registered before the check, so a `mark` in between is not missed.
+            let notified = self.notify.notified();
+            if self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Request body sent to a member.
 #[derive(Debug)]
 pub enum ReqBody {
     /// No body (the common GET): replayable for retries.
     Empty,
-    /// The client's body, streamed, with the bytes still allowed.
-    Stream {
-        /// The client's body.
-        inner: Incoming,
-        /// Bytes still allowed before [`TooLarge`].
-        remaining: u64,
-        /// The limit, for the error.
-        limit: u64,
-    },
+    /// The client's body, streamed.
+    Stream(Upload),
+}
+
+/// A client's body on its way to a member, with its size limit and idle timeout.
+#[derive(Debug)]
+pub struct Upload {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+    idle: Duration,
+    /// Started when a read waits, re-armed after progress; none until the client pauses.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    sent: Arc<Sent>,
+}
+
+impl ReqBody {
+    /// Streams `inner`, failing with [`TooLarge`] past `limit` bytes and with [`Stalled`] when
+    /// the client pauses longer than `idle`; the [`Sent`] is marked at its end.
+    pub fn stream(inner: Incoming, limit: u64, idle: Duration) -> (Self, Arc<Sent>) {
+        let sent = Arc::new(Sent::default());
+        let upload = Upload {
+            inner,
+            remaining: limit,
+            limit,
+            idle,
+            timer: None,
+            armed: false,
+            sent: Arc::clone(&sent),
+        };
+        (ReqBody::Stream(upload), sent)
+    }
+}
+
+impl Upload {
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.armed {
+            let deadline = tokio::time::Instant::now() + self.idle;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.armed = true;
+        }
+        match &mut self.timer {
+            Some(t) => t.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
 }
 
 impl Body for ReqBody {
@@ -44,25 +123,33 @@ impl Body for ReqBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Stream {
-                inner,
-                remaining,
-                limit,
-            } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let n = data.len() as u64;
-                        if n > *remaining {
-                            return Poll::Ready(Some(Err(Box::new(TooLarge(*limit)))));
-                        }
-                        *remaining -= n;
+        let up = match self.get_mut() {
+            ReqBody::Empty => return Poll::Ready(None),
+            ReqBody::Stream(up) => up,
+        };
+        match Pin::new(&mut up.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                up.armed = false;
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > up.remaining {
+                        return Poll::Ready(Some(Err(Box::new(TooLarge(up.limit)))));
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    up.remaining -= n;
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
+                // hyper stops polling once a sized body is complete, so None may never come.
+                if up.inner.is_end_stream() {
+                    up.sent.mark();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => {
+                up.sent.mark();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match up.poll_idle(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle))))),
                 Poll::Pending => Poll::Pending,
             },
         }
@@ -71,14 +158,14 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
-            ReqBody::Stream { inner, .. } => inner.is_end_stream(),
+            ReqBody::Stream(up) => up.inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Stream { inner, .. } => inner.size_hint(),
+            ReqBody::Stream(up) => up.inner.size_hint(),
         }
     }
 }

@@ -127,14 +127,12 @@ impl Proxy {
         parts.headers.insert(&headers::X_REQUEST_ID, rid.clone());
         parts.uri = origin_form(parts.uri);
         parts.version = Version::HTTP_11;
-        let body = if empty_body {
-            ReqBody::Empty
+        let (body, sent) = if empty_body {
+            (ReqBody::Empty, None)
         } else {
-            ReqBody::Stream {
-                inner: incoming,
-                remaining: plan.max_body,
-                limit: plan.max_body,
-            }
+            let idle = plan.snap.settings.client_idle_timeout;
+            let (body, sent) = ReqBody::stream(incoming, plan.max_body, idle);
+            (body, Some(sent))
         };
         // A request with no body can be rebuilt for a retry after it was sent; one with a body
         // can be retried only while it provably never left (the request comes back unsent).
@@ -189,6 +187,7 @@ impl Proxy {
             match upstream::send(
                 member.addr,
                 req,
+                sent.as_deref(),
                 ps.connect_timeout,
                 ps.response_timeout,
                 plan.snap.settings.backend_idle_timeout,
@@ -223,6 +222,10 @@ impl Proxy {
                         }
                         FailKind::ClientBody => {
                             let e = ProxyError::BadRequest;
+                            return self.local(e, &ps.name, &rid, log, true);
+                        }
+                        FailKind::ClientStalled => {
+                            let e = ProxyError::RequestTimeout;
                             return self.local(e, &ps.name, &rid, log, true);
                         }
                         FailKind::Stale if stale < MAX_STALE_RETRIES => {

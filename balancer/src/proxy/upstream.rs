@@ -20,7 +20,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::{ReqBody, TooLarge};
+use super::body::{ReqBody, Sent, Stalled, TooLarge};
 use crate::clock;
 
 /// Idle connections kept per member and thread.
@@ -50,6 +50,8 @@ pub enum FailKind {
     TooLarge,
     /// The client's body failed (client went away mid-upload).
     ClientBody,
+    /// The client paused its body longer than the idle timeout.
+    ClientStalled,
 }
 
 /// A failed attempt; `request` is the request back when it was provably not sent.
@@ -76,9 +78,11 @@ impl Lease {
 }
 
 /// Sends `req` to `addr`: reuses an idle connection or opens one, waits for response headers.
+/// With a body, the response timeout starts once `sent` says the body has all gone.
 pub async fn send(
     addr: SocketAddr,
     req: Request<ReqBody>,
+    sent: Option<&Sent>,
     connect_timeout: Duration,
     response_timeout: Duration,
     idle_timeout: Duration,
@@ -96,7 +100,16 @@ pub async fn send(
         },
     };
     let fut = tx.try_send_request(req);
-    match tokio::time::timeout(response_timeout, fut).await {
+    tokio::pin!(fut);
+    let answered = match sent {
+        Some(sent) => tokio::select! {
+            biased;
+            r = &mut fut => Ok(r),
+            () = sent.wait() => tokio::time::timeout(response_timeout, &mut fut).await,
+        },
+        None => tokio::time::timeout(response_timeout, &mut fut).await,
+    };
+    match answered {
         Ok(Ok(resp)) => Ok((resp, Lease { addr, tx })),
         Ok(Err(mut e)) => {
             let request = e.take_message();
@@ -116,6 +129,9 @@ fn classify(err: &hyper::Error, unsent: bool, reused: bool) -> FailKind {
     while let Some(s) = src {
         if s.is::<TooLarge>() {
             return FailKind::TooLarge;
+        }
+        if s.is::<Stalled>() {
+            return FailKind::ClientStalled;
         }
         src = s.source();
     }
