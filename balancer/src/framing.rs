@@ -10,7 +10,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -21,13 +21,18 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_LINE: usize = 4096;
 
 /// Which request on a connection was the first with ambiguous framing (shared with the
-/// connection's service, which answers it 400 and closes).
+/// connection's service, which answers it 400 and closes), and whether the connection became
+/// a tunnel.
 #[derive(Debug)]
-pub struct Verdict(AtomicU64, AtomicU64);
+pub struct Verdict(AtomicU64, AtomicU64, AtomicBool);
 
 impl Default for Verdict {
     fn default() -> Self {
-        Verdict(AtomicU64::new(u64::MAX), AtomicU64::new(0))
+        Verdict(
+            AtomicU64::new(u64::MAX),
+            AtomicU64::new(0),
+            AtomicBool::new(false),
+        )
     }
 }
 
@@ -46,6 +51,17 @@ impl Verdict {
     fn mark(&self, n: u64) {
         self.0.fetch_min(n, Ordering::AcqRel);
     }
+
+    /// Records that the service answered 101 (or 2xx to CONNECT): what follows is tunnel
+    /// data, not requests. Until then an upgrade request is followed like any other, so a
+    /// refused upgrade cannot switch the checks off for the rest of the connection.
+    pub fn tunnel(&self) {
+        self.2.store(true, Ordering::Release);
+    }
+
+    fn is_tunnel(&self) -> bool {
+        self.2.load(Ordering::Acquire)
+    }
 }
 
 #[derive(Debug)]
@@ -62,7 +78,7 @@ enum State {
     ChunkEnd(u8),
     /// Reading trailer lines until the empty one.
     Trailer,
-    /// Not following any more (upgrade, rejected or unparseable input: hyper handles it).
+    /// Not following any more (tunnel, rejected or unparseable input: hyper handles it).
     Opaque,
 }
 
@@ -88,6 +104,9 @@ impl Tracker {
 
     /// Follows newly received bytes.
     pub fn feed(&mut self, mut data: &[u8]) {
+        if self.verdict.is_tunnel() {
+            self.state = State::Opaque;
+        }
         while !data.is_empty() {
             data = match self.state {
                 State::Opaque => return,
@@ -176,7 +195,6 @@ impl Tracker {
         let mut lengths = 0;
         let mut length = None;
         let mut chunked = None;
-        let mut upgrade = req.method == Some("CONNECT");
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
@@ -186,15 +204,10 @@ impl Tracker {
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
                 chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         if lengths > 1 || (lengths == 1 && chunked.is_some()) {
             self.verdict.mark(index);
-            return State::Opaque;
-        }
-        if upgrade {
             return State::Opaque;
         }
         match (chunked, lengths, length) {
@@ -241,8 +254,14 @@ impl Tracker {
     }
 }
 
+/// End of the head: just past its first empty line, whether lines end in CRLF or, as hyper
+/// also accepts, a bare LF.
 fn find_head_end(b: &[u8]) -> Option<usize> {
-    memchr::memmem::find(b, b"\r\n\r\n").map(|p| p + 4)
+    memchr::memchr_iter(b'\n', b).find_map(|p| match b.get(p + 1..) {
+        Some([b'\n', ..]) => Some(p + 2),
+        Some([b'\r', b'\n', ..]) => Some(p + 3),
+        _ => None,
+    })
 }
 
 /// A client connection whose inbound bytes pass through a [`Tracker`].
@@ -376,10 +395,30 @@ mod tests {
     }
 
     #[test]
-    fn upgrades_stop_the_tracking() {
-        let input = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    fn bare_lf_heads_are_followed_too() {
+        let input = "GET / HTTP/1.1\nHost: a\n\n\
+                     POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n";
         for r in all_steps(input) {
-            assert_eq!(r, (None, 1));
+            assert_eq!(r, (Some(1), 2));
         }
+    }
+
+    #[test]
+    fn a_refused_upgrade_does_not_stop_the_checks() {
+        let input = "GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+                     POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        for r in all_steps(input) {
+            assert_eq!(r, (Some(1), 2));
+        }
+    }
+
+    #[test]
+    fn a_tunnel_is_not_followed() {
+        let v = Arc::new(Verdict::default());
+        let mut t = Tracker::new(v.clone());
+        t.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+        v.tunnel();
+        t.feed(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!((v.0.load(Ordering::SeqCst), t.heads), (u64::MAX, 1));
     }
 }

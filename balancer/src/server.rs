@@ -122,10 +122,21 @@ async fn worker(
         let proxy = Arc::clone(&proxy);
         let verdict = Arc::new(framing::Verdict::default());
         let io = TokioIo::new(framing::Guarded::new(stream, Arc::clone(&verdict)));
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let proxy = Arc::clone(&proxy);
+            let verdict = Arc::clone(&verdict);
             let bad_framing = verdict.is_bad(verdict.next_request());
-            async move { Ok::<_, std::convert::Infallible>(proxy.handle(req, peer, bad_framing).await) }
+            let connect = req.method() == http::Method::CONNECT;
+            async move {
+                let resp = proxy.handle(req, peer, bad_framing).await;
+                let status = resp.status();
+                if status == http::StatusCode::SWITCHING_PROTOCOLS
+                    || (connect && status.is_success())
+                {
+                    verdict.tunnel();
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         let conn = builder.serve_connection(io, svc).with_upgrades();
         let stop = shutdown.clone();

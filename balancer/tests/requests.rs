@@ -276,7 +276,6 @@ fn rejected_as_bad_request(request: &str) {
 }
 
 #[test]
-
 fn content_length_with_transfer_encoding_is_rejected() {
     rejected_as_bad_request(
         "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -284,11 +283,41 @@ fn content_length_with_transfer_encoding_is_rejected() {
 }
 
 #[test]
-
 fn transfer_encoding_with_content_length_is_rejected() {
     rejected_as_bad_request(
         "POST /count HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     );
+}
+
+#[test]
+fn ambiguous_framing_with_bare_lf_line_ends_is_rejected() {
+    rejected_as_bad_request(
+        "POST /count HTTP/1.1\nHost: t\nContent-Length: 5\nContent-Length: 5\n\nhello",
+    );
+}
+
+#[test]
+fn a_refused_upgrade_leaves_the_framing_checks_on() {
+    use std::io::{Read, Write};
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()]).start();
+    let mut s = std::net::TcpStream::connect(lb.running.proxy_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // The member answers the upgrade request 200, not 101: the connection stays HTTP.
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\
+          POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let out = String::from_utf8_lossy(&out);
+    let statuses: Vec<&str> = out
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &out[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "400"], "{out}");
+    assert_eq!(b.hits(), 1, "only the upgrade request reached the member");
 }
 
 #[test]
@@ -299,7 +328,6 @@ fn two_different_content_lengths_are_rejected() {
 }
 
 #[test]
-
 fn two_equal_content_lengths_are_rejected() {
     rejected_as_bad_request(
         "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
