@@ -329,6 +329,9 @@ pub struct Pool {
     pub selector: Arc<dyn crate::select::Select>,
     /// Passive failure detection policy.
     pub passive: PassivePolicy,
+    /// With cookie stickiness, each member's `Set-Cookie` value (same order as `members`),
+    /// made once per snapshot rather than once per response.
+    pub cookies: Vec<http::HeaderValue>,
 }
 
 impl Pool {

@@ -190,6 +190,7 @@ pub fn build(
             }
             Pool {
                 selector: selector_for(ps, &members, prev_pool),
+                cookies: set_cookies(ps, &members),
                 passive: PassivePolicy {
                     max_fails: ps.max_fails,
                     fail_timeout_ms: ps.fail_timeout.as_millis() as u64,
@@ -205,6 +206,21 @@ pub fn build(
         pools,
         settings,
     }
+}
+
+/// Each member's `Set-Cookie` value when the pool is sticky by cookie.
+fn set_cookies(ps: &crate::config::PoolSettings, members: &[Arc<Member>]) -> Vec<http::HeaderValue> {
+    if ps.sticky != crate::config::StickyMode::Cookie {
+        return Vec::new();
+    }
+    members
+        .iter()
+        .map(|m| {
+            let v = sticky::set_cookie(&ps.cookie_name, m.id, ps.cookie_max_age);
+            // The cookie name is validated as a token; the rest is ours.
+            http::HeaderValue::from_str(&v).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        })
+        .collect()
 }
 
 /// The previous selector when the pool's algorithm and members are unchanged (a reload or a

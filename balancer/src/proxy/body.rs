@@ -63,8 +63,8 @@ impl Sent {
 pub enum ReqBody {
     /// No body (the common GET): replayable for retries.
     Empty,
-    /// The client's body, streamed.
-    Stream(Upload),
+    /// The client's body, streamed (boxed: every request moves this enum several times).
+    Stream(Box<Upload>),
 }
 
 /// A client's body on its way to a member, with its size limit and idle timeout.
@@ -94,7 +94,7 @@ impl ReqBody {
             armed: false,
             sent: Arc::clone(&sent),
         };
-        (ReqBody::Stream(upload), sent)
+        (ReqBody::Stream(Box::new(upload)), sent)
     }
 }
 

@@ -103,7 +103,7 @@ impl Proxy {
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let plan = plan(&snap, pool, &req, peer, max_body);
-        self.forward(req, peer, plan, rid, log, client_upgrade)
+        self.forward(req, peer, plan, (start, rid), log, client_upgrade)
             .await
     }
 
@@ -112,7 +112,7 @@ impl Proxy {
         req: Request<Incoming>,
         peer: SocketAddr,
         plan: Plan<'_>,
-        rid: HeaderValue,
+        (start, rid): (Instant, HeaderValue),
         mut log: Option<Box<AccessLog>>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
@@ -144,7 +144,7 @@ impl Proxy {
             )
         });
         let mut pending = Some(Request::from_parts(parts, body));
-        let deadline = Instant::now() + ps.retry_budget;
+        let deadline = start + ps.retry_budget;
         let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
         let mut n_tried = 0usize;
         let mut attempts = 0u32;
@@ -205,7 +205,7 @@ impl Proxy {
                     return self.respond(
                         resp,
                         lease,
-                        member,
+                        (idx, member),
                         &plan,
                         &rid,
                         guard,
@@ -295,7 +295,7 @@ impl Proxy {
         &self,
         mut resp: Response<Incoming>,
         lease: upstream::Lease,
-        member: &Arc<Member>,
+        (idx, member): (usize, &Arc<Member>),
         plan: &Plan<'_>,
         rid: &HeaderValue,
         guard: crate::pool::InFlight,
@@ -317,12 +317,11 @@ impl Proxy {
         if plan.snap.settings.upstream_header {
             h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
         }
-        if plan.sticky_cookie && plan.cookie_id != Some(member.id) {
-            let ps = &plan.pool.settings;
-            let value = sticky::set_cookie(&ps.cookie_name, member.id, ps.cookie_max_age);
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                h.append(header::SET_COOKIE, v);
-            }
+        if plan.sticky_cookie
+            && plan.cookie_id != Some(member.id)
+            && let Some(v) = plan.pool.cookies.get(idx)
+        {
+            h.append(header::SET_COOKIE, v.clone());
         }
         if switching && let Some(client) = client_upgrade {
             {
