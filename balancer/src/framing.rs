@@ -184,6 +184,10 @@ impl Tracker {
     fn framing_of_head(&mut self, head: &[u8]) -> State {
         let index = self.heads;
         self.heads += 1;
+        if !mentions_framing(head) {
+            // Most heads (every GET) name neither header: no body, and nothing to parse twice.
+            return State::Head;
+        }
         // hyper's own limit; more (or a malformed head) is hyper's to answer. Uninitialized
         // slots spare zeroing 3 KB per request.
         let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
@@ -252,6 +256,22 @@ impl Tracker {
         self.buf.clear();
         &data[nl + 1..]
     }
+}
+
+/// Whether `Content-Length` or `Transfer-Encoding` (any case) appears anywhere in `head`: a
+/// cheap test on each `-` instead of a full parse.
+fn mentions_framing(head: &[u8]) -> bool {
+    fn ends_with(b: &[u8], word: &[u8]) -> bool {
+        b.len() >= word.len() && b[b.len() - word.len()..].eq_ignore_ascii_case(word)
+    }
+    fn starts_with(b: &[u8], word: &[u8]) -> bool {
+        b.len() >= word.len() && b[..word.len()].eq_ignore_ascii_case(word)
+    }
+    memchr::memchr_iter(b'-', head).any(|p| {
+        let (before, after) = (&head[..p], &head[p + 1..]);
+        (ends_with(before, b"content") && starts_with(after, b"length"))
+            || (ends_with(before, b"transfer") && starts_with(after, b"encoding"))
+    })
 }
 
 /// End of the head: just past its first empty line, whether lines end in CRLF or, as hyper
@@ -392,6 +412,19 @@ mod tests {
         for r in all_steps(&input) {
             assert_eq!(r, (None, 2));
         }
+    }
+
+    #[test]
+    fn framing_headers_are_noticed_in_any_case() {
+        assert!(mentions_framing(
+            b"POST / HTTP/1.1\r\ncOnTeNt-LeNgTh: 1\r\n\r\n"
+        ));
+        assert!(mentions_framing(
+            b"POST / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n"
+        ));
+        assert!(!mentions_framing(
+            b"GET / HTTP/1.1\r\nAccept-Encoding: gzip\r\nContent-Type: x\r\nX-Length: 2\r\n\r\n"
+        ));
     }
 
     #[test]

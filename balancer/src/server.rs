@@ -128,7 +128,9 @@ async fn worker(
             let bad_framing = verdict.is_bad(verdict.next_request());
             let connect = req.method() == http::Method::CONNECT;
             async move {
-                let resp = proxy.handle(req, peer, bad_framing).await;
+                // Boxed: the request's future is several KB, and hyper moves what this
+                // returns; moving a pointer is cheaper than copying the state machine.
+                let resp = Box::pin(proxy.handle(req, peer, bad_framing)).await;
                 let status = resp.status();
                 if status == http::StatusCode::SWITCHING_PROTOCOLS
                     || (connect && status.is_success())

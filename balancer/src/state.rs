@@ -209,7 +209,10 @@ pub fn build(
 }
 
 /// Each member's `Set-Cookie` value when the pool is sticky by cookie.
-fn set_cookies(ps: &crate::config::PoolSettings, members: &[Arc<Member>]) -> Vec<http::HeaderValue> {
+fn set_cookies(
+    ps: &crate::config::PoolSettings,
+    members: &[Arc<Member>],
+) -> Vec<http::HeaderValue> {
     if ps.sticky != crate::config::StickyMode::Cookie {
         return Vec::new();
     }

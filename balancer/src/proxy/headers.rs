@@ -251,7 +251,12 @@ mod tests {
         add_forwarded(&mut h6, "::1".parse().unwrap());
         assert_eq!(h6["forwarded"], "for=\"[::1]\";proto=http");
         assert_eq!(h6["x-forwarded-for"], "::1");
-        for ip in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "::ffff:172.18.0.5"] {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "::ffff:172.18.0.5",
+        ] {
             let mut h = HeaderMap::new();
             add_forwarded(&mut h, ip.parse().unwrap());
             let v4 = ip.trim_start_matches("::ffff:");
@@ -268,7 +273,10 @@ mod tests {
         h.append(header::CONNECTION, HeaderValue::from_static("X-A , x-b"));
         h.insert("x-a", HeaderValue::from_static("1"));
         h.insert("x-b", HeaderValue::from_static("1"));
-        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         assert!(!strip_hop_by_hop(&mut h));
         assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
     }

@@ -10,7 +10,6 @@
 //! the body); one whose body was abandoned is closed, since it has bytes left in flight.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,7 +31,9 @@ struct Idle {
 }
 
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<Idle>>> = RefCell::new(HashMap::new());
+    /// Per member address, its idle connections. A pool has few members: a linear scan beats
+    /// hashing the address twice per request.
+    static IDLE: RefCell<Vec<(SocketAddr, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// How an attempt failed.
@@ -177,10 +178,13 @@ fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<SendRequest<ReqB
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle
+            .iter_mut()
+            .find_map(|(a, list)| (*a == addr).then_some(list))?;
         // Newest first: the most recently used connection is the least likely to have been
         // closed by the member's keep-alive timer.
-        while let Some(c) = list.pop() {
+        for _ in 0..list.len() {
+            let c = list.pop()?;
             if c.tx.is_closed() || now.saturating_sub(c.since_ms) > max_idle {
                 continue;
             }
@@ -188,9 +192,8 @@ fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<SendRequest<ReqB
                 return Some(c.tx);
             }
             // Its connection task has not caught up with the finished body yet: keep it for
-            // later rather than wait.
+            // later and try an older one.
             list.insert(0, c);
-            return None;
         }
         None
     })
@@ -203,9 +206,11 @@ fn checkin(addr: SocketAddr, tx: SendRequest<ReqBody>) {
     let since_ms = clock::now_ms();
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_MEMBER {
-            list.push(Idle { tx, since_ms });
+        let c = Idle { tx, since_ms };
+        match idle.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, list)) if list.len() < MAX_IDLE_PER_MEMBER => list.push(c),
+            Some(_) => {}
+            None => idle.push((addr, vec![c])),
         }
     });
 }
@@ -217,7 +222,7 @@ pub fn sweep(idle_timeout: Duration, live: &dyn Fn(&SocketAddr) -> bool) {
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        idle.retain(|addr, list| {
+        idle.retain_mut(|(addr, list)| {
             let keep_member = live(addr);
             list.retain(|c| {
                 !c.tx.is_closed() && keep_member && now.saturating_sub(c.since_ms) <= max_idle
