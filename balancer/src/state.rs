@@ -172,13 +172,14 @@ pub fn build(
                 if members.iter().any(|m| m.addr == addr) {
                     continue;
                 }
-                let member = match old.get(&addr) {
+                let id = sticky::member_id(&settings.sticky_key, addr);
+                // A changed sticky secret re-derives every id: such a member starts afresh.
+                let member = match old.get(&addr).filter(|m| m.id == id) {
                     Some(m) => {
                         m.apply_config_weight(weight);
                         Arc::clone(m)
                     }
                     None => {
-                        let id = sticky::member_id(&settings.sticky_key, addr);
                         let m = Member::new(addr, origin, id, weight);
                         if prev.is_some() && !ps.slow_start.is_zero() {
                             m.begin_ramp(now);
@@ -276,4 +277,46 @@ fn addresses(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Origin, from_toml_str};
+
+    fn settings(secret: &str) -> Arc<Settings> {
+        let toml = format!(
+            "sticky_secret = \"{secret}\"\n\
+             [pools.static]\nmembers = [\"127.0.0.1:1\"]\n\
+             [pools.dynamic]\nmembers = [\"127.0.0.1:2\", \"127.0.0.1:3\"]\n"
+        );
+        let raw = from_toml_str(&toml).unwrap();
+        Arc::new(Settings::build(&raw, &Origin::default()).unwrap())
+    }
+
+    fn dynamic(s: &Snapshot) -> &Pool {
+        &s.pools[s.settings.pool_index("dynamic").unwrap()]
+    }
+
+    #[test]
+    fn a_rebuild_keeps_members_and_the_selector_of_an_unchanged_pool() {
+        let none = (Discovered::new(), Registered::new());
+        let a = build(settings("one"), &none.0, &none.1, None, 1);
+        let b = build(settings("one"), &none.0, &none.1, Some(&a), 2);
+        let (pa, pb) = (dynamic(&a), dynamic(&b));
+        assert!(Arc::ptr_eq(&pa.members[0], &pb.members[0]));
+        assert!(Arc::ptr_eq(&pa.selector, &pb.selector));
+    }
+
+    #[test]
+    fn a_new_sticky_secret_re_derives_every_member_id() {
+        let none = (Discovered::new(), Registered::new());
+        let a = build(settings("one"), &none.0, &none.1, None, 1);
+        let b = build(settings("two"), &none.0, &none.1, Some(&a), 2);
+        let key = b.settings.sticky_key;
+        for m in &dynamic(&b).members {
+            assert_eq!(m.id, sticky::member_id(&key, m.addr));
+        }
+        assert_ne!(dynamic(&a).members[0].id, dynamic(&b).members[0].id);
+    }
 }
