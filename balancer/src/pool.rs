@@ -66,8 +66,9 @@ pub struct Member {
     pub addr: SocketAddr,
     /// The address as the config wrote it (`student-api:3000`), for logs and the admin page.
     pub origin: Arc<str>,
-    /// Sticky identity, derived from `addr` with the sticky key.
-    pub id: MemberId,
+    /// Sticky identity, derived from `addr` with the sticky key; a reload with a new sticky
+    /// secret re-derives it in place, so the member keeps its state.
+    id: AtomicU64,
     /// `addr` ready to send as `X-Upstream`.
     pub upstream_header: http::HeaderValue,
     /// Weight in use (the admin API may change it); 0 means "never picked".
@@ -116,12 +117,22 @@ pub struct PassivePolicy {
 }
 
 impl Member {
+    /// Sticky identity (see [`crate::sticky::member_id`]).
+    pub fn id(&self) -> MemberId {
+        MemberId(self.id.load(Ordering::Relaxed))
+    }
+
+    /// Re-derives the sticky identity (a new sticky secret).
+    pub fn set_id(&self, id: MemberId) {
+        self.id.store(id.0, Ordering::Relaxed);
+    }
+
     /// A fresh member in rotation with the given weight.
     pub fn new(addr: SocketAddr, origin: Arc<str>, id: MemberId, weight: u32) -> Self {
         Member {
             addr,
             origin,
-            id,
+            id: AtomicU64::new(id.0),
             weight: AtomicU32::new(weight),
             config_weight: AtomicU32::new(weight),
             upstream_header: http::HeaderValue::from_str(&addr.to_string())
@@ -331,13 +342,13 @@ pub struct Pool {
     pub passive: PassivePolicy,
     /// With cookie stickiness, each member's `Set-Cookie` value (same order as `members`),
     /// made once per snapshot rather than once per response.
-    pub cookies: Vec<http::HeaderValue>,
+    pub cookies: Vec<Option<http::HeaderValue>>,
 }
 
 impl Pool {
     /// Index of the member with sticky id `id`.
     pub fn find(&self, id: MemberId) -> Option<usize> {
-        self.members.iter().position(|m| m.id == id)
+        self.members.iter().position(|m| m.id() == id)
     }
 }
 

@@ -173,10 +173,11 @@ pub fn build(
                     continue;
                 }
                 let id = sticky::member_id(&settings.sticky_key, addr);
-                // A changed sticky secret re-derives every id: such a member starts afresh.
-                let member = match old.get(&addr).filter(|m| m.id == id) {
+                let member = match old.get(&addr) {
                     Some(m) => {
                         m.apply_config_weight(weight);
+                        // A changed sticky secret re-derives the id; the member keeps its state.
+                        m.set_id(id);
                         Arc::clone(m)
                     }
                     None => {
@@ -213,16 +214,15 @@ pub fn build(
 fn set_cookies(
     ps: &crate::config::PoolSettings,
     members: &[Arc<Member>],
-) -> Vec<http::HeaderValue> {
+) -> Vec<Option<http::HeaderValue>> {
     if ps.sticky != crate::config::StickyMode::Cookie {
         return Vec::new();
     }
     members
         .iter()
         .map(|m| {
-            let v = sticky::set_cookie(&ps.cookie_name, m.id, ps.cookie_max_age);
-            // The cookie name is validated as a token; the rest is ours.
-            http::HeaderValue::from_str(&v).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+            let v = sticky::set_cookie(&ps.cookie_name, m.id(), ps.cookie_max_age);
+            http::HeaderValue::from_str(&v).ok()
         })
         .collect()
 }
@@ -314,9 +314,16 @@ mod tests {
         let a = build(settings("one"), &none.0, &none.1, None, 1);
         let b = build(settings("two"), &none.0, &none.1, Some(&a), 2);
         let key = b.settings.sticky_key;
-        for m in &dynamic(&b).members {
-            assert_eq!(m.id, sticky::member_id(&key, m.addr));
+        let old_key = a.settings.sticky_key;
+        for (before, after) in dynamic(&a).members.iter().zip(&dynamic(&b).members) {
+            // The same member (its health, drain and counters stay), under its new id.
+            assert!(Arc::ptr_eq(before, after));
+            assert_eq!(after.id(), sticky::member_id(&key, after.addr));
+            assert_ne!(after.id(), sticky::member_id(&old_key, after.addr));
         }
-        assert_ne!(dynamic(&a).members[0].id, dynamic(&b).members[0].id);
+        // The static pool is sticky by cookie: its Set-Cookie carries the new id.
+        let st = &b.pools[b.settings.pool_index("static").unwrap()];
+        let cookie = st.cookies[0].as_ref().unwrap().to_str().unwrap();
+        assert!(cookie.contains(&st.members[0].id().to_string()), "{cookie}");
     }
 }

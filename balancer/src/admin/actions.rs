@@ -76,7 +76,7 @@ fn find_member(shared: &Shared, pool: &str, member: &str) -> Result<(Arc<Member>
     let found = p
         .members
         .iter()
-        .find(|m| m.addr.to_string() == member || m.id.to_string() == member);
+        .find(|m| m.addr.to_string() == member || m.id().to_string() == member);
     match found {
         Some(m) => Ok((Arc::clone(m), p.settings.slow_start.as_millis() as u64)),
         None => {

@@ -229,7 +229,7 @@ fn member_status(m: &Member, now: u64, slow: u64, second: u64) -> MemberStatus {
     MemberStatus {
         addr: m.addr.to_string(),
         origin: m.origin.to_string(),
-        id: m.id.to_string(),
+        id: m.id().to_string(),
         state: member_state(m, now, slow),
         in_rotation: m.is_available(now),
         health: health_name(m.health()),

@@ -318,8 +318,8 @@ impl Proxy {
             h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
         }
         if plan.sticky_cookie
-            && plan.cookie_id != Some(member.id)
-            && let Some(v) = plan.pool.cookies.get(idx)
+            && plan.cookie_id != Some(member.id())
+            && let Some(Some(v)) = plan.pool.cookies.get(idx)
         {
             h.append(header::SET_COOKIE, v.clone());
         }

@@ -23,7 +23,7 @@ pub fn stable_hash(bytes: &[u8]) -> u64 {
 
 fn score(key: u64, member: &Member, weight: u32) -> f64 {
     let mut h = SipHasher13::new_with_keys(key, 0x5bd1_e995);
-    h.write_u64(member.id.0);
+    h.write_u64(member.id().0);
     // Map to (0, 1], then -w / ln(u): the weighted rendezvous score.
     let u = ((h.finish() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
     -f64::from(weight) / u.ln()
