@@ -131,6 +131,60 @@ fn a_stalled_upload_gives_408_and_does_not_charge_the_member() {
 }
 
 #[test]
+fn a_member_that_stops_reading_the_body_gives_504() {
+    use std::io::{Read, Write};
+    // Accepts connections and never reads from them: the upload fills the socket buffers.
+    let deaf = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let deaf_addr = deaf.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in deaf.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let lb = Conf::new(&[deaf_addr.to_string()])
+        .pool("response_timeout = \"500ms\"\nretries = 0\nmax_body = \"1GiB\"")
+        .start();
+    let mut s = std::net::TcpStream::connect(lb.running.proxy_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let len = 64 << 20;
+    write!(
+        s,
+        "POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n"
+    )
+    .unwrap();
+    let mut writer = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let chunk = vec![b'x'; 1 << 16];
+        for _ in 0..(len >> 16) {
+            if writer.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 504"), "{head}");
+}
+
+#[test]
+fn a_chunked_body_with_trailers_still_gets_a_response_timeout() {
+    let slow = Backend::start("slow");
+    let lb = Conf::new(&[slow.member()])
+        .pool("response_timeout = \"300ms\"\nretries = 0")
+        .start();
+    let resp = raw_exchange(
+        lb.running.proxy_addr,
+        b"POST /slow?ms=5000 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    assert_eq!(raw_status(&resp), 504, "{resp}");
+}
+
+#[test]
 fn request_head_over_the_limit_gives_431() {
     let b = Backend::start("b");
     let lb = Conf::new(&[b.member()])

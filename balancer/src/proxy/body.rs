@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -32,14 +32,41 @@ pub struct TooLarge(pub u64);
 pub struct Stalled(pub Duration);
 
 /// Set once the whole request body went to the member: the response timeout starts then, so
-/// a slow upload is not blamed on the member.
-#[derive(Debug, Default)]
+/// a slow upload is not blamed on the member. Until then it tells whose turn it is: the
+/// client's (no data yet) or the member's (it has not taken the last frame), and since when.
+#[derive(Debug)]
 pub struct Sent {
     done: AtomicBool,
     notify: Notify,
+    /// When the body last handed a frame to the member's connection (or began).
+    progress_ms: AtomicU64,
+    /// Whether the body is waiting for the client.
+    client_turn: AtomicBool,
 }
 
 impl Sent {
+    fn new() -> Self {
+        Sent {
+            done: AtomicBool::new(false),
+            notify: Notify::new(),
+            progress_ms: AtomicU64::new(crate::clock::now_ms()),
+            client_turn: AtomicBool::new(false),
+        }
+    }
+
+    fn progressed(&self) {
+        self.progress_ms
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
+        self.client_turn.store(false, Ordering::Relaxed);
+    }
+
+    /// Since when (ms) the member has not taken the body, or `None` while the client is the
+    /// one to send.
+    pub fn member_turn_since(&self) -> Option<u64> {
+        (!self.client_turn.load(Ordering::Relaxed))
+            .then(|| self.progress_ms.load(Ordering::Relaxed))
+    }
+
     fn mark(&self) {
         self.done.store(true, Ordering::Release);
         self.notify.notify_waiters();
@@ -84,7 +111,7 @@ impl ReqBody {
     /// Streams `inner`, failing with [`TooLarge`] past `limit` bytes and with [`Stalled`] when
     /// the client pauses longer than `idle`; the [`Sent`] is marked at its end.
     pub fn stream(inner: Incoming, limit: u64, idle: Duration) -> (Self, Arc<Sent>) {
-        let sent = Arc::new(Sent::default());
+        let sent = Arc::new(Sent::new());
         let upload = Upload {
             inner,
             remaining: limit,
@@ -137,8 +164,10 @@ impl Body for ReqBody {
                     }
                     up.remaining -= n;
                 }
-                // hyper stops polling once a sized body is complete, so None may never come.
-                if up.inner.is_end_stream() {
+                up.sent.progressed();
+                // hyper stops polling once a sized body is complete, or after trailers, so
+                // None may never come.
+                if frame.is_trailers() || up.inner.is_end_stream() {
                     up.sent.mark();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -148,10 +177,13 @@ impl Body for ReqBody {
                 up.sent.mark();
                 Poll::Ready(None)
             }
-            Poll::Pending => match up.poll_idle(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                up.sent.client_turn.store(true, Ordering::Relaxed);
+                match up.poll_idle(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

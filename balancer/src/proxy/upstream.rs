@@ -103,25 +103,47 @@ pub async fn send(
     let fut = tx.try_send_request(req);
     tokio::pin!(fut);
     let answered = match sent {
-        Some(sent) => tokio::select! {
-            biased;
-            r = &mut fut => Ok(r),
-            () = sent.wait() => tokio::time::timeout(response_timeout, &mut fut).await,
-        },
-        None => tokio::time::timeout(response_timeout, &mut fut).await,
+        Some(sent) => answer_with_body(&mut fut, sent, response_timeout).await,
+        None => tokio::time::timeout(response_timeout, &mut fut).await.ok(),
     };
     match answered {
-        Ok(Ok(resp)) => Ok((resp, Lease { addr, tx })),
-        Ok(Err(mut e)) => {
+        Some(Ok(resp)) => Ok((resp, Lease { addr, tx })),
+        Some(Err(mut e)) => {
             let request = e.take_message();
             let err = e.into_error();
             let kind = classify(&err, request.is_some(), reused);
             Err(Failure { kind, request })
         }
-        Err(_) => Err(Failure {
+        None => Err(Failure {
             kind: FailKind::Timeout,
             request: None,
         }),
+    }
+}
+
+/// Waits for the answer to a request whose body is still going out; `None` on timeout. While
+/// the client is the one pausing there is no deadline here (the body's idle timeout covers
+/// it); while the member does not take the body, `response_timeout` without progress ends it;
+/// once the body has all gone, the member has `response_timeout` to answer.
+async fn answer_with_body<F: Future + Unpin>(
+    fut: &mut F,
+    sent: &Sent,
+    response_timeout: Duration,
+) -> Option<F::Output> {
+    let limit = response_timeout.as_millis() as u64;
+    loop {
+        let waited = sent
+            .member_turn_since()
+            .map_or(0, |since| clock::now_ms().saturating_sub(since));
+        if waited >= limit {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            r = &mut *fut => return Some(r),
+            () = sent.wait() => return tokio::time::timeout(response_timeout, fut).await.ok(),
+            () = tokio::time::sleep(Duration::from_millis(limit - waited)) => {}
+        }
     }
 }
 
