@@ -467,6 +467,20 @@ fn request_id_is_generated_when_absent_and_kept_when_present() {
 }
 
 #[test]
+fn declared_request_trailers_reach_the_member() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()]).start();
+    let resp = raw_exchange(
+        lb.running.proxy_addr,
+        b"POST /trailers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n\
+          5\r\nhello\r\n0\r\nX-Checksum: 42\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    assert!(resp.ends_with("x-checksum=42\n"), "{resp}");
+}
+
+#[test]
 fn hop_by_hop_request_headers_are_not_forwarded() {
     let b = Backend::start("b");
     let lb = Conf::new(&[b.member()]).start();

@@ -17,14 +17,14 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1).
-fn fixed_hop_by_hop() -> [&'static HeaderName; 8] {
+/// Headers that belong to one connection, never forwarded (RFC 9110 7.6.1). `Trailer` is
+/// end-to-end: it stays, and hyper sends on only the trailer fields it declares.
+fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
     [
         &header::CONNECTION,
         &KEEP_ALIVE,
         &PROXY_CONNECTION,
         &header::TE,
-        &header::TRAILER,
         &header::TRANSFER_ENCODING,
         &header::UPGRADE,
         &header::PROXY_AUTHORIZATION,
