@@ -261,3 +261,63 @@ fn turning_checks_off_by_reload_brings_a_failing_member_back() {
         "with checks off, the old verdict no longer keeps it out"
     );
 }
+
+#[test]
+fn a_file_rewritten_in_place_is_applied_only_once_whole() {
+    use std::io::Write;
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let text = |m: &Backend| Conf::new(&[m.member()]).toml();
+    let file = config_file("in-place", &text(&a));
+    let lb = start(&file);
+    let url = format!("http://{}/", lb.proxy_addr);
+    let rt = runtime();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop, failed) = (url.clone(), stop.clone(), failed.clone());
+            rt.spawn(async move {
+                let c = client();
+                while !stop.load(Ordering::SeqCst) {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        _ => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // `cat > file` by a slow writer: truncated (an empty file is valid TOML that routes `/`
+    // elsewhere) for 100 ms, then the whole text. No explicit reload: only the watcher sees it.
+    for i in 0..12 {
+        let mut f = std::fs::File::create(&file.path).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let next = if i % 2 == 0 { &b } else { &a };
+        f.write_all(text(next).as_bytes()).unwrap();
+        drop(f);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The last text names `a`; the watcher applies it once it holds still.
+    assert!(common::wait_until(Duration::from_secs(5), || {
+        member_arc_opt(&lb, a.addr).is_some() && member_arc_opt(&lb, b.addr).is_none()
+    }));
+    stop.store(true, Ordering::SeqCst);
+    rt.block_on(async {
+        for h in clients {
+            h.await.unwrap();
+        }
+    });
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "a half-written file was applied"
+    );
+}
+
+fn member_arc_opt(lb: &Running, addr: std::net::SocketAddr) -> Option<Arc<balancer::pool::Member>> {
+    let snap = lb.shared.snapshot();
+    let pool = snap.pools.iter().find(|p| &*p.settings.name == "dynamic")?;
+    pool.members.iter().find(|m| m.addr == addr).cloned()
+}
