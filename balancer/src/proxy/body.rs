@@ -54,6 +54,11 @@ impl Sent {
         }
     }
 
+    /// Records that the body now waits for the client; true when that wait just began.
+    fn client_turn_begins(&self) -> bool {
+        !self.client_turn.swap(true, Ordering::Relaxed)
+    }
+
     fn progressed(&self) {
         self.progress_ms
             .store(crate::clock::now_ms(), Ordering::Relaxed);
@@ -103,7 +108,6 @@ pub struct Upload {
     idle: Duration,
     /// Started when a read waits, re-armed after progress; none until the client pauses.
     timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
     sent: Arc<Sent>,
 }
 
@@ -118,7 +122,6 @@ impl ReqBody {
             limit,
             idle,
             timer: None,
-            armed: false,
             sent: Arc::clone(&sent),
         };
         (ReqBody::Stream(Box::new(upload)), sent)
@@ -126,19 +129,18 @@ impl ReqBody {
 }
 
 impl Upload {
+    /// The idle clock: (re)started by the first wait for the client since the last frame.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.armed {
+        if self.sent.client_turn_begins() {
             let deadline = tokio::time::Instant::now() + self.idle;
             match &mut self.timer {
                 Some(t) => t.as_mut().reset(deadline),
                 None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            self.armed = true;
         }
-        match &mut self.timer {
-            Some(t) => t.as_mut().poll(cx),
-            None => Poll::Pending,
-        }
+        self.timer
+            .as_mut()
+            .map_or(Poll::Pending, |t| t.as_mut().poll(cx))
     }
 }
 
@@ -156,7 +158,6 @@ impl Body for ReqBody {
         };
         match Pin::new(&mut up.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                up.armed = false;
                 if let Some(data) = frame.data_ref() {
                     let n = data.len() as u64;
                     if n > up.remaining {
@@ -177,13 +178,10 @@ impl Body for ReqBody {
                 up.sent.mark();
                 Poll::Ready(None)
             }
-            Poll::Pending => {
-                up.sent.client_turn.store(true, Ordering::Relaxed);
-                match up.poll_idle(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle))))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => match up.poll_idle(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
