@@ -273,6 +273,15 @@ impl Drop for Tail {
     }
 }
 
+/// A member's response body, by the kind of connection it comes over.
+#[derive(Debug)]
+pub enum Upstream {
+    /// hyper's connection; the lease returns it to the pool once the body was read.
+    Hyper(Incoming, super::upstream::Lease),
+    /// A connection the request's task drives; the body returns it itself.
+    Direct(super::direct::Body),
+}
+
 /// Response body sent to the client.
 #[derive(Debug)]
 pub struct RespBody {
@@ -282,21 +291,30 @@ pub struct RespBody {
 
 #[derive(Debug)]
 enum Kind {
-    Upstream(Incoming),
+    Hyper(Incoming),
+    Direct(super::direct::Body),
     Full(Option<Bytes>),
 }
 
+/// Errors of a response body, passed on to hyper (which then aborts the client connection).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl RespBody {
     /// The member's body.
-    pub fn upstream(inner: Incoming, mut tail: Tail) -> Self {
+    pub fn upstream(body: Upstream, mut tail: Tail) -> Self {
+        let kind = match body {
+            Upstream::Hyper(inner, lease) => {
+                tail.lease = Some(lease);
+                Kind::Hyper(inner)
+            }
+            Upstream::Direct(inner) => Kind::Direct(inner),
+        };
+        let mut body = RespBody { kind, tail };
         // An empty body (HEAD, 204, 304, length 0) is never polled: it is complete already.
-        if inner.is_end_stream() {
-            tail.complete = true;
+        if body.is_end_stream() {
+            body.tail.complete = true;
         }
-        RespBody {
-            kind: Kind::Upstream(inner),
-            tail,
-        }
+        body
     }
 
     /// A short body made here (errors).
@@ -318,15 +336,16 @@ impl RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = match &mut this.kind {
-            Kind::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+        let polled: Poll<Option<Result<Frame<Bytes>, BodyError>>> = match &mut this.kind {
+            Kind::Hyper(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
+            Kind::Direct(inner) => Pin::new(inner).poll_frame(cx).map_err(BodyError::from),
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         };
         match &polled {
@@ -347,14 +366,16 @@ impl Body for RespBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(inner) => inner.is_end_stream(),
+            Kind::Hyper(inner) => inner.is_end_stream(),
+            Kind::Direct(inner) => inner.is_end_stream(),
             Kind::Full(d) => d.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(inner) => inner.size_hint(),
+            Kind::Hyper(inner) => inner.size_hint(),
+            Kind::Direct(inner) => inner.size_hint(),
             Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
         }

@@ -2,6 +2,7 @@
 //! timeouts, retry what is safe to retry on another member, stream the response back.
 
 pub mod body;
+pub mod direct;
 pub mod headers;
 mod upgrade;
 pub mod upstream;
@@ -184,27 +185,34 @@ impl Proxy {
             }
             let guard = member.begin_request();
             let sent_at = Instant::now();
+            let timeouts = upstream::Timeouts {
+                connect: ps.connect_timeout,
+                response: ps.response_timeout,
+                idle: plan.snap.settings.backend_idle_timeout,
+            };
             match upstream::send(
                 member.addr,
                 req,
                 sent.as_deref(),
-                ps.connect_timeout,
-                ps.response_timeout,
-                plan.snap.settings.backend_idle_timeout,
+                timeouts,
+                replay.is_some(),
             )
             .await
             {
-                Ok((resp, lease)) => {
+                Ok(answer) => {
                     member.record_success();
                     let micros = sent_at.elapsed().as_micros() as u64;
-                    member.stats.record_response(resp.status().as_u16(), micros);
+                    let status = match &answer {
+                        upstream::Answer::Hyper(resp, _) => resp.status(),
+                        upstream::Answer::Direct(resp) => resp.status(),
+                    };
+                    member.stats.record_response(status.as_u16(), micros);
                     if let Some(l) = log.as_mut() {
                         l.upstream = Some(member.addr);
                         l.attempts = attempts;
                     }
                     return self.respond(
-                        resp,
-                        lease,
+                        answer,
                         (idx, member),
                         &plan,
                         &rid,
@@ -293,8 +301,7 @@ impl Proxy {
     #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        mut resp: Response<Incoming>,
-        lease: upstream::Lease,
+        answer: upstream::Answer,
         (idx, member): (usize, &Arc<Member>),
         plan: &Plan<'_>,
         rid: &HeaderValue,
@@ -302,17 +309,64 @@ impl Proxy {
         mut log: Option<Box<AccessLog>>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
-        let status = resp.status();
-        // Whatever the member spoke, the client gets this proxy's HTTP/1.1.
-        *resp.version_mut() = Version::HTTP_11;
+        let (mut parts, kind) = match answer {
+            upstream::Answer::Direct(resp) => {
+                let (parts, body) = resp.into_parts();
+                (parts, body::Upstream::Direct(body))
+            }
+            upstream::Answer::Hyper(mut resp, lease) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    && let Some(client) = client_upgrade
+                {
+                    let upstream = hyper::upgrade::on(&mut resp);
+                    upgrade::bridge(client, upstream, guard);
+                    // The member's connection now carries the tunnel: it is not returned to
+                    // the pool.
+                    drop(lease);
+                    let (mut parts, _) = resp.into_parts();
+                    self.decorate(&mut parts, (idx, member), plan, rid, &mut log);
+                    let tail = Tail {
+                        guard: None,
+                        log,
+                        bytes: 0,
+                        complete: true,
+                        lease: None,
+                    };
+                    return Response::from_parts(parts, RespBody::empty(tail));
+                }
+                let (parts, body) = resp.into_parts();
+                (parts, body::Upstream::Hyper(body, lease))
+            }
+        };
+        self.decorate(&mut parts, (idx, member), plan, rid, &mut log);
+        let tail = Tail {
+            guard: Some(guard),
+            log,
+            bytes: 0,
+            complete: false,
+            lease: None,
+        };
+        Response::from_parts(parts, RespBody::upstream(kind, tail))
+    }
+
+    /// The member's head as the client gets it: this proxy's HTTP/1.1, hop-by-hop fields gone
+    /// (unless the protocol switches), request id, upstream and sticky cookie added.
+    fn decorate(
+        &self,
+        parts: &mut http::response::Parts,
+        (idx, member): (usize, &Arc<Member>),
+        plan: &Plan<'_>,
+        rid: &HeaderValue,
+        log: &mut Option<Box<AccessLog>>,
+    ) {
+        parts.version = Version::HTTP_11;
         if let Some(l) = log.as_mut() {
-            l.status = status.as_u16();
+            l.status = parts.status.as_u16();
         }
-        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-        if !switching {
-            headers::strip_hop_by_hop(resp.headers_mut());
+        if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+            headers::strip_hop_by_hop(&mut parts.headers);
         }
-        let h = resp.headers_mut();
+        let h = &mut parts.headers;
         h.insert(&headers::X_REQUEST_ID, rid.clone());
         if plan.snap.settings.upstream_header {
             h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
@@ -323,31 +377,6 @@ impl Proxy {
         {
             h.append(header::SET_COOKIE, v.clone());
         }
-        if switching && let Some(client) = client_upgrade {
-            {
-                let upstream = hyper::upgrade::on(&mut resp);
-                upgrade::bridge(client, upstream, guard);
-                // The member's connection now carries the tunnel: it is not returned to the pool.
-                drop(lease);
-                let tail = Tail {
-                    guard: None,
-                    log,
-                    bytes: 0,
-                    complete: true,
-                    lease: None,
-                };
-                let (parts, _) = resp.into_parts();
-                return Response::from_parts(parts, RespBody::empty(tail));
-            }
-        }
-        let tail = Tail {
-            guard: Some(guard),
-            log,
-            bytes: 0,
-            complete: false,
-            lease: Some(lease),
-        };
-        resp.map(|b| RespBody::upstream(b, tail))
     }
 }
 

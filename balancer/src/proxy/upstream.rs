@@ -8,32 +8,85 @@
 //! own idle list, so checkout takes no lock shared between threads. A connection goes back to
 //! the list when its response body has been read to the end (the [`Lease`] rides along with
 //! the body); one whose body was abandoned is closed, since it has bytes left in flight.
+//!
+//! Requests without a body (nearly all) go over connections this task drives itself
+//! ([`super::direct`]); requests with a body, upgrades and tunnels over hyper's. Each kind has
+//! its own idle list.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::{ReqBody, Sent, Stalled, TooLarge};
+use super::direct;
 use crate::clock;
 
 /// Idle connections kept per member and thread.
 const MAX_IDLE_PER_MEMBER: usize = 512;
 
-struct Idle {
-    tx: SendRequest<ReqBody>,
-    since_ms: u64,
+/// Per member address, its idle connections, newest last. A pool has few members: a linear
+/// scan beats hashing the address twice per request.
+struct IdleList<C>(Vec<(SocketAddr, Vec<(C, u64)>)>);
+
+/// What checkout makes of an idle connection.
+enum Verdict {
+    Use,
+    /// Not ready yet: keep it, try an older one.
+    Later,
+    Drop,
+}
+
+impl<C> IdleList<C> {
+    /// The newest usable connection to `addr`: the most recently used one is the least likely
+    /// to have been closed by the member's keep-alive timer.
+    fn take(&mut self, addr: SocketAddr, verdict: impl Fn(&C, u64) -> Verdict) -> Option<C> {
+        let now = clock::now_ms();
+        let list = self
+            .0
+            .iter_mut()
+            .find_map(|(a, list)| (*a == addr).then_some(list))?;
+        for _ in 0..list.len() {
+            let (c, since) = list.pop()?;
+            match verdict(&c, now.saturating_sub(since)) {
+                Verdict::Use => return Some(c),
+                Verdict::Later => list.insert(0, (c, since)),
+                Verdict::Drop => {}
+            }
+        }
+        None
+    }
+
+    fn put(&mut self, addr: SocketAddr, c: C) {
+        let since = clock::now_ms();
+        match self.0.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, list)) if list.len() < MAX_IDLE_PER_MEMBER => list.push((c, since)),
+            Some(_) => {}
+            None => self.0.push((addr, vec![(c, since)])),
+        }
+    }
+
+    /// Keeps the connections of members in `live` that `keep` accepts.
+    fn sweep(&mut self, live: &dyn Fn(&SocketAddr) -> bool, keep: impl Fn(&C, u64) -> bool) {
+        let now = clock::now_ms();
+        self.0.retain_mut(|(addr, list)| {
+            let member_kept = live(addr);
+            list.retain(|(c, since)| member_kept && keep(c, now.saturating_sub(*since)));
+            !list.is_empty()
+        });
+    }
 }
 
 thread_local! {
-    /// Per member address, its idle connections. A pool has few members: a linear scan beats
-    /// hashing the address twice per request.
-    static IDLE: RefCell<Vec<(SocketAddr, Vec<Idle>)>> = const { RefCell::new(Vec::new()) };
+    /// hyper connections (requests with a body, upgrades).
+    static IDLE: RefCell<IdleList<SendRequest<ReqBody>>> = const { RefCell::new(IdleList(Vec::new())) };
+    /// Connections this thread drives itself (requests without a body).
+    static IDLE_DIRECT: RefCell<IdleList<direct::Conn>> = const { RefCell::new(IdleList(Vec::new())) };
 }
 
 /// How an attempt failed.
@@ -53,6 +106,8 @@ pub enum FailKind {
     ClientBody,
     /// The client paused its body longer than the idle timeout.
     ClientStalled,
+    /// The member's response head was malformed or too large.
+    Invalid,
 }
 
 /// A failed attempt; `request` is the request back when it was provably not sent.
@@ -78,19 +133,43 @@ impl Lease {
     }
 }
 
+/// A member's answer: its head, with the body still to read.
+#[derive(Debug)]
+pub enum Answer {
+    /// Through hyper's connection; the lease returns it once the body was read.
+    Hyper(Response<Incoming>, Lease),
+    /// Through a connection this task drives; its body returns it.
+    Direct(Response<direct::Body>),
+}
+
+/// Timeouts of one attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To open a connection.
+    pub connect: Duration,
+    /// From the request (or its body) sent to the response head.
+    pub response: Duration,
+    /// How long a connection may sit idle before it is not reused.
+    pub idle: Duration,
+}
+
 /// Sends `req` to `addr`: reuses an idle connection or opens one, waits for response headers.
 /// With a body, the response timeout starts once `sent` says the body has all gone.
+/// `resendable`: the caller can send the request again, so a reused connection that the
+/// member had already closed counts as stale rather than as the member's failure.
 pub async fn send(
     addr: SocketAddr,
     req: Request<ReqBody>,
     sent: Option<&Sent>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-    idle_timeout: Duration,
-) -> Result<(Response<Incoming>, Lease), Failure> {
-    let (mut tx, reused) = match checkout(addr, idle_timeout) {
+    t: Timeouts,
+    resendable: bool,
+) -> Result<Answer, Failure> {
+    if is_direct(&req) {
+        return send_direct(addr, req, t, resendable).await;
+    }
+    let (mut tx, reused) = match checkout(addr, t.idle) {
         Some(tx) => (tx, true),
-        None => match connect(addr, connect_timeout).await {
+        None => match connect(addr, t.connect).await {
             Ok(tx) => (tx, false),
             Err(()) => {
                 return Err(Failure {
@@ -103,11 +182,11 @@ pub async fn send(
     let fut = tx.try_send_request(req);
     tokio::pin!(fut);
     let answered = match sent {
-        Some(sent) => answer_with_body(&mut fut, sent, response_timeout).await,
-        None => tokio::time::timeout(response_timeout, &mut fut).await.ok(),
+        Some(sent) => answer_with_body(&mut fut, sent, t.response).await,
+        None => tokio::time::timeout(t.response, &mut fut).await.ok(),
     };
     match answered {
-        Some(Ok(resp)) => Ok((resp, Lease { addr, tx })),
+        Some(Ok(resp)) => Ok(Answer::Hyper(resp, Lease { addr, tx })),
         Some(Err(mut e)) => {
             let request = e.take_message();
             let err = e.into_error();
@@ -118,6 +197,50 @@ pub async fn send(
             kind: FailKind::Timeout,
             request: None,
         }),
+    }
+}
+
+/// Requests without a body, upgrade or tunnel are driven by this task (see [`direct`]).
+fn is_direct(req: &Request<ReqBody>) -> bool {
+    matches!(req.body(), ReqBody::Empty)
+        && req.method() != Method::CONNECT
+        && !req.headers().contains_key(header::UPGRADE)
+}
+
+async fn send_direct(
+    addr: SocketAddr,
+    req: Request<ReqBody>,
+    t: Timeouts,
+    resendable: bool,
+) -> Result<Answer, Failure> {
+    let (conn, reused) = match checkout_direct(addr, t.idle) {
+        Some(c) => (c, true),
+        None => match tcp(addr, t.connect).await {
+            Ok(io) => (direct::Conn::new(io), false),
+            Err(()) => {
+                return Err(Failure {
+                    kind: FailKind::Connect,
+                    request: Some(req),
+                });
+            }
+        },
+    };
+    match conn.exchange(&req, t.response, addr, checkin_direct).await {
+        Ok(resp) => Ok(Answer::Direct(resp)),
+        Err(e) => {
+            let (kind, unsent) = match e {
+                direct::Error::Unwritten if reused => (FailKind::Stale, true),
+                direct::Error::Unwritten => (FailKind::Connect, true),
+                direct::Error::Closed if reused && resendable => (FailKind::Stale, false),
+                direct::Error::Closed => (FailKind::Reset, false),
+                direct::Error::Timeout => (FailKind::Timeout, false),
+                direct::Error::Invalid => (FailKind::Invalid, false),
+            };
+            Err(Failure {
+                kind,
+                request: unsent.then_some(req),
+            })
+        }
     }
 }
 
@@ -170,7 +293,7 @@ fn classify(err: &hyper::Error, unsent: bool, reused: bool) -> FailKind {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ReqBody>, ()> {
+async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ()> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -183,6 +306,11 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ReqB
         }
     };
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ReqBody>, ()> {
+    let stream = tcp(addr, timeout).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
@@ -196,60 +324,59 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ReqB
 }
 
 fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<SendRequest<ReqBody>> {
-    let now = clock::now_ms();
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let list = idle
-            .iter_mut()
-            .find_map(|(a, list)| (*a == addr).then_some(list))?;
-        // Newest first: the most recently used connection is the least likely to have been
-        // closed by the member's keep-alive timer.
-        for _ in 0..list.len() {
-            let c = list.pop()?;
-            if c.tx.is_closed() || now.saturating_sub(c.since_ms) > max_idle {
-                continue;
+        idle.borrow_mut().take(addr, |tx, idle_ms| {
+            if tx.is_closed() || idle_ms > max_idle {
+                Verdict::Drop
+            } else if tx.is_ready() {
+                Verdict::Use
+            } else {
+                // Its connection task has not caught up with the finished body yet.
+                Verdict::Later
             }
-            if c.tx.is_ready() {
-                return Some(c.tx);
-            }
-            // Its connection task has not caught up with the finished body yet: keep it for
-            // later and try an older one.
-            list.insert(0, c);
-        }
-        None
+        })
     })
 }
 
 fn checkin(addr: SocketAddr, tx: SendRequest<ReqBody>) {
-    if tx.is_closed() {
-        return;
+    if !tx.is_closed() {
+        IDLE.with(|idle| idle.borrow_mut().put(addr, tx));
     }
-    let since_ms = clock::now_ms();
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        let c = Idle { tx, since_ms };
-        match idle.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, list)) if list.len() < MAX_IDLE_PER_MEMBER => list.push(c),
-            Some(_) => {}
-            None => idle.push((addr, vec![c])),
-        }
-    });
+}
+
+/// An idle direct connection unused for this long is probed before reuse: members close idle
+/// connections on timers measured in seconds, so a younger one is sent on at once (and a close
+/// that races the request is retried as stale).
+const PROBE_AFTER_MS: u64 = 1_000;
+
+fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::Conn> {
+    let max_idle = idle_timeout.as_millis() as u64;
+    IDLE_DIRECT.with(|idle| {
+        idle.borrow_mut().take(addr, |c, idle_ms| {
+            if idle_ms > max_idle || (idle_ms > PROBE_AFTER_MS && !c.probe()) {
+                Verdict::Drop
+            } else {
+                Verdict::Use
+            }
+        })
+    })
+}
+
+fn checkin_direct(addr: SocketAddr, conn: direct::Conn) {
+    IDLE_DIRECT.with(|idle| idle.borrow_mut().put(addr, conn));
 }
 
 /// Closes this thread's idle connections that expired, closed, or belong to members no
 /// longer in `live`.
 pub fn sweep(idle_timeout: Duration, live: &dyn Fn(&SocketAddr) -> bool) {
-    let now = clock::now_ms();
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        idle.retain_mut(|(addr, list)| {
-            let keep_member = live(addr);
-            list.retain(|c| {
-                !c.tx.is_closed() && keep_member && now.saturating_sub(c.since_ms) <= max_idle
-            });
-            !list.is_empty()
-        });
+        idle.borrow_mut()
+            .sweep(live, |tx, idle_ms| !tx.is_closed() && idle_ms <= max_idle);
+    });
+    IDLE_DIRECT.with(|idle| {
+        idle.borrow_mut()
+            .sweep(live, |c, idle_ms| idle_ms <= max_idle && c.probe());
     });
 }

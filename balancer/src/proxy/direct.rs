@@ -1,0 +1,605 @@
+//! Member connections driven from the request's own task, for requests without a body (nearly
+//! every proxied GET): the head is written straight from the request's `HeaderMap`, the
+//! response head is parsed with httparse, and the response body is read from the socket by
+//! [`Body`] itself as the client's connection polls it.
+//!
+//! Why not hyper's client connection here: it runs as a second task fed through a channel and
+//! a oneshot, and that task switch plus its dispatch cost about a third of the proxy's
+//! instructions per request (docs/benchmarks.md). nginx and HAProxy drive both sides of an
+//! exchange from one event loop; this does the same for the common case. Requests with a body,
+//! upgrades and CONNECT still go through hyper ([`super::upstream`]), which owns those paths'
+//! back-pressure and early-response subtleties.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest response head (or trailer section) accepted from a member; beyond it, 502.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in one response head.
+const MAX_HEADERS: usize = 100;
+/// Most trailer fields after a chunked body.
+const MAX_TRAILERS: usize = 32;
+/// Room made for each read from the member.
+const READ_SPACE: usize = 8 * 1024;
+/// Longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// An HTTP/1.1 connection to a member, idle or carrying one exchange.
+#[derive(Debug)]
+pub struct Conn {
+    io: TcpStream,
+    /// Bytes read from the member and not yet consumed.
+    buf: BytesMut,
+    /// The request head being written; kept to reuse its allocation.
+    head: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The request head could not be written: nothing usable reached the member.
+    Unwritten,
+    /// The connection closed or reset before any response byte.
+    Closed,
+    /// No response head within the response timeout.
+    Timeout,
+    /// The response head was malformed, too large, or ended early.
+    Invalid,
+}
+
+impl Conn {
+    /// Wraps a connected stream.
+    pub fn new(io: TcpStream) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+        }
+    }
+
+    /// Whether an idle connection can carry a request: the member has not closed it and sent
+    /// nothing unasked. Costs a `recv` that finds nothing, so callers ask only after a pause.
+    pub fn probe(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends `req` (which has no body) and reads the response head; the returned body reads the
+    /// rest and gives the connection back to `addr`'s idle list once it is read to the end.
+    pub async fn exchange<B>(
+        mut self,
+        req: &Request<B>,
+        response_timeout: Duration,
+        addr: SocketAddr,
+        release: fn(SocketAddr, Conn),
+    ) -> Result<Response<Body>, Error> {
+        self.head.clear();
+        encode_head(&mut self.head, req);
+        let head_only = req.method() == Method::HEAD;
+        let answered = tokio::time::timeout(response_timeout, async {
+            self.io
+                .write_all(&self.head)
+                .await
+                .map_err(|_| Error::Unwritten)?;
+            self.read_head(head_only).await
+        })
+        .await;
+        let head = answered.map_err(|_| Error::Timeout)??;
+        let mut body = Body {
+            conn: Some(self),
+            addr,
+            release,
+            state: head.state,
+            keep_alive: head.keep_alive,
+        };
+        if body.is_done() {
+            body.finish();
+        }
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
+    }
+
+    async fn read_head(&mut self, head_only: bool) -> Result<Head, Error> {
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf, head_only)? {
+                    Parsed::Final(head) => return Ok(head),
+                    // An interim response (100, 103): the final one follows.
+                    Parsed::Interim => continue,
+                    Parsed::Partial if self.buf.len() >= MAX_HEAD => return Err(Error::Invalid),
+                    Parsed::Partial => {}
+                }
+            }
+            self.buf.reserve(READ_SPACE);
+            match self.io.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) if !received => return Err(Error::Closed),
+                Ok(0) | Err(_) => return Err(Error::Invalid),
+                Ok(_) => received = true,
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.buf.reserve(READ_SPACE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// Writes the request line and fields; the member sees the request as the client sent it,
+/// after the proxy's header rules.
+fn encode_head<B>(dst: &mut Vec<u8>, req: &Request<B>) {
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    dst.extend_from_slice(req.method().as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(target.as_bytes());
+    dst.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        dst.extend_from_slice(name.as_str().as_bytes());
+        dst.extend_from_slice(b": ");
+        dst.extend_from_slice(value.as_bytes());
+        dst.extend_from_slice(b"\r\n");
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    state: State,
+    keep_alive: bool,
+}
+
+enum Parsed {
+    Partial,
+    Interim,
+    Final(Head),
+}
+
+/// Parses one response head off the front of `buf`, taking its bytes.
+fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err(Error::Invalid),
+    };
+    let (Some(code), Some(minor)) = (res.code, res.version) else {
+        return Err(Error::Invalid);
+    };
+    // Where each field sits in the head, so values can share the head's bytes uncopied.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let n = res.headers.len();
+    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            h.name.len() as u32,
+            value as u32,
+            h.value.len() as u32,
+        );
+    }
+    let head = buf.split_to(len).freeze();
+    if (100..200).contains(&code) {
+        // 101 is answered only to an upgrade, and upgrades go through hyper.
+        return if code == 101 {
+            Err(Error::Invalid)
+        } else {
+            Ok(Parsed::Interim)
+        };
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid)?;
+    let mut headers = HeaderMap::with_capacity(n);
+    for &(name, name_len, value, value_len) in &spans[..n] {
+        let (name, value) = (name as usize, value as usize);
+        let name = HeaderName::from_bytes(&head[name..name + name_len as usize])
+            .map_err(|_| Error::Invalid)?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))
+            .map_err(|_| Error::Invalid)?;
+        headers.append(name, value);
+    }
+    let (state, keep_alive) = framing(status, head_only, minor, &mut headers)?;
+    Ok(Parsed::Final(Head {
+        status,
+        headers,
+        state,
+        keep_alive,
+    }))
+}
+
+/// How the body is delimited (RFC 9112 6.3), and whether the connection can carry another
+/// request after it.
+fn framing(
+    status: StatusCode,
+    head_only: bool,
+    minor: u8,
+    headers: &mut HeaderMap,
+) -> Result<(State, bool), Error> {
+    let mut keep_alive = minor == 1 && !has_token(headers, &header::CONNECTION, b"close");
+    if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((State::Length(0), keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        // Transfer-Encoding overrides Content-Length, and a message with both is not trusted
+        // to frame the next one.
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        return Ok(if last_coding_is_chunked(headers) {
+            (State::Size, keep_alive)
+        } else {
+            (State::Eof, false)
+        });
+    }
+    let mut length: Option<u64> = None;
+    for v in headers.get_all(header::CONTENT_LENGTH) {
+        for part in v.as_bytes().split(|b| *b == b',') {
+            let n = parse_length(part.trim_ascii()).ok_or(Error::Invalid)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid);
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(n) => (State::Length(n), keep_alive),
+        None => (State::Eof, false),
+    })
+}
+
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Where the body reader is.
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// This many bytes left (`Content-Length`).
+    Length(u64),
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Chunk(u64),
+    /// Expecting the CRLF after a chunk's data.
+    ChunkEnd,
+    /// After the last chunk: trailer fields or the final CRLF.
+    Trailers,
+    /// Delimited by the member closing the connection.
+    Eof,
+    /// Read to the end.
+    Done,
+}
+
+/// A member's response body, read from its connection as the client's side polls it.
+#[derive(Debug)]
+pub struct Body {
+    /// The connection, until the body ends (then it goes back to the idle list, or closes).
+    conn: Option<Conn>,
+    addr: SocketAddr,
+    release: fn(SocketAddr, Conn),
+    state: State,
+    keep_alive: bool,
+}
+
+impl Body {
+    fn is_done(&self) -> bool {
+        matches!(self.state, State::Done | State::Length(0))
+    }
+
+    /// The body is complete: the connection is reused when it is clean, closed otherwise.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.buf.is_empty()
+        {
+            (self.release)(self.addr, conn);
+        }
+    }
+
+    fn fail(&mut self, msg: &'static str) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(io::Error::new(io::ErrorKind::InvalidData, msg))))
+    }
+}
+
+/// What one step of the body reader produced.
+enum Step {
+    Frame(Frame<Bytes>),
+    End,
+    /// More bytes are needed from the member.
+    Fill,
+    Fail(&'static str),
+}
+
+impl Body {
+    /// Advances the reader over what is buffered.
+    fn step(&mut self) -> Step {
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::End;
+        };
+        let buf = &mut conn.buf;
+        match self.state {
+            State::Done | State::Length(0) => Step::End,
+            State::Length(n) | State::Chunk(n) if !buf.is_empty() => {
+                let take = n.min(buf.len() as u64);
+                let data = buf.split_to(take as usize).freeze();
+                let left = n - take;
+                self.state = match (self.state, left) {
+                    (State::Chunk(_), 0) => State::ChunkEnd,
+                    (State::Chunk(_), _) => State::Chunk(left),
+                    _ => State::Length(left),
+                };
+                if matches!(self.state, State::Length(0)) {
+                    self.finish();
+                }
+                Step::Frame(Frame::data(data))
+            }
+            State::Eof if !buf.is_empty() => Step::Frame(Frame::data(buf.split().freeze())),
+            State::Size => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::Chunk(size)
+                    };
+                    self.step()
+                }
+                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                    Step::Fail("chunk-size line too long")
+                }
+                Ok(httparse::Status::Partial) => Step::Fill,
+                Err(_) => Step::Fail("invalid chunk size"),
+            },
+            State::ChunkEnd if buf.len() >= 2 => {
+                if &buf[..2] != b"\r\n" {
+                    return Step::Fail("chunk data not followed by CRLF");
+                }
+                buf.advance(2);
+                self.state = State::Size;
+                self.step()
+            }
+            State::Trailers => self.trailers(),
+            _ => Step::Fill,
+        }
+    }
+
+    fn trailers(&mut self) -> Step {
+        let Some(conn) = self.conn.as_mut() else {
+            return Step::End;
+        };
+        let buf = &mut conn.buf;
+        if buf.starts_with(b"\r\n") {
+            buf.advance(2);
+            self.finish();
+            return Step::End;
+        }
+        let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+        let (used, map) = match httparse::parse_headers(buf, &mut fields) {
+            Ok(httparse::Status::Complete((used, fields))) => {
+                let mut map = HeaderMap::with_capacity(fields.len());
+                for f in fields {
+                    let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(f.name.as_bytes()),
+                        HeaderValue::from_bytes(f.value),
+                    ) else {
+                        return Step::Fail("invalid trailer field");
+                    };
+                    map.append(name, value);
+                }
+                (used, map)
+            }
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Step::Fail("trailer section too large");
+            }
+            Ok(httparse::Status::Partial) => return Step::Fill,
+            Err(_) => return Step::Fail("invalid trailer section"),
+        };
+        buf.advance(used);
+        self.finish();
+        Step::Frame(Frame::trailers(map))
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            match this.step() {
+                Step::Frame(f) => return Poll::Ready(Some(Ok(f))),
+                Step::End => return Poll::Ready(None),
+                Step::Fail(msg) => return this.fail(msg),
+                Step::Fill => {}
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::Eof) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail("member closed the connection mid-body"),
+                Ok(_) => {}
+                Err(e) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str, head_only: bool) -> Result<Parsed, Error> {
+        parse_head(&mut BytesMut::from(text), head_only)
+    }
+
+    fn final_head(text: &str) -> Head {
+        match head(text, false) {
+            Ok(Parsed::Final(h)) => h,
+            _ => panic!("not a final head: {text:?}"),
+        }
+    }
+
+    #[test]
+    fn content_length_frames_the_body_and_keeps_the_connection() {
+        let h = final_head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: b\r\n\r\n");
+        assert!(matches!(h.state, State::Length(12)));
+        assert!(h.keep_alive);
+        assert_eq!(h.headers["x-a"], "b");
+    }
+
+    #[test]
+    fn chunked_wins_over_content_length_and_the_connection_is_not_reused() {
+        let h = final_head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(matches!(h.state, State::Size));
+        assert!(!h.keep_alive);
+        assert!(!h.headers.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn conflicting_lengths_are_invalid() {
+        let r = head(
+            "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            false,
+        );
+        assert!(matches!(r, Err(Error::Invalid)));
+        let r = head("HTTP/1.1 200 OK\r\nContent-Length: 3, 4\r\n\r\n", false);
+        assert!(matches!(r, Err(Error::Invalid)));
+        let r = head("HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n", false);
+        assert!(matches!(r, Err(Error::Invalid)));
+    }
+
+    #[test]
+    fn no_length_means_read_to_close() {
+        let h = final_head("HTTP/1.1 200 OK\r\n\r\n");
+        assert!(matches!(h.state, State::Eof));
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn bodiless_statuses_and_head_have_no_body() {
+        let h = final_head("HTTP/1.1 304 Not Modified\r\nContent-Length: 50\r\n\r\n");
+        assert!(matches!(h.state, State::Length(0)));
+        match head("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n", true) {
+            Ok(Parsed::Final(h)) => assert!(matches!(h.state, State::Length(0))),
+            _ => panic!("HEAD answer not parsed"),
+        }
+    }
+
+    #[test]
+    fn http_1_0_and_connection_close_are_not_reused() {
+        assert!(!final_head("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").keep_alive);
+        let h = final_head("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_101_is_refused() {
+        let mut buf = BytesMut::from("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200");
+        assert!(matches!(parse_head(&mut buf, false), Ok(Parsed::Interim)));
+        assert_eq!(&buf[..], b"HTTP/1.1 200");
+        let r = head(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+            false,
+        );
+        assert!(matches!(r, Err(Error::Invalid)));
+    }
+
+    #[test]
+    fn garbage_is_invalid_and_a_partial_head_asks_for_more() {
+        assert!(matches!(
+            head("SMTP ready\r\n\r\n", false),
+            Err(Error::Invalid)
+        ));
+        assert!(matches!(
+            head("HTTP/1.1 200 OK\r\nContent-Le", false),
+            Ok(Parsed::Partial)
+        ));
+    }
+
+    #[test]
+    fn the_request_head_is_written_in_origin_form_with_its_fields() {
+        let req = Request::get("/a/b?c=d")
+            .header("host", "example")
+            .header("x-request-id", "r1")
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        encode_head(&mut out, &req);
+        assert_eq!(
+            out,
+            b"GET /a/b?c=d HTTP/1.1\r\nhost: example\r\nx-request-id: r1\r\n\r\n"
+        );
+    }
+}
