@@ -24,6 +24,8 @@ use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::headers::{self, Forwarding};
+
 /// Largest response head (or trailer section) accepted from a member; beyond it, 502.
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one response head.
@@ -80,12 +82,13 @@ impl Conn {
     pub async fn exchange<B>(
         mut self,
         req: &Request<B>,
+        fwd: &Forwarding<'_>,
         response_timeout: Duration,
         addr: SocketAddr,
         release: fn(SocketAddr, Conn),
     ) -> Result<Response<Body>, Error> {
         self.head.clear();
-        encode_head(&mut self.head, req);
+        encode_head(&mut self.head, req, fwd);
         let head_only = req.method() == Method::HEAD;
         let answered = tokio::time::timeout(response_timeout, async {
             self.io
@@ -141,18 +144,13 @@ impl Conn {
 
 /// Writes the request line and fields; the member sees the request as the client sent it,
 /// after the proxy's header rules.
-fn encode_head<B>(dst: &mut Vec<u8>, req: &Request<B>) {
+fn encode_head<B>(dst: &mut Vec<u8>, req: &Request<B>, fwd: &Forwarding<'_>) {
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     dst.extend_from_slice(req.method().as_str().as_bytes());
     dst.push(b' ');
     dst.extend_from_slice(target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in req.headers() {
-        dst.extend_from_slice(name.as_str().as_bytes());
-        dst.extend_from_slice(b": ");
-        dst.extend_from_slice(value.as_bytes());
-        dst.extend_from_slice(b"\r\n");
-    }
+    headers::write_fields(dst, req.headers(), fwd);
     dst.extend_from_slice(b"\r\n");
 }
 
@@ -592,14 +590,21 @@ mod tests {
     fn the_request_head_is_written_in_origin_form_with_its_fields() {
         let req = Request::get("/a/b?c=d")
             .header("host", "example")
-            .header("x-request-id", "r1")
+            .header("x-request-id", "from-client")
             .body(())
             .unwrap();
+        let rid = HeaderValue::from_static("r1");
+        let fwd = Forwarding {
+            client: "10.1.2.3".parse().unwrap(),
+            request_id: &rid,
+        };
         let mut out = Vec::new();
-        encode_head(&mut out, &req);
+        encode_head(&mut out, &req, &fwd);
         assert_eq!(
-            out,
-            b"GET /a/b?c=d HTTP/1.1\r\nhost: example\r\nx-request-id: r1\r\n\r\n"
+            String::from_utf8(out).unwrap(),
+            "GET /a/b?c=d HTTP/1.1\r\nhost: example\r\nx-forwarded-for: 10.1.2.3\r\n\
+             forwarded: for=10.1.2.3;proto=http;host=\"example\"\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: example\r\nx-request-id: r1\r\n\r\n"
         );
     }
 }

@@ -108,14 +108,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     }
     write_ip(&mut buf, client, false);
     let xff = buf.split().freeze();
-    buf.put_slice(b"for=");
-    write_ip(&mut buf, client, true);
-    buf.put_slice(b";proto=http");
-    if let Some(h) = host.as_ref().filter(|h| is_token_safe(h.as_bytes())) {
-        buf.put_slice(b";host=\"");
-        buf.put_slice(h.as_bytes());
-        buf.put_slice(b"\"");
-    }
+    forwarded_value(&mut buf, client, host.as_ref());
     let fwd = buf.split().freeze();
     if let Ok(v) = HeaderValue::from_maybe_shared(xff) {
         headers.insert(&X_FORWARDED_FOR, v);
@@ -129,12 +122,71 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     }
 }
 
+/// What the proxy adds to a request it forwards: the client's address and the request id.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The client's address.
+    pub client: IpAddr,
+    /// The request's id.
+    pub request_id: &'a HeaderValue,
+}
+
+/// Writes `headers` as HTTP/1.1 field lines with the same rules as [`add_forwarded`] plus the
+/// request id, without building them into the map first: the connections the proxy drives
+/// itself write their heads with this.
+pub fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>) {
+    let mut prior_xff = false;
+    for (name, value) in headers {
+        if name == X_FORWARDED_FOR {
+            prior_xff = true;
+        } else if name != X_FORWARDED_PROTO && name != X_FORWARDED_HOST && name != X_REQUEST_ID {
+            field(dst, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    dst.put_slice(b"x-forwarded-for: ");
+    if prior_xff {
+        for v in headers.get_all(&X_FORWARDED_FOR) {
+            dst.put_slice(v.as_bytes());
+            dst.put_slice(b", ");
+        }
+    }
+    write_ip(dst, fwd.client, false);
+    dst.put_slice(b"\r\nforwarded: ");
+    let host = headers.get(header::HOST);
+    forwarded_value(dst, fwd.client, host);
+    dst.put_slice(b"\r\n");
+    field(dst, b"x-forwarded-proto", b"http");
+    if let Some(h) = host {
+        field(dst, b"x-forwarded-host", h.as_bytes());
+    }
+    field(dst, b"x-request-id", fwd.request_id.as_bytes());
+}
+
+fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// `for=<client>;proto=http[;host="<host>"]` (RFC 7239).
+fn forwarded_value(buf: &mut impl BufMut, client: IpAddr, host: Option<&HeaderValue>) {
+    buf.put_slice(b"for=");
+    write_ip(buf, client, true);
+    buf.put_slice(b";proto=http");
+    if let Some(h) = host.filter(|h| is_token_safe(h.as_bytes())) {
+        buf.put_slice(b";host=\"");
+        buf.put_slice(h.as_bytes());
+        buf.put_slice(b"\"");
+    }
+}
+
 fn is_token_safe(b: &[u8]) -> bool {
     b.iter()
         .all(|c| c.is_ascii_graphic() && *c != b'"' && *c != b'\\')
 }
 
-fn write_ip(buf: &mut BytesMut, ip: IpAddr, forwarded_syntax: bool) {
+fn write_ip(buf: &mut impl BufMut, ip: IpAddr, forwarded_syntax: bool) {
     use std::fmt::Write;
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -160,7 +212,7 @@ fn write_ip(buf: &mut BytesMut, ip: IpAddr, forwarded_syntax: bool) {
     }
 }
 
-fn write_u8(buf: &mut BytesMut, n: u8) {
+fn write_u8(buf: &mut impl BufMut, n: u8) {
     if n >= 100 {
         buf.put_u8(b'0' + n / 100);
     }
@@ -170,9 +222,9 @@ fn write_u8(buf: &mut BytesMut, n: u8) {
     buf.put_u8(b'0' + n % 10);
 }
 
-struct BufWriter<'a>(&'a mut BytesMut);
+struct BufWriter<'a, B>(&'a mut B);
 
-impl std::fmt::Write for BufWriter<'_> {
+impl<B: BufMut> std::fmt::Write for BufWriter<'_, B> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         self.0.put_slice(s.as_bytes());
         Ok(())
@@ -262,6 +314,48 @@ mod tests {
             let v4 = ip.trim_start_matches("::ffff:");
             assert_eq!(h["x-forwarded-for"], v4);
             assert_eq!(h["forwarded"], format!("for={v4};proto=http").as_str());
+        }
+    }
+
+    /// The fields of a head written by [`write_fields`], sorted.
+    fn written(h: &HeaderMap, client: &str, rid: &HeaderValue) -> Vec<String> {
+        let mut out = Vec::new();
+        let fwd = Forwarding {
+            client: client.parse().unwrap(),
+            request_id: rid,
+        };
+        write_fields(&mut out, h, &fwd);
+        let mut lines: Vec<String> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    #[test]
+    fn written_fields_follow_the_same_rules_as_the_map() {
+        let rid = HeaderValue::from_static("rid-1");
+        for client in ["10.0.0.9", "::1", "::ffff:172.18.0.5"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("lab:8888"));
+            h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+            h.append("x-forwarded-for", HeaderValue::from_static("5.6.7.8"));
+            h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            h.insert("x-forwarded-host", HeaderValue::from_static("spoofed"));
+            h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+            h.insert(&X_REQUEST_ID, HeaderValue::from_static("old"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            let direct = written(&h, client, &rid);
+            add_forwarded(&mut h, client.parse().unwrap());
+            h.insert(&X_REQUEST_ID, rid.clone());
+            let mut mapped: Vec<String> = h
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect();
+            mapped.sort();
+            assert_eq!(direct, mapped, "client {client}");
         }
     }
 

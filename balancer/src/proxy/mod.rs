@@ -124,8 +124,12 @@ impl Proxy {
         // Judge the body before Transfer-Encoding (hop-by-hop) is stripped below.
         let empty_body = incoming_is_empty(&incoming, &parts.headers);
         let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, peer.ip());
-        parts.headers.insert(&headers::X_REQUEST_ID, rid.clone());
+        let direct = upstream::is_direct(&method, empty_body, upgrade);
+        if !direct {
+            // Direct requests get these written with their head, without the map.
+            headers::add_forwarded(&mut parts.headers, peer.ip());
+            parts.headers.insert(&headers::X_REQUEST_ID, rid.clone());
+        }
         parts.uri = origin_form(parts.uri);
         parts.version = Version::HTTP_11;
         let (body, sent) = if empty_body {
@@ -135,15 +139,9 @@ impl Proxy {
             let (body, sent) = ReqBody::stream(incoming, plan.max_body, idle);
             (body, Some(sent))
         };
-        // A request with no body can be rebuilt for a retry after it was sent; one with a body
-        // can be retried only while it provably never left (the request comes back unsent).
-        let replay = (idempotent && matches!(body, ReqBody::Empty) && !upgrade).then(|| {
-            (
-                parts.method.clone(),
-                parts.uri.clone(),
-                parts.headers.clone(),
-            )
-        });
+        // A request with no body comes back after a failure and is sent again; one with a
+        // body can be retried only while it provably never left (it then comes back unsent).
+        let resendable = idempotent && direct;
         let mut pending = Some(Request::from_parts(parts, body));
         let deadline = start + ps.retry_budget;
         let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
@@ -176,7 +174,7 @@ impl Proxy {
                 });
             let Some(idx) = idx else { break };
             let member = &plan.pool.members[idx];
-            let Some(req) = pending.take().or_else(|| rebuild(replay.as_ref())) else {
+            let Some(req) = pending.take() else {
                 break;
             };
             attempts += 1;
@@ -185,20 +183,20 @@ impl Proxy {
             }
             let guard = member.begin_request();
             let sent_at = Instant::now();
-            let timeouts = upstream::Timeouts {
-                connect: ps.connect_timeout,
-                response: ps.response_timeout,
-                idle: plan.snap.settings.backend_idle_timeout,
+            let attempt = upstream::Attempt {
+                sent: sent.as_deref(),
+                timeouts: upstream::Timeouts {
+                    connect: ps.connect_timeout,
+                    response: ps.response_timeout,
+                    idle: plan.snap.settings.backend_idle_timeout,
+                },
+                resendable,
+                direct: direct.then_some(headers::Forwarding {
+                    client: peer.ip(),
+                    request_id: &rid,
+                }),
             };
-            match upstream::send(
-                member.addr,
-                req,
-                sent.as_deref(),
-                timeouts,
-                replay.is_some(),
-            )
-            .await
-            {
+            match upstream::send(member.addr, req, &attempt).await {
                 Ok(answer) => {
                     member.record_success();
                     let micros = sent_at.elapsed().as_micros() as u64;
@@ -254,8 +252,7 @@ impl Proxy {
                         tried[n_tried] = idx;
                         n_tried += 1;
                     }
-                    let can_resend = pending.is_some() || replay.is_some();
-                    if !can_resend || attempts > ps.retries || Instant::now() >= deadline {
+                    if pending.is_none() || attempts > ps.retries || Instant::now() >= deadline {
                         break;
                     }
                     tracing::debug!(member = %member.addr, ?kind, attempts, "retrying on another member");
@@ -445,15 +442,6 @@ fn ip_key(peer: SocketAddr) -> u64 {
             None => select::stable_hash(&v6.octets()),
         },
     }
-}
-
-fn rebuild(replay: Option<&(Method, Uri, http::HeaderMap)>) -> Option<Request<ReqBody>> {
-    let (method, uri, headers) = replay?;
-    let mut req = Request::new(ReqBody::Empty);
-    *req.method_mut() = method.clone();
-    *req.uri_mut() = uri.clone();
-    *req.headers_mut() = headers.clone();
-    Some(req)
 }
 
 fn is_idempotent(m: &Method) -> bool {

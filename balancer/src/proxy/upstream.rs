@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http::{Method, Request, Response, header};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 
 use super::body::{ReqBody, Sent, Stalled, TooLarge};
 use super::direct;
+use super::headers::Forwarding;
 use crate::clock;
 
 /// Idle connections kept per member and thread.
@@ -110,7 +111,8 @@ pub enum FailKind {
     Invalid,
 }
 
-/// A failed attempt; `request` is the request back when it was provably not sent.
+/// A failed attempt; `request` is the request back when it can be sent again: provably not
+/// sent, or resendable (see [`Attempt::resendable`]).
 #[derive(Debug)]
 pub struct Failure {
     /// What went wrong.
@@ -153,20 +155,38 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// How one attempt is made.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// With a body: says when it has all gone (the response timeout starts then).
+    pub sent: Option<&'a Sent>,
+    /// The timeouts.
+    pub timeouts: Timeouts,
+    /// Whether the request may be sent again once sent (idempotent, no body): it then comes
+    /// back after any failure, and a reused connection the member had already closed counts
+    /// as stale rather than as the member's failure.
+    pub resendable: bool,
+    /// For requests this task drives itself (see [`is_direct`]): the fields the proxy adds,
+    /// written with the head rather than put in the map.
+    pub direct: Option<Forwarding<'a>>,
+}
+
+/// Whether a request goes over a connection this task drives ([`direct`]): no body, no
+/// upgrade, no tunnel. The rest go through hyper.
+pub fn is_direct(method: &Method, empty_body: bool, upgrade: bool) -> bool {
+    empty_body && !upgrade && method != Method::CONNECT
+}
+
 /// Sends `req` to `addr`: reuses an idle connection or opens one, waits for response headers.
-/// With a body, the response timeout starts once `sent` says the body has all gone.
-/// `resendable`: the caller can send the request again, so a reused connection that the
-/// member had already closed counts as stale rather than as the member's failure.
 pub async fn send(
     addr: SocketAddr,
     req: Request<ReqBody>,
-    sent: Option<&Sent>,
-    t: Timeouts,
-    resendable: bool,
+    a: &Attempt<'_>,
 ) -> Result<Answer, Failure> {
-    if is_direct(&req) {
-        return send_direct(addr, req, t, resendable).await;
+    if let Some(fwd) = &a.direct {
+        return send_direct(addr, req, a, fwd).await;
     }
+    let (sent, t) = (a.sent, a.timeouts);
     let (mut tx, reused) = match checkout(addr, t.idle) {
         Some(tx) => (tx, true),
         None => match connect(addr, t.connect).await {
@@ -200,19 +220,13 @@ pub async fn send(
     }
 }
 
-/// Requests without a body, upgrade or tunnel are driven by this task (see [`direct`]).
-fn is_direct(req: &Request<ReqBody>) -> bool {
-    matches!(req.body(), ReqBody::Empty)
-        && req.method() != Method::CONNECT
-        && !req.headers().contains_key(header::UPGRADE)
-}
-
 async fn send_direct(
     addr: SocketAddr,
     req: Request<ReqBody>,
-    t: Timeouts,
-    resendable: bool,
+    a: &Attempt<'_>,
+    fwd: &Forwarding<'_>,
 ) -> Result<Answer, Failure> {
+    let (t, resendable) = (a.timeouts, a.resendable);
     let (conn, reused) = match checkout_direct(addr, t.idle) {
         Some(c) => (c, true),
         None => match tcp(addr, t.connect).await {
@@ -225,7 +239,10 @@ async fn send_direct(
             }
         },
     };
-    match conn.exchange(&req, t.response, addr, checkin_direct).await {
+    match conn
+        .exchange(&req, fwd, t.response, addr, checkin_direct)
+        .await
+    {
         Ok(resp) => Ok(Answer::Direct(resp)),
         Err(e) => {
             let (kind, unsent) = match e {
@@ -238,7 +255,7 @@ async fn send_direct(
             };
             Err(Failure {
                 kind,
-                request: unsent.then_some(req),
+                request: (unsent || resendable).then_some(req),
             })
         }
     }
