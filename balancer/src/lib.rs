@@ -18,7 +18,8 @@
 //!
 //! One request: [`server`] accepts -> [`proxy::Proxy::handle`] reads the [`state::Snapshot`] ->
 //! [`routes`] picks the pool -> [`sticky`] or [`select`] picks a member -> [`proxy::upstream`]
-//! sends it -> on a failure before any response byte, another member -> the body streams back
+//! sends it (a request without a body over a connection the request's task drives itself,
+//! [`proxy::direct`]; the rest through hyper's client) -> on a failure before any response byte, another member -> the body streams back
 //! through [`proxy::body::RespBody`], which writes the access log when it ends.
 
 pub mod admin;

@@ -1,6 +1,6 @@
 //! Per-member counters: atomics bumped on the request path, read by the admin page and metrics.
 //!
-//! Two latency views are kept. The lifetime histogram ([`MemberStats::latency`]) has the fixed
+//! Two latency views are kept. The lifetime histogram ([`MemberStats::latency_bucket`]) has the fixed
 //! Prometheus buckets of [`LATENCY_BUCKETS_MS`]. The recent one ([`Recent`]) answers "p50/p95/p99
 //! over the last [`WINDOW_SECS`] seconds" for the dashboard: a ring of per-second slots of
 //! log-scale buckets (four per power of two, so a percentile is within ~10% of the truth).
