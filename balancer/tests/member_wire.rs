@@ -43,6 +43,17 @@ fn script(path: &str) -> (Vec<u8>, bool) {
             "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce".into(),
             false,
         ),
+        "/then-stray" => (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello".into(),
+            false,
+        ),
+        "/empty-size-line" => (
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n\r\n\r\n5\r\nworld\r\n0\r\n\r\n"
+                .into(),
+            false,
+        ),
+        "/die" => (String::new(), true),
         _ => (
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain".into(),
             false,
@@ -52,24 +63,27 @@ fn script(path: &str) -> (Vec<u8>, bool) {
 }
 
 /// A member that answers from [`script`], writing each answer in small pieces; counts the
-/// connections it accepted. After `/then-idle-close` it closes that connection 50 ms later,
-/// without having said so, as a member's keep-alive timer does.
-fn scripted_member() -> (SocketAddr, Arc<AtomicU64>) {
+/// connections it accepted and the `/die` requests it saw. After `/then-idle-close` it closes
+/// that connection 50 ms later, without having said so, as a member's keep-alive timer does;
+/// 30 ms after `/then-stray` it sends a whole unasked response; `/die` closes unanswered.
+fn scripted_member() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let conns = Arc::new(AtomicU64::new(0));
-    let c = Arc::clone(&conns);
+    let deaths = Arc::new(AtomicU64::new(0));
+    let (c, d) = (Arc::clone(&conns), Arc::clone(&deaths));
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(s) = s else { continue };
             c.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || serve(s));
+            let d = Arc::clone(&d);
+            std::thread::spawn(move || serve(s, &d));
         }
     });
-    (addr, conns)
+    (addr, conns, deaths)
 }
 
-fn serve(mut s: TcpStream) {
+fn serve(mut s: TcpStream, deaths: &AtomicU64) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -84,6 +98,9 @@ fn serve(mut s: TcpStream) {
         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
         buf.drain(..end + 4);
         let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        if path == "/die" {
+            deaths.fetch_add(1, Ordering::SeqCst);
+        }
         let (mut answer, close) = script(&path);
         if head.starts_with("HEAD ")
             && let Some(end) = common::find(&answer, b"\r\n\r\n")
@@ -103,12 +120,19 @@ fn serve(mut s: TcpStream) {
             std::thread::sleep(Duration::from_millis(50));
             return;
         }
+        if path == "/then-stray" {
+            std::thread::sleep(Duration::from_millis(30));
+            let stray = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL";
+            if s.write_all(stray).is_err() {
+                return;
+            }
+        }
     }
 }
 
 #[test]
 fn every_response_framing_reaches_the_client_intact() {
-    let (member, conns) = scripted_member();
+    let (member, conns, _) = scripted_member();
     let lb = Conf::new(&[member.to_string()]).top("workers = 1").start();
     let rt = runtime();
     rt.block_on(async {
@@ -152,7 +176,7 @@ fn every_response_framing_reaches_the_client_intact() {
 
 #[test]
 fn malformed_or_oversized_heads_are_502_with_a_short_body() {
-    let (member, _) = scripted_member();
+    let (member, _, _) = scripted_member();
     let lb = Conf::new(&[member.to_string()]).pool("retries = 0").start();
     let rt = runtime();
     rt.block_on(async {
@@ -174,7 +198,7 @@ fn malformed_or_oversized_heads_are_502_with_a_short_body() {
 
 #[test]
 fn a_connection_the_member_closed_while_idle_is_retried_and_not_charged() {
-    let (member, conns) = scripted_member();
+    let (member, conns, _) = scripted_member();
     let lb = Conf::new(&[member.to_string()])
         .top("workers = 1")
         .pool("retries = 0")
@@ -197,4 +221,61 @@ fn a_connection_the_member_closed_while_idle_is_retried_and_not_charged() {
         "a stale connection was charged to the member"
     );
     assert_eq!(conns.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn bytes_a_member_sends_after_a_response_never_answer_the_next_request() {
+    let (member, _, _) = scripted_member();
+    let lb = Conf::new(&[member.to_string()]).top("workers = 1").start();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = client();
+        for _ in 0..3 {
+            let r = c.get(lb.url("/then-stray")).send().await.unwrap();
+            assert_eq!(r.text().await.unwrap(), "hello");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let r = c.get(lb.url("/plain")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.text().await.unwrap(), "plain");
+        }
+    });
+}
+
+#[test]
+fn an_empty_chunk_size_line_is_an_error_not_the_end_of_the_body() {
+    let (member, _, _) = scripted_member();
+    let lb = Conf::new(&[member.to_string()]).start();
+    let rt = runtime();
+    rt.block_on(async {
+        let c = client();
+        let r = c.get(lb.url("/empty-size-line")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        // The body breaks off: the client must not see a complete "hello".
+        assert!(
+            r.text().await.is_err(),
+            "a truncated body was delivered as complete"
+        );
+    });
+}
+
+#[test]
+fn a_request_that_kills_the_member_is_not_resent_on_every_pooled_connection() {
+    let (member, _, deaths) = scripted_member();
+    let lb = Conf::new(&[member.to_string()])
+        .top("workers = 1")
+        .pool("retries = 0")
+        .start();
+    let rt = runtime();
+    rt.block_on(async {
+        // Warm the pool with several idle connections.
+        let c = client();
+        let warm: Vec<_> = (0..4).map(|_| c.get(lb.url("/plain")).send()).collect();
+        for r in futures_util::future::join_all(warm).await {
+            assert_eq!(r.unwrap().text().await.unwrap(), "plain");
+        }
+        let r = c.get(lb.url("/die")).send().await.unwrap();
+        assert_eq!(r.status(), 502);
+    });
+    let seen = deaths.load(Ordering::SeqCst);
+    assert!(seen <= 2, "the member saw the killing request {seen} times");
 }

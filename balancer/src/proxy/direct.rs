@@ -71,7 +71,8 @@ impl Conn {
     }
 
     /// Whether an idle connection can carry a request: the member has not closed it and sent
-    /// nothing unasked. Costs a `recv` that finds nothing, so callers ask only after a pause.
+    /// nothing unasked. No syscall while tokio knows the socket is not readable (the usual
+    /// case after a response was read), one `recv` otherwise.
     pub fn probe(&self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
@@ -377,8 +378,8 @@ impl Body {
                 Step::Frame(Frame::data(data))
             }
             State::Eof if !buf.is_empty() => Step::Frame(Frame::data(buf.split().freeze())),
-            State::Size => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
+            State::Size => match chunk_size(buf) {
+                Ok(Some((used, size))) => {
                     buf.advance(used);
                     self.state = if size == 0 {
                         State::Trailers
@@ -387,11 +388,9 @@ impl Body {
                     };
                     self.step()
                 }
-                Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                    Step::Fail("chunk-size line too long")
-                }
-                Ok(httparse::Status::Partial) => Step::Fill,
-                Err(_) => Step::Fail("invalid chunk size"),
+                Ok(None) if buf.len() > MAX_CHUNK_LINE => Step::Fail("chunk-size line too long"),
+                Ok(None) => Step::Fill,
+                Err(msg) => Step::Fail(msg),
             },
             State::ChunkEnd if buf.len() >= 2 => {
                 if &buf[..2] != b"\r\n" {
@@ -440,6 +439,25 @@ impl Body {
         buf.advance(used);
         self.finish();
         Step::Frame(Frame::trailers(map))
+    }
+}
+
+/// Parses a chunk-size line off the front of `buf`: `(bytes used, size)`, or `None` until the
+/// line is whole. Stricter than httparse alone, as hyper is: a size must have a digit (an empty
+/// line is not the last chunk) and the line must end in CRLF, with no bare LF before it.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, &'static str> {
+    let Some(lf) = memchr::memchr(b'\n', buf) else {
+        return Ok(None);
+    };
+    if !buf[0].is_ascii_hexdigit() {
+        return Err("chunk size without a digit");
+    }
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err("chunk-size line not ended by CRLF");
+    }
+    match httparse::parse_chunk_size(&buf[..=lf]) {
+        Ok(httparse::Status::Complete((used, size))) if used == lf + 1 => Ok(Some((used, size))),
+        _ => Err("invalid chunk size"),
     }
 }
 
@@ -584,6 +602,28 @@ mod tests {
             head("HTTP/1.1 200 OK\r\nContent-Le", false),
             Ok(Parsed::Partial)
         ));
+    }
+
+    #[test]
+    fn chunk_sizes_need_a_digit_and_a_crlf() {
+        assert_eq!(chunk_size(b"1a\r\nxyz"), Ok(Some((4, 26))));
+        assert_eq!(chunk_size(b"5;name=v\r\n"), Ok(Some((10, 5))));
+        assert_eq!(chunk_size(b"0\r\n"), Ok(Some((3, 0))));
+        assert_eq!(chunk_size(b"5;ext"), Ok(None));
+        for bad in [
+            &b"\r\n"[..],
+            b" \r\n",
+            b";ext\r\n",
+            b"5\n",
+            b"5;a\nb\r\n",
+            b"zz\r\n",
+        ] {
+            assert!(
+                chunk_size(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

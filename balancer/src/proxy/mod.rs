@@ -195,6 +195,7 @@ impl Proxy {
                     client: peer.ip(),
                     request_id: &rid,
                 }),
+                fresh: stale > 0,
             };
             match upstream::send(member.addr, req, &attempt).await {
                 Ok(answer) => {

@@ -169,6 +169,10 @@ pub struct Attempt<'a> {
     /// For requests this task drives itself (see [`is_direct`]): the fields the proxy adds,
     /// written with the head rather than put in the map.
     pub direct: Option<Forwarding<'a>>,
+    /// Open a new connection rather than reuse one: after a reused connection closed under
+    /// the request, so a request that itself kills the member is charged on the next try
+    /// instead of being resent on every pooled connection.
+    pub fresh: bool,
 }
 
 /// Whether a request goes over a connection this task drives ([`direct`]): no body, no
@@ -227,7 +231,12 @@ async fn send_direct(
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Failure> {
     let (t, resendable) = (a.timeouts, a.resendable);
-    let (conn, reused) = match checkout_direct(addr, t.idle) {
+    let pooled = if a.fresh {
+        None
+    } else {
+        checkout_direct(addr, t.idle)
+    };
+    let (conn, reused) = match pooled {
         Some(c) => (c, true),
         None => match tcp(addr, t.connect).await {
             Ok(io) => (direct::Conn::new(io), false),
@@ -362,16 +371,13 @@ fn checkin(addr: SocketAddr, tx: SendRequest<ReqBody>) {
     }
 }
 
-/// An idle direct connection unused for this long is probed before reuse: members close idle
-/// connections on timers measured in seconds, so a younger one is sent on at once (and a close
-/// that races the request is retried as stale).
-const PROBE_AFTER_MS: u64 = 1_000;
-
 fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::Conn> {
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE_DIRECT.with(|idle| {
         idle.borrow_mut().take(addr, |c, idle_ms| {
-            if idle_ms > max_idle || (idle_ms > PROBE_AFTER_MS && !c.probe()) {
+            // Every time: bytes a member sent after a response's end must never be read as
+            // the next response, and the probe is free while the socket is not readable.
+            if idle_ms > max_idle || !c.probe() {
                 Verdict::Drop
             } else {
                 Verdict::Use
