@@ -54,6 +54,10 @@ fn script(path: &str) -> (Vec<u8>, bool) {
             false,
         ),
         "/die" => (String::new(), true),
+        "/stall-body" => (
+            "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".into(),
+            false,
+        ),
         _ => (
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nplain".into(),
             false,
@@ -118,6 +122,11 @@ fn serve(mut s: TcpStream, deaths: &AtomicU64) {
         }
         if path == "/then-idle-close" {
             std::thread::sleep(Duration::from_millis(50));
+            return;
+        }
+        if path == "/stall-body" {
+            // Holds the connection with the body unfinished.
+            std::thread::sleep(Duration::from_secs(30));
             return;
         }
         if path == "/then-stray" {
@@ -278,4 +287,25 @@ fn a_request_that_kills_the_member_is_not_resent_on_every_pooled_connection() {
     });
     let seen = deaths.load(Ordering::SeqCst);
     assert!(seen <= 2, "the member saw the killing request {seen} times");
+}
+
+#[test]
+fn a_member_that_stalls_mid_body_is_cut_off_after_the_response_timeout() {
+    let (member, _, _) = scripted_member();
+    let lb = Conf::new(&[member.to_string()])
+        .pool("response_timeout = \"300ms\"")
+        .start();
+    let rt = runtime();
+    rt.block_on(async {
+        let r = client().get(lb.url("/stall-body")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        // The member holds the body for 30 s; the client must learn far sooner that it broke.
+        let body = tokio::time::timeout(Duration::from_secs(10), r.bytes()).await;
+        assert!(
+            matches!(body, Ok(Err(_))),
+            "the client was left waiting on a stalled body"
+        );
+    });
+    let m = lb.member(member).expect("member in the pool");
+    assert_eq!(m.stats.failures(), 1);
 }

@@ -118,7 +118,8 @@ pub struct Timeouts {
     #[config(env = "BALANCER_CONNECT_TIMEOUT", default = "1s", deserialize_with = units::duration)]
     pub connect: Duration,
 
-    /// Waiting for a member's response headers once the request (body included) is sent.
+    /// Waiting for a member's response headers once the request (body included) is sent, and
+    /// the longest pause inside a member's response body.
     #[config(env = "BALANCER_RESPONSE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
     pub response: Duration,
 

@@ -54,9 +54,9 @@ impl Sent {
         }
     }
 
-    /// Records that the body now waits for the client; true when that wait just began.
-    fn client_turn_begins(&self) -> bool {
-        !self.client_turn.swap(true, Ordering::Relaxed)
+    /// Records that the body now waits for the client.
+    fn client_turn_begins(&self) {
+        self.client_turn.store(true, Ordering::Relaxed);
     }
 
     fn progressed(&self) {
@@ -90,6 +90,45 @@ impl Sent {
     }
 }
 
+/// An idle timer armed lazily: nothing while the stream it guards keeps producing, one timer
+/// (kept for reuse) from the first wait after progress.
+#[derive(Debug)]
+struct IdleTimer {
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        IdleTimer {
+            limit,
+            timer: None,
+            armed: false,
+        }
+    }
+
+    /// The stream produced something: the next wait starts a new period.
+    fn progressed(&mut self) {
+        self.armed = false;
+    }
+
+    /// Call while the stream is pending: ready once it has waited `limit` since progress.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .map_or(Poll::Pending, |t| t.as_mut().poll(cx))
+    }
+}
+
 /// Request body sent to a member.
 #[derive(Debug)]
 pub enum ReqBody {
@@ -105,9 +144,8 @@ pub struct Upload {
     inner: Incoming,
     remaining: u64,
     limit: u64,
-    idle: Duration,
-    /// Started when a read waits, re-armed after progress; none until the client pauses.
-    timer: Option<Pin<Box<Sleep>>>,
+    /// The client idle timeout.
+    idle: IdleTimer,
     sent: Arc<Sent>,
 }
 
@@ -120,27 +158,10 @@ impl ReqBody {
             inner,
             remaining: limit,
             limit,
-            idle,
-            timer: None,
+            idle: IdleTimer::new(idle),
             sent: Arc::clone(&sent),
         };
         (ReqBody::Stream(Box::new(upload)), sent)
-    }
-}
-
-impl Upload {
-    /// The idle clock: (re)started by the first wait for the client since the last frame.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.sent.client_turn_begins() {
-            let deadline = tokio::time::Instant::now() + self.idle;
-            match &mut self.timer {
-                Some(t) => t.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        self.timer
-            .as_mut()
-            .map_or(Poll::Pending, |t| t.as_mut().poll(cx))
     }
 }
 
@@ -166,6 +187,7 @@ impl Body for ReqBody {
                     up.remaining -= n;
                 }
                 up.sent.progressed();
+                up.idle.progressed();
                 // hyper stops polling once a sized body is complete, or after trailers, so
                 // None may never come.
                 if frame.is_trailers() || up.inner.is_end_stream() {
@@ -178,10 +200,13 @@ impl Body for ReqBody {
                 up.sent.mark();
                 Poll::Ready(None)
             }
-            Poll::Pending => match up.poll_idle(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle))))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                up.sent.client_turn_begins();
+                match up.idle.poll_expired(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle.limit))))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 
@@ -287,7 +312,15 @@ pub enum Upstream {
 pub struct RespBody {
     kind: Kind,
     tail: Tail,
+    /// For a member's body: how long it may pause between frames (nginx's
+    /// `proxy_read_timeout`), so a member that stalls mid-body cannot hold the client forever.
+    stall: Option<IdleTimer>,
 }
+
+/// The error a member's body yields when it pauses longer than the response timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("member sent no body for {0:?}")]
+pub struct MemberStalled(pub Duration);
 
 #[derive(Debug)]
 enum Kind {
@@ -300,8 +333,8 @@ enum Kind {
 pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl RespBody {
-    /// The member's body.
-    pub fn upstream(body: Upstream, mut tail: Tail) -> Self {
+    /// The member's body, which may pause at most `stall` between frames.
+    pub fn upstream(body: Upstream, mut tail: Tail, stall: Duration) -> Self {
         let kind = match body {
             Upstream::Hyper(inner, lease) => {
                 tail.lease = Some(lease);
@@ -309,7 +342,11 @@ impl RespBody {
             }
             Upstream::Direct(inner) => Kind::Direct(inner),
         };
-        let mut body = RespBody { kind, tail };
+        let mut body = RespBody {
+            kind,
+            tail,
+            stall: Some(IdleTimer::new(stall)),
+        };
         // An empty body (HEAD, 204, 304, length 0) is never polled: it is complete already.
         if body.is_end_stream() {
             body.tail.complete = true;
@@ -322,6 +359,7 @@ impl RespBody {
         RespBody {
             kind: Kind::Full(Some(Bytes::from_static(text.as_bytes()))),
             tail,
+            stall: None,
         }
     }
 
@@ -330,7 +368,30 @@ impl RespBody {
         RespBody {
             kind: Kind::Full(None),
             tail,
+            stall: None,
         }
+    }
+}
+
+impl RespBody {
+    /// The member's body is pending: fails it once it has paused for the response timeout.
+    fn poll_stalled(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let Some(stall) = &mut self.stall else {
+            return Poll::Pending;
+        };
+        if stall.poll_expired(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let limit = stall.limit;
+        self.stall = None;
+        if let Some(g) = &self.tail.guard {
+            g.member().stats.add_failure();
+            tracing::warn!(member = %g.member().addr, ?limit, "member stopped sending a response body");
+        }
+        Poll::Ready(Some(Err(Box::new(MemberStalled(limit)))))
     }
 }
 
@@ -350,6 +411,9 @@ impl Body for RespBody {
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(stall) = &mut this.stall {
+                    stall.progressed();
+                }
                 if let Some(d) = frame.data_ref() {
                     this.tail.bytes += d.len() as u64;
                 }
@@ -359,7 +423,8 @@ impl Body for RespBody {
                 }
             }
             Poll::Ready(None) => this.tail.complete = true,
-            _ => {}
+            Poll::Pending => return this.poll_stalled(cx),
+            Poll::Ready(Some(Err(_))) => {}
         }
         polled
     }

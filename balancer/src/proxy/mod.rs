@@ -344,7 +344,8 @@ impl Proxy {
             complete: false,
             lease: None,
         };
-        Response::from_parts(parts, RespBody::upstream(kind, tail))
+        let stall = plan.pool.settings.response_timeout;
+        Response::from_parts(parts, RespBody::upstream(kind, tail, stall))
     }
 
     /// The member's head as the client gets it: this proxy's HTTP/1.1, hop-by-hop fields gone
