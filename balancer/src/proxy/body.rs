@@ -5,7 +5,6 @@
 //! [`RespBody`] carries the member's body (or a short error body) to the client, counts bytes,
 //! and when it is done (or dropped) releases the in-flight count and writes the access log.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,8 +16,8 @@ use http::{HeaderValue, Method, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
-use tokio::time::Sleep;
 
+use crate::clock::IdleTimer;
 use crate::pool::InFlight;
 
 /// The error a request body yields when it grows past the limit.
@@ -87,45 +86,6 @@ impl Sent {
             }
             notified.await;
         }
-    }
-}
-
-/// An idle timer armed lazily: nothing while the stream it guards keeps producing, one timer
-/// (kept for reuse) from the first wait after progress.
-#[derive(Debug)]
-struct IdleTimer {
-    limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
-    armed: bool,
-}
-
-impl IdleTimer {
-    fn new(limit: Duration) -> Self {
-        IdleTimer {
-            limit,
-            timer: None,
-            armed: false,
-        }
-    }
-
-    /// The stream produced something: the next wait starts a new period.
-    fn progressed(&mut self) {
-        self.armed = false;
-    }
-
-    /// Call while the stream is pending: ready once it has waited `limit` since progress.
-    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.armed {
-            self.armed = true;
-            let deadline = tokio::time::Instant::now() + self.limit;
-            match &mut self.timer {
-                Some(t) => t.as_mut().reset(deadline),
-                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
-            }
-        }
-        self.timer
-            .as_mut()
-            .map_or(Poll::Pending, |t| t.as_mut().poll(cx))
     }
 }
 
@@ -203,7 +163,7 @@ impl Body for ReqBody {
             Poll::Pending => {
                 up.sent.client_turn_begins();
                 match up.idle.poll_expired(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle.limit))))),
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(Stalled(up.idle.limit()))))),
                     Poll::Pending => Poll::Pending,
                 }
             }
@@ -385,7 +345,7 @@ impl RespBody {
         if stall.poll_expired(cx).is_pending() {
             return Poll::Pending;
         }
-        let limit = stall.limit;
+        let limit = stall.limit();
         self.stall = None;
         if let Some(g) = &self.tail.guard {
             g.member().stats.add_failure();

@@ -30,6 +30,15 @@ const MAX_STALE_RETRIES: u32 = 3;
 /// Bound on members excluded by one request (retries are capped well below this).
 const MAX_TRIED: usize = 12;
 
+/// A client's request body as the server side hands it over.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// The request has no body (the server side checked its framing).
+    None,
+    /// hyper's body of the request (which may still be empty).
+    Hyper(Incoming),
+}
+
 /// Per-worker context of the proxy.
 #[derive(Debug)]
 pub struct Proxy {
@@ -60,7 +69,7 @@ impl Proxy {
     /// normalized it.
     pub async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<ClientBody>,
         peer: SocketAddr,
         bad_framing: bool,
     ) -> Response<RespBody> {
@@ -110,7 +119,7 @@ impl Proxy {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         peer: SocketAddr,
         plan: Plan<'_>,
         (start, rid): (Instant, HeaderValue),
@@ -132,12 +141,13 @@ impl Proxy {
         }
         parts.uri = origin_form(parts.uri);
         parts.version = Version::HTTP_11;
-        let (body, sent) = if empty_body {
-            (ReqBody::Empty, None)
-        } else {
-            let idle = plan.snap.settings.client_idle_timeout;
-            let (body, sent) = ReqBody::stream(incoming, plan.max_body, idle);
-            (body, Some(sent))
+        let (body, sent) = match incoming {
+            ClientBody::Hyper(incoming) if !empty_body => {
+                let idle = plan.snap.settings.client_idle_timeout;
+                let (body, sent) = ReqBody::stream(incoming, plan.max_body, idle);
+                (body, Some(sent))
+            }
+            _ => (ReqBody::Empty, None),
         };
         // A request with no body comes back after a failure and is sent again; one with a
         // body can be retried only while it provably never left (it then comes back unsent).
@@ -266,6 +276,13 @@ impl Proxy {
         self.local(last_err, &ps.name, &rid, log, false)
     }
 
+    /// The answer to bytes that could not be made into a request (400), counted like the
+    /// rest; the connection is closed after it.
+    pub fn reject(&self, err: ProxyError) -> Response<RespBody> {
+        let (rid, _) = headers::request_id(&http::HeaderMap::new(), self.id_seed);
+        self.local(err, "-", &rid, None, true)
+    }
+
     /// A response made here rather than by a member, counted for `/metrics`.
     fn local(
         &self,
@@ -383,7 +400,7 @@ impl Proxy {
 fn plan<'a>(
     snap: &'a Snapshot,
     pool: &'a Pool,
-    req: &Request<Incoming>,
+    req: &Request<ClientBody>,
     peer: SocketAddr,
     max_body: u64,
 ) -> Plan<'a> {
@@ -453,7 +470,7 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-fn host_of(req: &Request<Incoming>) -> Option<&str> {
+fn host_of(req: &Request<ClientBody>) -> Option<&str> {
     req.uri().host().or_else(|| {
         req.headers()
             .get(header::HOST)
@@ -461,21 +478,24 @@ fn host_of(req: &Request<Incoming>) -> Option<&str> {
     })
 }
 
-fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+fn declared_length(req: &Request<ClientBody>) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok())
 }
 
-fn incoming_is_empty(body: &Incoming, headers: &http::HeaderMap) -> bool {
+fn incoming_is_empty(body: &ClientBody, headers: &http::HeaderMap) -> bool {
     use http_body::Body;
+    let ClientBody::Hyper(body) = body else {
+        return true;
+    };
     body.is_end_stream()
         || (!headers.contains_key(header::TRANSFER_ENCODING)
             && !headers.contains_key(header::CONTENT_LENGTH))
 }
 
-fn wants_upgrade(req: &Request<Incoming>) -> bool {
+fn wants_upgrade(req: &Request<ClientBody>) -> bool {
     req.headers().contains_key(header::UPGRADE)
         && req
             .headers()

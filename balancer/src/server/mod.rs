@@ -1,6 +1,7 @@
 //! The public listener: one current-thread runtime per worker thread, each accepting on its own
-//! `SO_REUSEPORT` socket (or a clone of one listener), serving HTTP/1.1 with hyper, and shutting
-//! down gracefully: stop accepting, let in-flight requests finish, then return.
+//! `SO_REUSEPORT` socket (or a clone of one listener), serving HTTP/1.1 (plain requests in
+//! [`plain`]'s own loop, the rest with hyper), and shutting down gracefully: stop accepting, let
+//! in-flight requests finish, then return.
 //!
 //! Why per-thread runtimes: a request then stays on one core from accept to response, the
 //! per-thread connection pool needs no shared lock, and nothing is stolen between threads.
@@ -17,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::framing;
-use crate::proxy::{Proxy, upstream};
+
+mod plain;
+use crate::proxy::{ClientBody, Proxy, upstream};
 use crate::state::Shared;
 
 /// How long shutdown waits for in-flight requests before giving up on them.
@@ -120,40 +123,15 @@ async fn worker(
         };
         let _ = stream.set_nodelay(true);
         let proxy = Arc::clone(&proxy);
-        let verdict = Arc::new(framing::Verdict::default());
-        let io = TokioIo::new(framing::Guarded::new(stream, Arc::clone(&verdict)));
-        let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            let verdict = Arc::clone(&verdict);
-            let bad_framing = verdict.is_bad(verdict.next_request());
-            let connect = req.method() == http::Method::CONNECT;
-            async move {
-                // Boxed: the request's future is several KB, and hyper moves what this
-                // returns; moving a pointer is cheaper than copying the state machine.
-                let resp = Box::pin(proxy.handle(req, peer, bad_framing)).await;
-                let status = resp.status();
-                if status == http::StatusCode::SWITCHING_PROTOCOLS
-                    || (connect && status.is_success())
-                {
-                    verdict.tunnel();
-                }
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
-        let conn = builder.serve_connection(io, svc).with_upgrades();
+        let builder = builder.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
-            let mut conn = std::pin::pin!(conn);
-            let r = tokio::select! {
-                r = conn.as_mut() => r,
-                () = stop.cancelled() => {
-                    // Finish the request in flight, then close instead of keeping alive.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match plain::serve(stream, peer, &proxy, limits, &stop).await {
+                plain::End::Closed => {}
+                plain::End::Handover(stream, rest) => {
+                    let io = plain::Prefixed::new(rest, stream);
+                    serve_hyper(io, peer, proxy, &builder, &stop).await;
                 }
-            };
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
         });
     }
@@ -167,6 +145,50 @@ async fn worker(
         }
     }
     Ok(())
+}
+
+/// Serves the rest of a connection with hyper, behind the framing guard.
+async fn serve_hyper<T>(
+    io: T,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: &http1::Builder,
+    stop: &CancellationToken,
+) where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let verdict = Arc::new(framing::Verdict::default());
+    let io = TokioIo::new(framing::Guarded::new(io, Arc::clone(&verdict)));
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let proxy = Arc::clone(&proxy);
+        let verdict = Arc::clone(&verdict);
+        let bad_framing = verdict.is_bad(verdict.next_request());
+        let connect = req.method() == http::Method::CONNECT;
+        async move {
+            let req = req.map(ClientBody::Hyper);
+            // Boxed: the request's future is several KB, and hyper moves what this
+            // returns; moving a pointer is cheaper than copying the state machine.
+            let resp = Box::pin(proxy.handle(req, peer, bad_framing)).await;
+            let status = resp.status();
+            if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+                verdict.tunnel();
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    let conn = builder.serve_connection(io, svc).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let r = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop.cancelled() => {
+            // Finish the request in flight, then close instead of keeping alive.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
 }
 
 /// Closes this thread's idle member connections that expired or whose member left.

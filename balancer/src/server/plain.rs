@@ -1,0 +1,513 @@
+//! The client connection's own loop for plain requests: a head with no body, no upgrade and no
+//! expectation (nearly every GET). It parses the head with httparse, proxies the request, and
+//! writes the response head and body itself, one write for a small response.
+//!
+//! Why not hyper's server for these: its dispatcher, `HeaderMap` encoding and per-request
+//! header-read timer cost more instructions than the rest of the proxy together
+//! (docs/benchmarks.md). The first request that is not plain (a body, `Content-Length` or
+//! `Transfer-Encoding` at all, an upgrade, `Expect`, CONNECT, an absolute-form target, a head
+//! that does not parse or is too large) hands the connection, with every byte not yet used, to
+//! hyper behind the framing guard for the rest of its life: hyper then answers 400 or 431 or
+//! serves it as before.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::ServerLimits;
+use crate::clock::IdleTimer;
+use crate::error::ProxyError;
+use crate::proxy::body::RespBody;
+use crate::proxy::{ClientBody, Proxy};
+
+/// Most header fields in a plain request head.
+const MAX_HEADERS: usize = 100;
+/// Response bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How the plain loop ended.
+#[derive(Debug)]
+pub enum End {
+    /// The connection is finished.
+    Closed,
+    /// A request that is not plain arrived: hyper serves the rest, starting with `rest`.
+    Handover(TcpStream, Bytes),
+}
+
+/// Serves plain requests on `io` until the connection ends or one is not plain.
+pub async fn serve(
+    io: TcpStream,
+    peer: SocketAddr,
+    proxy: &Proxy,
+    limits: ServerLimits,
+    stop: &CancellationToken,
+) -> End {
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(8192),
+        out: Vec::new(),
+        idle: IdleTimer::new(limits.idle_timeout),
+    };
+    let cancelled = stop.cancelled();
+    tokio::pin!(cancelled);
+    loop {
+        let (req, meta) = match conn.read_head(limits, cancelled.as_mut()).await {
+            Read::Plain(req, meta) => (req, meta),
+            Read::Invalid => {
+                let resp = proxy.reject(ProxyError::BadRequest);
+                let _ = conn.write_response(resp, Meta::CLOSE, false).await;
+                return End::Closed;
+            }
+            Read::Other => return End::Handover(conn.io, conn.buf.freeze()),
+            Read::Closed => return End::Closed,
+        };
+        let resp = Box::pin(proxy.handle(req, peer, false)).await;
+        let stopping = stop.is_cancelled();
+        match conn.write_response(resp, meta, stopping).await {
+            Ok(true) if !stopping => {}
+            _ => return End::Closed,
+        }
+    }
+}
+
+/// What a request asked of its connection.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    /// HEAD: the response has no body.
+    head_only: bool,
+    /// The client may send another request.
+    keep_alive: bool,
+    /// HTTP/1.0: no chunked responses, keep-alive only on request.
+    http10: bool,
+}
+
+impl Meta {
+    const CLOSE: Meta = Meta {
+        head_only: false,
+        keep_alive: false,
+        http10: false,
+    };
+}
+
+enum Read {
+    Plain(Request<ClientBody>, Meta),
+    /// Parsed, but its target or a field is not valid HTTP: 400.
+    Invalid,
+    /// Not plain: hyper takes over.
+    Other,
+    Closed,
+}
+
+struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet used.
+    buf: BytesMut,
+    /// The response being written; kept to reuse its allocation.
+    out: Vec<u8>,
+    /// Keep-alive idle and head read timeout.
+    idle: IdleTimer,
+}
+
+impl Conn {
+    async fn read_head(
+        &mut self,
+        limits: ServerLimits,
+        mut cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    ) -> Read {
+        self.idle.progressed();
+        loop {
+            if !self.buf.is_empty() {
+                match parse(&mut self.buf, limits.max_header_bytes) {
+                    Parsed::Plain(req, meta) => return Read::Plain(req, meta),
+                    Parsed::Invalid => return Read::Invalid,
+                    Parsed::Other => return Read::Other,
+                    Parsed::Partial if self.buf.len() >= limits.max_header_bytes => {
+                        return Read::Other;
+                    }
+                    Parsed::Partial => {}
+                }
+            }
+            let between = self.buf.is_empty();
+            let filled = poll_fn(|cx| {
+                if between && cancelled.as_mut().poll(cx).is_ready() {
+                    // Shutting down: an idle keep-alive connection just closes.
+                    return Poll::Ready(false);
+                }
+                self.buf.reserve(8192);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                    Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
+                    Poll::Ready(Err(_)) => Poll::Ready(false),
+                    Poll::Pending => self.idle.poll_expired(cx).map(|()| false),
+                }
+            })
+            .await;
+            if !filled {
+                return Read::Closed;
+            }
+            self.idle.progressed();
+        }
+    }
+
+    /// Writes `resp`; whether the connection can carry another request.
+    async fn write_response(
+        &mut self,
+        resp: Response<RespBody>,
+        meta: Meta,
+        stopping: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = resp.into_parts();
+        let status = parts.status;
+        let bodiless = meta.head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let mut keep_alive = meta.keep_alive
+            && !stopping
+            && !has_token(&parts.headers, &header::CONNECTION, b"close");
+        self.out.clear();
+        status_line(&mut self.out, status);
+        for (name, value) in &parts.headers {
+            if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+                continue;
+            }
+            field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if !parts.headers.contains_key(header::DATE) {
+            field(&mut self.out, b"date", &crate::clock::http_date());
+        }
+        let framing = if bodiless {
+            Framing::None
+        } else if let Some(n) = declared_length(&parts.headers) {
+            Framing::Length(n)
+        } else if let Some(n) = body.size_hint().exact() {
+            self.out.extend_from_slice(b"content-length: ");
+            digits(&mut self.out, n, 10);
+            self.out.extend_from_slice(b"\r\n");
+            Framing::Length(n)
+        } else if meta.http10 {
+            keep_alive = false;
+            Framing::Close
+        } else {
+            field(&mut self.out, b"transfer-encoding", b"chunked");
+            Framing::Chunked
+        };
+        if !keep_alive {
+            field(&mut self.out, b"connection", b"close");
+        } else if meta.http10 {
+            field(&mut self.out, b"connection", b"keep-alive");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        if matches!(framing, Framing::None) {
+            // A HEAD answer's body is empty already: dropping it completes it.
+            drop(body);
+            self.io.write_all(&self.out).await?;
+            return Ok(keep_alive);
+        }
+        let complete = self.write_body(&mut body, framing).await?;
+        Ok(keep_alive && complete)
+    }
+
+    /// Streams the body after the head already in `out`, gathering what is ready into one
+    /// write; whether it went out whole.
+    async fn write_body(&mut self, body: &mut RespBody, framing: Framing) -> io::Result<bool> {
+        let mut left = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            let pending_out = !self.out.is_empty();
+            let frame = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(f) => Poll::Ready(Some(f)),
+                // Nothing ready: send what was gathered before waiting.
+                Poll::Pending if pending_out => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let Some(frame) = frame else {
+                self.flush().await?;
+                continue;
+            };
+            match frame {
+                Some(Ok(f)) => {
+                    if let Ok(data) = f.into_data() {
+                        let n = data.len() as u64;
+                        if n > left {
+                            // More than the declared length: the member broke its framing.
+                            self.flush().await?;
+                            return Ok(false);
+                        }
+                        left -= n;
+                        self.data(&data, framing);
+                    }
+                    if body.is_end_stream() {
+                        return self.finish(framing, left).await;
+                    }
+                    if self.out.len() >= WRITE_BATCH {
+                        self.flush().await?;
+                    }
+                }
+                None => return self.finish(framing, left).await,
+                Some(Err(_)) => {
+                    // The client sees a truncated response and a closed connection.
+                    self.flush().await?;
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    fn data(&mut self, data: &Bytes, framing: Framing) {
+        if data.is_empty() {
+            return;
+        }
+        if matches!(framing, Framing::Chunked) {
+            digits(&mut self.out, data.len() as u64, 16);
+            self.out.extend_from_slice(b"\r\n");
+            self.out.extend_from_slice(data);
+            self.out.extend_from_slice(b"\r\n");
+        } else {
+            self.out.extend_from_slice(data);
+        }
+    }
+
+    async fn finish(&mut self, framing: Framing, left: u64) -> io::Result<bool> {
+        let whole = match framing {
+            Framing::Chunked => {
+                self.out.extend_from_slice(b"0\r\n\r\n");
+                true
+            }
+            Framing::Length(_) => left == 0,
+            Framing::Close | Framing::None => true,
+        };
+        self.flush().await?;
+        Ok(whole && !matches!(framing, Framing::Close))
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.io.write_all(&self.out).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    Close,
+}
+
+fn status_line(out: &mut Vec<u8>, status: StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal (or hex), without going through `fmt`.
+fn digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b"0123456789abcdef"[(n % radix) as usize];
+        n /= radix;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&tmp[i..]);
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+enum Parsed {
+    Partial,
+    Plain(Request<ClientBody>, Meta),
+    Invalid,
+    Other,
+}
+
+/// Parses a request head off the front of `buf` if it is plain; leaves `buf` untouched
+/// otherwise.
+fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Other,
+    };
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Parsed::Other;
+    };
+    if len > max_head || !path.starts_with('/') {
+        return Parsed::Other;
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Other;
+    };
+    if method == Method::CONNECT {
+        return Parsed::Other;
+    }
+    let http10 = minor == 0;
+    let mut keep_alive = !http10;
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let n = req.headers.len();
+    for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+        {
+            return Parsed::Other;
+        }
+        if name.eq_ignore_ascii_case(b"connection") {
+            for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_alive = keep_alive || http10;
+                } else if t.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Other;
+                }
+            }
+        }
+        *span = (
+            (name.as_ptr() as usize - base) as u32,
+            name.len() as u32,
+            (h.value.as_ptr() as usize - base) as u32,
+            h.value.len() as u32,
+        );
+    }
+    let path = (path.as_ptr() as usize - base, path.len());
+    let head = buf.split_to(len).freeze();
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
+        return Parsed::Invalid;
+    };
+    let mut headers = HeaderMap::with_capacity(n);
+    for &(name, name_len, value, value_len) in &spans[..n] {
+        let (name, value) = (name as usize, value as usize);
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&head[name..name + name_len as usize]),
+            HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize)),
+        ) else {
+            return Parsed::Invalid;
+        };
+        headers.append(name, value);
+    }
+    let mut req = Request::new(ClientBody::None);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = if http10 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *req.headers_mut() = headers;
+    let meta = Meta {
+        head_only: req.method() == Method::HEAD,
+        keep_alive,
+        http10,
+    };
+    Parsed::Plain(req, meta)
+}
+
+/// A stream that first yields `prefix` (bytes already read from `inner`), then `inner`.
+#[derive(Debug)]
+pub struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> Prefixed<T> {
+    /// Replays `prefix` before reading `inner`.
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
