@@ -11,7 +11,9 @@
 //! - [`discovery`]: DNS re-resolution behind the [`discovery::Resolve`] trait.
 //! - [`health`]: active checks and the pure rise/fall tracker.
 //! - [`proxy`]: forwarding one request (headers, retries, bodies, upgrades).
-//! - [`server`]: listeners, per-core runtimes, graceful shutdown.
+//! - [`server`]: listeners, per-core runtimes, the connection loop that serves plain requests
+//!   itself (hyper serves the rest of a connection from its first request with a body or an
+//!   upgrade), graceful shutdown.
 //! - [`framing`]: refuses ambiguous request framing that hyper would normalize.
 //! - [`admin`]: the admin listener (status API, registration).
 //! - [`error`], [`events`], [`stats`], [`clock`]: small shared pieces.
@@ -19,8 +21,9 @@
 //! One request: [`server`] accepts -> [`proxy::Proxy::handle`] reads the [`state::Snapshot`] ->
 //! [`routes`] picks the pool -> [`sticky`] or [`select`] picks a member -> [`proxy::upstream`]
 //! sends it (a request without a body over a connection the request's task drives itself,
-//! [`proxy::direct`]; the rest through hyper's client) -> on a failure before any response byte, another member -> the body streams back
-//! through [`proxy::body::RespBody`], which writes the access log when it ends.
+//! [`proxy::direct`]; the rest through hyper's client) -> on a failure before any response
+//! byte, another member -> the body streams back through [`proxy::body::RespBody`], which
+//! writes the access log when it ends.
 
 pub mod admin;
 pub mod clock;

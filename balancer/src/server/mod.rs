@@ -1,6 +1,6 @@
 //! The public listener: one current-thread runtime per worker thread, each accepting on its own
 //! `SO_REUSEPORT` socket (or a clone of one listener), serving HTTP/1.1 (plain requests in
-//! [`plain`]'s own loop, the rest with hyper), and shutting down gracefully: stop accepting, let
+//! `plain`'s own loop, the rest with hyper), and shutting down gracefully: stop accepting, let
 //! in-flight requests finish, then return.
 //!
 //! Why per-thread runtimes: a request then stays on one core from accept to response, the
