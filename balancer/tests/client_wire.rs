@@ -140,3 +140,53 @@ fn heads_that_are_not_http_get_400_and_close() {
     }
     assert_eq!(b.hits(), 0, "a malformed head reached the member");
 }
+
+#[test]
+fn close_wins_over_keep_alive_whatever_the_order() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()]).start();
+    let (out, closed) = exchange(
+        &lb,
+        b"GET /echo HTTP/1.0\r\nHost: lab\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(closed, "Connection: close was overridden by keep-alive");
+}
+
+#[test]
+fn a_missing_or_doubled_host_is_400() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()]).start();
+    for bad in [
+        &b"GET /echo HTTP/1.1\r\n\r\n"[..],
+        b"GET /echo HTTP/1.1\r\nHost: lab\r\nHost: evil\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: a b\r\n\r\n",
+    ] {
+        let (out, closed) = exchange(&lb, bad, Duration::from_secs(5));
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{:?} -> {out}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(closed);
+    }
+    assert_eq!(b.hits(), 0);
+}
+
+#[test]
+fn a_client_that_hangs_up_releases_its_member_at_once() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()]).start();
+    let mut s = TcpStream::connect(proxy_addr(&lb)).unwrap();
+    s.write_all(b"GET /slow?ms=20000 HTTP/1.1\r\nHost: lab\r\n\r\n")
+        .unwrap();
+    let m = lb.member(b.addr).unwrap();
+    assert!(common::wait_until(Duration::from_secs(5), || m.in_flight() == 1));
+    drop(s);
+    // The member would answer in 20 s; the request is dropped when the client leaves.
+    assert!(
+        common::wait_until(Duration::from_secs(5), || m.in_flight() == 0),
+        "the request outlived its client"
+    );
+}

@@ -54,6 +54,14 @@ fn script(path: &str) -> (Vec<u8>, bool) {
             false,
         ),
         "/die" => (String::new(), true),
+        "/no-content" => (
+            "HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n".into(),
+            false,
+        ),
+        "/two-lengths" => (
+            "HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello".into(),
+            false,
+        ),
         "/stall-body" => (
             "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".into(),
             false,
@@ -308,4 +316,24 @@ fn a_member_that_stalls_mid_body_is_cut_off_after_the_response_timeout() {
     });
     let m = lb.member(member).expect("member in the pool");
     assert_eq!(m.stats.failures(), 1);
+}
+
+#[test]
+fn framing_fields_reach_the_client_once_and_only_where_allowed() {
+    let (member, _, _) = scripted_member();
+    let lb = Conf::new(&[member.to_string()]).start();
+    let addr = lb.running.proxy_addr;
+    let get = |path: &str| {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: lab\r\nConnection: close\r\n\r\n");
+        common::raw_exchange(addr, req.as_bytes(), Duration::from_secs(5)).to_ascii_lowercase()
+    };
+    let out = get("/no-content");
+    assert!(out.starts_with("http/1.1 204"), "{out}");
+    assert!(
+        !out.contains("content-length"),
+        "a 204 carried a length: {out}"
+    );
+    let out = get("/two-lengths");
+    assert_eq!(out.matches("content-length").count(), 1, "{out}");
+    assert!(out.ends_with("hello"), "{out}");
 }

@@ -248,6 +248,14 @@ fn framing(
             (State::Eof, false)
         });
     }
+    Ok(match content_length(headers)? {
+        Some(n) => (State::Length(n), keep_alive),
+        None => (State::Eof, false),
+    })
+}
+
+/// The message's `Content-Length`: every field and list element must agree (RFC 9110 8.6).
+pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut length: Option<u64> = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
         for part in v.as_bytes().split(|b| *b == b',') {
@@ -258,10 +266,7 @@ fn framing(
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(n) => (State::Length(n), keep_alive),
-        None => (State::Eof, false),
-    })
+    Ok(length)
 }
 
 fn parse_length(digits: &[u8]) -> Option<u64> {

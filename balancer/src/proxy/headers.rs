@@ -231,6 +231,24 @@ impl<B: BufMut> std::fmt::Write for BufWriter<'_, B> {
     }
 }
 
+/// Whether the request's `Host` is acceptable (RFC 9112 3.2): exactly one on HTTP/1.1, at
+/// most one on HTTP/1.0, and a plausible authority. Routing reads the first `Host` while a
+/// member might read another, so two are refused, as nginx does.
+pub fn host_is_valid(headers: &HeaderMap, version: http::Version) -> bool {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), Some(_)) => false,
+        (None, _) => version == http::Version::HTTP_10,
+        (Some(h), None) => {
+            let b = h.as_bytes();
+            !b.is_empty()
+                && b.iter().all(|c| {
+                    c.is_ascii_graphic() && !matches!(c, b'/' | b'\\' | b'?' | b'#' | b'@')
+                })
+        }
+    }
+}
+
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The request's id: the client's `X-Request-Id` if it is sane, else a new unique one.
@@ -373,6 +391,26 @@ mod tests {
         );
         assert!(!strip_hop_by_hop(&mut h));
         assert_eq!(h.keys().collect::<Vec<_>>(), [header::CONTENT_TYPE]);
+    }
+
+    #[test]
+    fn host_must_be_single_and_plausible() {
+        let v11 = http::Version::HTTP_11;
+        let mut h = HeaderMap::new();
+        assert!(!host_is_valid(&h, v11), "missing on HTTP/1.1");
+        assert!(host_is_valid(&h, http::Version::HTTP_10));
+        h.insert(header::HOST, HeaderValue::from_static("lab:8888"));
+        assert!(host_is_valid(&h, v11));
+        h.append(header::HOST, HeaderValue::from_static("other"));
+        assert!(!host_is_valid(&h, v11), "two hosts");
+        for bad in ["", "a b", "a/b", "user@host"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_str(bad).unwrap());
+            assert!(!host_is_valid(&h, v11), "{bad:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("[::1]:80"));
+        assert!(host_is_valid(&h, v11));
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl Proxy {
         });
         // hyper normalizes ambiguous framing before a handler could see it, so only the
         // connection's framing guard can tell.
-        if bad_framing {
+        if bad_framing || !headers::host_is_valid(req.headers(), req.version()) {
             return self.local(ProxyError::BadRequest, "-", &rid, log, true);
         }
         let host = host_of(&req);

@@ -176,6 +176,15 @@ async fn serve_hyper<T>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
+    if stop.is_cancelled() {
+        // Shutting down already: answer the request that was handed over, then close.
+        let mut last = builder.clone();
+        last.keep_alive(false);
+        if let Err(e) = last.serve_connection(io, svc).await {
+            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        }
+        return;
+    }
     let conn = builder.serve_connection(io, svc).with_upgrades();
     let mut conn = std::pin::pin!(conn);
     let r = tokio::select! {

@@ -10,7 +10,7 @@
 //! hyper behind the framing guard for the rest of its life: hyper then answers 400 or 431 or
 //! serves it as before.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
@@ -34,7 +34,11 @@ use crate::proxy::{ClientBody, Proxy};
 /// Most header fields in a plain request head.
 const MAX_HEADERS: usize = 100;
 /// Response bytes gathered before they are written.
-const WRITE_BATCH: usize = 64 * 1024;
+const WRITE_BATCH: usize = 32 * 1024;
+/// A body frame this large is written as it is rather than copied into the batch.
+const DIRECT_WRITE: usize = 16 * 1024;
+/// Largest write buffer kept between responses.
+const KEEP_OUT: usize = 16 * 1024;
 
 /// How the plain loop ended.
 #[derive(Debug)]
@@ -72,7 +76,10 @@ pub async fn serve(
             Read::Other => return End::Handover(conn.io, conn.buf.freeze()),
             Read::Closed => return End::Closed,
         };
-        let resp = Box::pin(proxy.handle(req, peer, false)).await;
+        let Some(resp) = conn.answer(proxy.handle(req, peer, false), limits).await else {
+            // The client left: the request was dropped, with its member connection.
+            return End::Closed;
+        };
         let stopping = stop.is_cancelled();
         match conn.write_response(resp, meta, stopping).await {
             Ok(true) if !stopping => {}
@@ -122,6 +129,39 @@ struct Conn {
 }
 
 impl Conn {
+    /// Waits for `handling` while watching the client, as hyper does: a client that hangs up
+    /// drops its request (and the member connection) instead of holding it until the member
+    /// answers. Bytes it pipelines meanwhile are kept, up to the head limit.
+    async fn answer<F>(&mut self, handling: F, limits: ServerLimits) -> Option<Response<RespBody>>
+    where
+        F: Future<Output = Response<RespBody>>,
+    {
+        tokio::pin!(handling);
+        let mut watching = true;
+        poll_fn(|cx| {
+            if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
+                return Poll::Ready(Some(resp));
+            }
+            while watching && self.buf.len() < limits.max_header_bytes {
+                self.buf.reserve(4096);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                    Poll::Ready(Ok(0)) => {
+                        // A half-close may still await its answer; nothing more can come.
+                        if self.buf.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        watching = false;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(None),
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => break,
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
     async fn read_head(
         &mut self,
         limits: ServerLimits,
@@ -181,7 +221,11 @@ impl Conn {
         self.out.clear();
         status_line(&mut self.out, status);
         for (name, value) in &parts.headers {
-            if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
+            // Framing fields are this hop's: written below from what the body is.
+            if name == header::CONNECTION
+                || name == header::TRANSFER_ENCODING
+                || name == header::CONTENT_LENGTH
+            {
                 continue;
             }
             field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
@@ -189,14 +233,20 @@ impl Conn {
         if !parts.headers.contains_key(header::DATE) {
             field(&mut self.out, b"date", &crate::clock::http_date());
         }
-        let framing = if bodiless {
-            Framing::None
-        } else if let Some(n) = declared_length(&parts.headers) {
-            Framing::Length(n)
-        } else if let Some(n) = body.size_hint().exact() {
+        let declared = crate::proxy::direct::content_length(&parts.headers)
+            .ok()
+            .flatten();
+        let length = declared.or_else(|| body.size_hint().exact());
+        // 1xx and 204 never carry a length; HEAD and 304 tell the length a GET would get.
+        let lengthless = status.is_informational() || status == StatusCode::NO_CONTENT;
+        if let Some(n) = length.filter(|_| !lengthless && (!bodiless || declared.is_some())) {
             self.out.extend_from_slice(b"content-length: ");
             digits(&mut self.out, n, 10);
             self.out.extend_from_slice(b"\r\n");
+        }
+        let framing = if bodiless {
+            Framing::None
+        } else if let Some(n) = length {
             Framing::Length(n)
         } else if meta.http10 {
             keep_alive = false;
@@ -218,6 +268,10 @@ impl Conn {
             return Ok(keep_alive);
         }
         let complete = self.write_body(&mut body, framing).await?;
+        // An idle keep-alive connection should not keep a large response's buffer.
+        if self.out.capacity() > KEEP_OUT {
+            self.out = Vec::new();
+        }
         Ok(keep_alive && complete)
     }
 
@@ -251,7 +305,11 @@ impl Conn {
                             return Ok(false);
                         }
                         left -= n;
-                        self.data(&data, framing);
+                        if data.len() >= DIRECT_WRITE {
+                            self.write_large(&data, framing).await?;
+                        } else {
+                            self.data(&data, framing);
+                        }
                     }
                     if body.is_end_stream() {
                         return self.finish(framing, left).await;
@@ -268,6 +326,21 @@ impl Conn {
                 }
             }
         }
+    }
+
+    /// A large frame goes to the socket as it is, not copied through `out`.
+    async fn write_large(&mut self, data: &Bytes, framing: Framing) -> io::Result<()> {
+        let chunked = matches!(framing, Framing::Chunked);
+        if chunked {
+            digits(&mut self.out, data.len() as u64, 16);
+            self.out.extend_from_slice(b"\r\n");
+        }
+        self.flush().await?;
+        self.io.write_all(data).await?;
+        if chunked {
+            self.out.extend_from_slice(b"\r\n");
+        }
+        Ok(())
     }
 
     fn data(&mut self, data: &Bytes, framing: Framing) {
@@ -344,13 +417,6 @@ fn digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
     headers.get_all(name).iter().any(|v| {
         v.as_bytes()
@@ -393,6 +459,8 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     }
     let http10 = minor == 0;
     let mut keep_alive = !http10;
+    // `close` wins over `keep-alive`, in whatever order they come (RFC 9112 9.6).
+    let mut close = false;
     let base = buf.as_ptr() as usize;
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let n = req.headers.len();
@@ -408,7 +476,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         if name.eq_ignore_ascii_case(b"connection") {
             for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 if t.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
+                    close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
                     keep_alive = keep_alive || http10;
                 } else if t.eq_ignore_ascii_case(b"upgrade") {
@@ -424,6 +492,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
         );
     }
     let path = (path.as_ptr() as usize - base, path.len());
+    keep_alive &= !close;
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
         return Parsed::Invalid;
