@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A head larger than this is left to hyper, which answers 431.
@@ -289,14 +290,23 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
 pub struct Guarded<T> {
     inner: T,
     tracker: Tracker,
+    /// Bytes already read from `inner` by someone else, served first.
+    prefix: Bytes,
 }
 
 impl<T> Guarded<T> {
     /// Wraps `inner`, reporting to `verdict`.
     pub fn new(inner: T, verdict: Arc<Verdict>) -> Self {
+        Self::with_prefix(inner, verdict, Bytes::new())
+    }
+
+    /// Wraps `inner` whose first bytes, `prefix`, were already read from it (a connection
+    /// handed over between requests): they are served, and checked, first.
+    pub fn with_prefix(inner: T, verdict: Arc<Verdict>, prefix: Bytes) -> Self {
         Guarded {
             inner,
             tracker: Tracker::new(verdict),
+            prefix,
         }
     }
 }
@@ -309,6 +319,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            let chunk = this.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            this.tracker.feed(&chunk);
+            return Poll::Ready(Ok(()));
+        }
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = r {
             this.tracker.feed(&buf.filled()[before..]);

@@ -129,8 +129,7 @@ async fn worker(
             match plain::serve(stream, peer, &proxy, limits, &stop).await {
                 plain::End::Closed => {}
                 plain::End::Handover(stream, rest) => {
-                    let io = plain::Prefixed::new(rest, stream);
-                    serve_hyper(io, peer, proxy, &builder, &stop).await;
+                    serve_hyper(stream, rest, peer, proxy, &builder, &stop).await;
                 }
             }
         });
@@ -148,17 +147,21 @@ async fn worker(
 }
 
 /// Serves the rest of a connection with hyper, behind the framing guard.
-async fn serve_hyper<T>(
-    io: T,
+/// `rest`: bytes the plain loop read and did not use, the start of the next request.
+async fn serve_hyper(
+    io: tokio::net::TcpStream,
+    rest: bytes::Bytes,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     builder: &http1::Builder,
     stop: &CancellationToken,
-) where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let verdict = Arc::new(framing::Verdict::default());
-    let io = TokioIo::new(framing::Guarded::new(io, Arc::clone(&verdict)));
+    let io = TokioIo::new(framing::Guarded::with_prefix(
+        io,
+        Arc::clone(&verdict),
+        rest,
+    ));
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         let verdict = Arc::clone(&verdict);
