@@ -28,8 +28,6 @@ use super::headers::{self, Forwarding};
 
 /// Largest response head (or trailer section) accepted from a member; beyond it, 502.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most header fields in one response head.
-const MAX_HEADERS: usize = 100;
 /// Most trailer fields after a chunked body.
 const MAX_TRAILERS: usize = 32;
 /// Room made for each read from the member.
@@ -170,7 +168,7 @@ enum Parsed {
 
 /// Parses one response head off the front of `buf`, taking its bytes.
 fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, Error> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
@@ -182,20 +180,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, Error> {
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(Error::Invalid);
     };
-    // Where each field sits in the head, so values can share the head's bytes uncopied.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let n = res.headers.len();
-    for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (
-            name as u32,
-            h.name.len() as u32,
-            value as u32,
-            h.value.len() as u32,
-        );
-    }
+    let spans = headers::FieldSpans::new(buf, res.headers);
     let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {
         // 101 is answered only to an upgrade, and upgrades go through hyper.
@@ -206,15 +191,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, Error> {
         };
     }
     let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid)?;
-    let mut headers = HeaderMap::with_capacity(n);
-    for &(name, name_len, value, value_len) in &spans[..n] {
-        let (name, value) = (name as usize, value as usize);
-        let name = HeaderName::from_bytes(&head[name..name + name_len as usize])
-            .map_err(|_| Error::Invalid)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))
-            .map_err(|_| Error::Invalid)?;
-        headers.append(name, value);
-    }
+    let mut headers = spans.map(&head).ok_or(Error::Invalid)?;
     let (state, keep_alive) = framing(status, head_only, minor, &mut headers)?;
     Ok(Parsed::Final(Head {
         status,
@@ -232,7 +209,7 @@ fn framing(
     minor: u8,
     headers: &mut HeaderMap,
 ) -> Result<(State, bool), Error> {
-    let mut keep_alive = minor == 1 && !has_token(headers, &header::CONNECTION, b"close");
+    let mut keep_alive = minor == 1 && !headers::has_token(headers, &header::CONNECTION, b"close");
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((State::Length(0), keep_alive));
     }
@@ -287,14 +264,6 @@ fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
         .next_back()
         .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
         .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
 }
 
 /// Where the body reader is.

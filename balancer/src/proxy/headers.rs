@@ -162,11 +162,67 @@ pub fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>
     field(dst, b"x-request-id", fwd.request_id.as_bytes());
 }
 
-fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+/// Writes one `name: value` field line.
+pub fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(name);
     dst.extend_from_slice(b": ");
     dst.extend_from_slice(value);
     dst.extend_from_slice(b"\r\n");
+}
+
+/// Whether any `name` field lists `token` (comma-separated, case-insensitive).
+pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+    })
+}
+
+/// Most fields in a head parsed by the proxy's own loops.
+pub const MAX_FIELDS: usize = 100;
+
+/// Where each field of a head parsed by httparse sits in its buffer, so the map built once the
+/// head is frozen shares the head's bytes instead of copying every value.
+#[derive(Debug)]
+pub struct FieldSpans {
+    /// Name offset, name length, value offset, value length.
+    spans: [(u32, u32, u32, u32); MAX_FIELDS],
+    len: usize,
+}
+
+impl FieldSpans {
+    /// Records `fields`, which httparse parsed out of `buf`.
+    pub fn new(buf: &[u8], fields: &[httparse::Header<'_>]) -> Self {
+        let base = buf.as_ptr() as usize;
+        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_FIELDS];
+        for (span, f) in spans.iter_mut().zip(fields) {
+            *span = (
+                (f.name.as_ptr() as usize - base) as u32,
+                f.name.len() as u32,
+                (f.value.as_ptr() as usize - base) as u32,
+                f.value.len() as u32,
+            );
+        }
+        FieldSpans {
+            spans,
+            len: fields.len().min(MAX_FIELDS),
+        }
+    }
+
+    /// The fields as a map over `head` (the same bytes, frozen); `None` if one is not valid.
+    pub fn map(&self, head: &bytes::Bytes) -> Option<HeaderMap> {
+        let mut headers = HeaderMap::with_capacity(self.len);
+        for &(name, name_len, value, value_len) in &self.spans[..self.len] {
+            let (name, value) = (name as usize, value as usize);
+            let name = HeaderName::from_bytes(&head[name..name + name_len as usize]).ok()?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))
+                    .ok()?;
+            headers.append(name, value);
+        }
+        Some(headers)
+    }
 }
 
 /// `for=<client>;proto=http[;host="<host>"]` (RFC 7239).

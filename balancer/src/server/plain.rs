@@ -18,7 +18,7 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
@@ -29,10 +29,9 @@ use super::ServerLimits;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
 use crate::proxy::body::RespBody;
+use crate::proxy::headers::{self, field, has_token};
 use crate::proxy::{ClientBody, Proxy};
 
-/// Most header fields in a plain request head.
-const MAX_HEADERS: usize = 100;
 /// Response bytes gathered before they are written.
 const WRITE_BATCH: usize = 32 * 1024;
 /// A body frame this large is written as it is rather than copied into the batch.
@@ -395,13 +394,6 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// `n` in decimal (or hex), without going through `fmt`.
 fn digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
     let mut tmp = [0u8; 20];
@@ -417,14 +409,6 @@ fn digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
-}
-
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
     Partial,
@@ -436,7 +420,7 @@ enum Parsed {
 /// Parses a request head off the front of `buf` if it is plain; leaves `buf` untouched
 /// otherwise.
 fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default()
         .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
@@ -461,10 +445,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
     let mut keep_alive = !http10;
     // `close` wins over `keep-alive`, in whatever order they come (RFC 9112 9.6).
     let mut close = false;
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let n = req.headers.len();
-    for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
+    for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length")
             || name.eq_ignore_ascii_case(b"transfer-encoding")
@@ -484,30 +465,17 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
                 }
             }
         }
-        *span = (
-            (name.as_ptr() as usize - base) as u32,
-            name.len() as u32,
-            (h.value.as_ptr() as usize - base) as u32,
-            h.value.len() as u32,
-        );
     }
-    let path = (path.as_ptr() as usize - base, path.len());
+    let spans = headers::FieldSpans::new(buf, req.headers);
+    let path = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
     keep_alive &= !close;
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
         return Parsed::Invalid;
     };
-    let mut headers = HeaderMap::with_capacity(n);
-    for &(name, name_len, value, value_len) in &spans[..n] {
-        let (name, value) = (name as usize, value as usize);
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(&head[name..name + name_len as usize]),
-            HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize)),
-        ) else {
-            return Parsed::Invalid;
-        };
-        headers.append(name, value);
-    }
+    let Some(headers) = spans.map(&head) else {
+        return Parsed::Invalid;
+    };
     let mut req = Request::new(ClientBody::None);
     *req.method_mut() = method;
     *req.uri_mut() = uri;
