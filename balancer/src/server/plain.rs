@@ -75,7 +75,11 @@ pub async fn serve(
             Read::Other => return End::Handover(conn.io, conn.buf.freeze()),
             Read::Closed => return End::Closed,
         };
-        let Some(resp) = conn.answer(proxy.handle(req, peer, false), limits).await else {
+        // Pinned here, not inside `answer`: a future taken by value is stored twice in the
+        // caller's state and copied (4 KiB) on every request.
+        let handling = proxy.handle(req, peer, false);
+        tokio::pin!(handling);
+        let Some(resp) = conn.answer(handling, limits).await else {
             // The client left: the request was dropped, with its member connection.
             return End::Closed;
         };
@@ -131,11 +135,14 @@ impl Conn {
     /// Waits for `handling` while watching the client, as hyper does: a client that hangs up
     /// drops its request (and the member connection) instead of holding it until the member
     /// answers. Bytes it pipelines meanwhile are kept, up to the head limit.
-    async fn answer<F>(&mut self, handling: F, limits: ServerLimits) -> Option<Response<RespBody>>
+    async fn answer<F>(
+        &mut self,
+        mut handling: Pin<&mut F>,
+        limits: ServerLimits,
+    ) -> Option<Response<RespBody>>
     where
         F: Future<Output = Response<RespBody>>,
     {
-        tokio::pin!(handling);
         let mut watching = true;
         poll_fn(|cx| {
             if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
