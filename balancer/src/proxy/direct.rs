@@ -145,9 +145,9 @@ impl Conn {
 /// after the proxy's header rules.
 fn encode_head<B>(dst: &mut Vec<u8>, req: &Request<B>, fwd: &Forwarding<'_>) {
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    dst.extend_from_slice(req.method().as_str().as_bytes());
+    headers::put_short(dst, req.method().as_str().as_bytes());
     dst.push(b' ');
-    dst.extend_from_slice(target.as_bytes());
+    headers::put_short(dst, target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     headers::write_fields(dst, req.headers(), fwd);
     dst.extend_from_slice(b"\r\n");

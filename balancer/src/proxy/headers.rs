@@ -164,10 +164,34 @@ pub fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>
 
 /// Writes one `name: value` field line.
 pub fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    dst.extend_from_slice(name);
+    dst.reserve(name.len() + value.len() + 4);
+    put_short(dst, name);
     dst.extend_from_slice(b": ");
-    dst.extend_from_slice(value);
+    put_short(dst, value);
     dst.extend_from_slice(b"\r\n");
+}
+
+/// Appends `src`, which is usually a few dozen bytes. For copies that short, musl's `memcpy`
+/// (byte moves to align, then `rep movsq`) costs more than the bytes; fixed 8-byte pieces
+/// compile to plain moves. Every field of every head goes through here twice.
+pub fn put_short(dst: &mut Vec<u8>, src: &[u8]) {
+    if src.len() > 64 {
+        dst.extend_from_slice(src);
+        return;
+    }
+    let mut pieces = src.chunks_exact(8);
+    for piece in &mut pieces {
+        if let Ok(piece) = <&[u8; 8]>::try_from(piece) {
+            dst.extend_from_slice(piece);
+        }
+    }
+    let mut rest = pieces.remainder();
+    for n in [4, 2, 1] {
+        if rest.len() >= n {
+            dst.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+        }
+    }
 }
 
 /// Whether any `name` field lists `token` (comma-separated, case-insensitive).
@@ -336,6 +360,24 @@ fn hex16(out: &mut [u8], mut v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_line_is_written_whole_at_every_length() {
+        // Lengths around the 8-byte pieces and the 64-byte cut-over, into a buffer that
+        // already holds bytes (so the copy starts unaligned).
+        for n in 0..=140usize {
+            let name: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let value: Vec<u8> = (0..n).map(|i| b'0' + (i % 10) as u8).collect();
+            let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
+            field(&mut out, &name, &value);
+            let mut want = b"HTTP/1.1 200 OK\r\n".to_vec();
+            want.extend_from_slice(&name);
+            want.extend_from_slice(b": ");
+            want.extend_from_slice(&value);
+            want.extend_from_slice(b"\r\n");
+            assert_eq!(out, want, "length {n}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_are_removed() {

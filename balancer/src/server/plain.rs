@@ -29,7 +29,7 @@ use super::ServerLimits;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
 use crate::proxy::body::RespBody;
-use crate::proxy::headers::{self, field, has_token};
+use crate::proxy::headers::{self, field, has_token, put_short};
 use crate::proxy::{ClientBody, Proxy};
 
 /// Response bytes gathered before they are written.
@@ -395,9 +395,9 @@ enum Framing {
 
 fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
+    put_short(out, status.as_str().as_bytes());
     out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    put_short(out, status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 
