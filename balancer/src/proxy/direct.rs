@@ -43,6 +43,8 @@ pub struct Conn {
     buf: BytesMut,
     /// The request head being written; kept to reuse its allocation.
     head: Vec<u8>,
+    /// Where the fields of the last response head sit.
+    spans: headers::FieldSpans,
 }
 
 /// Why an exchange failed.
@@ -65,6 +67,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
+            spans: headers::FieldSpans::default(),
         }
     }
 
@@ -118,7 +121,7 @@ impl Conn {
         let mut received = false;
         loop {
             if !self.buf.is_empty() {
-                match parse_head(&mut self.buf, head_only)? {
+                match parse_head(&mut self.buf, &mut self.spans, head_only)? {
                     Parsed::Final(head) => return Ok(head),
                     // An interim response (100, 103): the final one follows.
                     Parsed::Interim => continue,
@@ -167,7 +170,11 @@ enum Parsed {
 }
 
 /// Parses one response head off the front of `buf`, taking its bytes.
-fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, Error> {
+fn parse_head(
+    buf: &mut BytesMut,
+    spans: &mut headers::FieldSpans,
+    head_only: bool,
+) -> Result<Parsed, Error> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
     let mut res = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -180,7 +187,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Parsed, Error> {
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(Error::Invalid);
     };
-    let spans = headers::FieldSpans::new(buf, res.headers);
+    spans.record(buf, res.headers);
     let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {
         // 101 is answered only to an upgrade, and upgrades go through hyper.
@@ -489,7 +496,11 @@ mod tests {
     use super::*;
 
     fn head(text: &str, head_only: bool) -> Result<Parsed, Error> {
-        parse_head(&mut BytesMut::from(text), head_only)
+        parse_head(
+            &mut BytesMut::from(text),
+            &mut headers::FieldSpans::default(),
+            head_only,
+        )
     }
 
     fn final_head(text: &str) -> Head {
@@ -557,7 +568,11 @@ mod tests {
     #[test]
     fn interim_responses_are_skipped_and_101_is_refused() {
         let mut buf = BytesMut::from("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200");
-        assert!(matches!(parse_head(&mut buf, false), Ok(Parsed::Interim)));
+        let mut spans = headers::FieldSpans::default();
+        assert!(matches!(
+            parse_head(&mut buf, &mut spans, false),
+            Ok(Parsed::Interim)
+        ));
         assert_eq!(&buf[..], b"HTTP/1.1 200");
         let r = head(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",

@@ -61,6 +61,7 @@ pub async fn serve(
         buf: BytesMut::with_capacity(8192),
         out: Vec::new(),
         idle: IdleTimer::new(limits.idle_timeout),
+        spans: headers::FieldSpans::default(),
     };
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
@@ -129,6 +130,8 @@ struct Conn {
     out: Vec<u8>,
     /// Keep-alive idle and head read timeout.
     idle: IdleTimer,
+    /// Where the fields of the last request head sit.
+    spans: headers::FieldSpans,
 }
 
 impl Conn {
@@ -176,7 +179,7 @@ impl Conn {
         self.idle.progressed();
         loop {
             if !self.buf.is_empty() {
-                match parse(&mut self.buf, limits.max_header_bytes) {
+                match parse(&mut self.buf, &mut self.spans, limits.max_header_bytes) {
                     Parsed::Plain(req, meta) => return Read::Plain(req, meta),
                     Parsed::Invalid => return Read::Invalid,
                     Parsed::Other => return Read::Other,
@@ -426,7 +429,7 @@ enum Parsed {
 
 /// Parses a request head off the front of `buf` if it is plain; leaves `buf` untouched
 /// otherwise.
-fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
+fn parse(buf: &mut BytesMut, spans: &mut headers::FieldSpans, max_head: usize) -> Parsed {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default()
@@ -473,7 +476,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Parsed {
             }
         }
     }
-    let spans = headers::FieldSpans::new(buf, req.headers);
+    spans.record(buf, req.headers);
     let path = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
     keep_alive &= !close;
     let head = buf.split_to(len).freeze();
