@@ -187,16 +187,16 @@ fn parse_head(
     let (Some(code), Some(minor)) = (res.code, res.version) else {
         return Err(Error::Invalid);
     };
-    spans.record(buf, res.headers);
-    let head = buf.split_to(len).freeze();
     if (100..200).contains(&code) {
         // 101 is answered only to an upgrade, and upgrades go through hyper.
-        return if code == 101 {
-            Err(Error::Invalid)
-        } else {
-            Ok(Parsed::Interim)
-        };
+        if code == 101 {
+            return Err(Error::Invalid);
+        }
+        drop(buf.split_to(len));
+        return Ok(Parsed::Interim);
     }
+    spans.record(buf, res.headers);
+    let head = buf.split_to(len).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid)?;
     let mut headers = spans.map(&head).ok_or(Error::Invalid)?;
     let (state, keep_alive) = framing(status, head_only, minor, &mut headers)?;
