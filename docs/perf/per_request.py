@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""What one proxy costs per request, from the kernel's counters: CPU time, context switches,
+wakeups and syscalls (perf stat on the proxy's processes) and TCP segments (/proc/net/snmp).
+
+  docs/perf/per_request.py nginx|haproxy|balancer [BALANCER_BINARY]
+
+Same backends and proxy configurations as ../shared/bench/proxy_bench.py, wrk -t2 -c64 for
+DUR seconds (default 6). Needs perf (run as root), nginx, haproxy, wrk.
+"""
+import os, re, signal, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.environ.get("BENCH_DIR", os.path.join(HERE, "../../../shared/bench")))
+import proxy_bench as pb  # noqa: E402
+
+EVENTS = ["task-clock", "context-switches", "sched:sched_wakeup", "raw_syscalls:sys_enter",
+          "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto", "syscalls:sys_enter_writev",
+          "syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait"]
+
+
+def tcp_counters():
+    rows = [line.split() for line in open("/proc/net/snmp") if line.startswith("Tcp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:])))
+
+
+def main():
+    target = sys.argv[1]
+    binary = sys.argv[2] if len(sys.argv) > 2 else None
+    dur = int(os.environ.get("DUR", "6"))
+    tmp = tempfile.mkdtemp()
+    backends, proxy = pb.nginx_conf(tmp, pb.BODY)
+    open(tmp + "/b.conf", "w").write(backends)
+    open(tmp + "/p.conf", "w").write(proxy)
+    open(tmp + "/h.cfg", "w").write(pb.haproxy_conf())
+    procs = [pb.start(["nginx", "-c", tmp + "/b.conf", "-p", tmp], tmp, "backends")]
+    try:
+        if target == "nginx":
+            procs.append(pb.start(["nginx", "-c", tmp + "/p.conf", "-p", tmp], tmp, "nginx"))
+        elif target == "haproxy":
+            procs.append(pb.start(["haproxy", "-db", "-f", tmp + "/h.cfg"], tmp, "haproxy"))
+        else:
+            members = "127.0.0.1:19001 127.0.0.1:19002"
+            env = dict(os.environ, STATIC_BACKEND=members, DYNAMIC_BACKEND=members,
+                       BALANCER_LISTEN="127.0.0.1:18080", RUST_LOG="warn")
+            procs.append(pb.start([binary], tmp, "balancer", env))
+        port = pb.PORTS[target]
+        if not (pb.wait_port(19001) and pb.wait_port(port)):
+            sys.exit("%s did not start (logs in %s)" % (target, tmp))
+        time.sleep(0.5)
+        group = procs[-1].pid
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and os.getpgid(int(p)) == group]
+        pb.run_wrk(port, 2, 64)
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", ",".join(EVENTS), "-p", ",".join(pids),
+                                 "--", "sleep", str(dur)], stderr=subprocess.PIPE, text=True)
+        before = tcp_counters()
+        out = subprocess.run(["wrk", "-t2", "-c64", "-d%ds" % dur, "http://127.0.0.1:%d/api/student" % port],
+                             capture_output=True, text=True).stdout
+        stats = perf.communicate()[1]
+        after = tcp_counters()
+        reqs = int(re.search(r"(\d+) requests in", out).group(1))
+        print("%s: %.0f req/s" % (target, reqs / dur))
+        print("  %-32s %8.3f" % ("TCP segments out (all)", (after["OutSegs"] - before["OutSegs"]) / reqs))
+        for line in stats.strip().splitlines():
+            f = line.split(",")
+            try:
+                v = float(f[0])
+            except ValueError:
+                continue
+            unit = " us" if f[2] == "task-clock" else ""
+            print("  %-32s %8.3f%s" % (f[2], v / reqs * (1000 if unit else 1), unit))
+    finally:
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+if __name__ == "__main__":
+    main()
