@@ -19,7 +19,6 @@ tmp=$(mktemp -d)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    nginx -c "$tmp/backends.conf" -p "$tmp" -s stop 2>/dev/null || true
 }
 trap cleanup EXIT
 python3 - "$tmp" "$bench" <<'PY'
@@ -29,7 +28,9 @@ import proxy_bench as pb
 backends, _ = pb.nginx_conf(sys.argv[1], pb.BODY)
 open(sys.argv[1] + "/backends.conf", "w").write(backends)
 PY
-nginx -c "$tmp/backends.conf" -p "$tmp"
+# The configuration says `daemon off`.
+nginx -c "$tmp/backends.conf" -p "$tmp" &
+pids+=("$!")
 STATIC_BACKEND="127.0.0.1:19001 127.0.0.1:19002" DYNAMIC_BACKEND="127.0.0.1:19001 127.0.0.1:19002" \
 BALANCER_LISTEN=127.0.0.1:18080 BALANCER_ADMIN_LISTEN=127.0.0.1:18180 RUST_LOG=warn BALANCER_WORKERS=1 \
     valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" >"$tmp/valgrind.log" 2>&1 &
@@ -40,9 +41,9 @@ for _ in $(seq 100); do
     sleep 0.3
 done
 wrk -t1 -c8 -d3s http://127.0.0.1:18080/api/student >/dev/null
-callgrind_control -z "$vg" >/dev/null
+callgrind_control -z "$vg" >/dev/null 2>&1
 requests=$(wrk -t1 -c8 -d8s http://127.0.0.1:18080/api/student | awk '/requests in/ {print $1}')
-callgrind_control -d "$vg" >/dev/null
+callgrind_control -d "$vg" >/dev/null 2>&1
 sleep 1
 instr=$(awk '/^summary:/ {print $2}' "$out.1")
 echo "requests=$requests instructions=$instr per_get=$((instr / requests)) profile=$out.1"
