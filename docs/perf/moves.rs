@@ -3,7 +3,7 @@
 //   rustc -O --edition 2024 docs/perf/moves.rs -o /tmp/moves-glibc && /tmp/moves-glibc
 // 1. Moves of N-byte values: LLVM calls memcpy for moves over 128 bytes on baseline x86-64.
 // 2. Short copies (field names and values) with extend_from_slice, which calls memcpy, against
-//    the fixed-size pieces of `balancer::proxy::headers::put_short`.
+//    the fixed-size pieces of the balancer's own `proxy::wire::put_short` (this file includes it).
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -31,22 +31,12 @@ fn extend(dst: &mut Vec<u8>, src: &[u8]) {
     dst.extend_from_slice(src);
 }
 
+#[path = "../../balancer/src/proxy/wire.rs"]
+mod wire;
+
 #[inline(never)]
 fn put_short(dst: &mut Vec<u8>, src: &[u8]) {
-    if src.len() > 64 {
-        dst.extend_from_slice(src);
-        return;
-    }
-    let (pieces, mut rest) = src.as_chunks::<8>();
-    for piece in pieces {
-        dst.extend_from_slice(piece);
-    }
-    for n in [4, 2, 1] {
-        if rest.len() >= n {
-            dst.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
-    }
+    wire::put_short(dst, src);
 }
 
 fn copies(name: &str, copy: fn(&mut Vec<u8>, &[u8])) {

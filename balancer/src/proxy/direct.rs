@@ -148,9 +148,9 @@ impl Conn {
 /// after the proxy's header rules.
 fn encode_head<B>(dst: &mut Vec<u8>, req: &Request<B>, fwd: &Forwarding<'_>) {
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    headers::put_short(dst, req.method().as_str().as_bytes());
+    super::wire::put_short(dst, req.method().as_str().as_bytes());
     dst.push(b' ');
-    headers::put_short(dst, target.as_bytes());
+    super::wire::put_short(dst, target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     headers::write_fields(dst, req.headers(), fwd);
     dst.extend_from_slice(b"\r\n");

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use super::wire;
+
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Upstream`.
@@ -165,31 +167,10 @@ pub fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>
 /// Writes one `name: value` field line.
 pub fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.reserve(name.len() + value.len() + 4);
-    put_short(dst, name);
+    wire::put_short(dst, name);
     dst.extend_from_slice(b": ");
-    put_short(dst, value);
+    wire::put_short(dst, value);
     dst.extend_from_slice(b"\r\n");
-}
-
-/// Appends `src`, which is usually a few dozen bytes. For copies that short, musl's `memcpy`
-/// (byte moves to align, then `rep movsq`) costs more than the bytes; fixed 8-byte pieces
-/// compile to plain moves. Every field of every head goes through here twice. Past 64 bytes
-/// (eight pieces) the call's fixed cost no longer dominates.
-pub fn put_short(dst: &mut Vec<u8>, src: &[u8]) {
-    if src.len() > 64 {
-        dst.extend_from_slice(src);
-        return;
-    }
-    let (pieces, mut rest) = src.as_chunks::<8>();
-    for piece in pieces {
-        dst.extend_from_slice(piece);
-    }
-    for n in [4, 2, 1] {
-        if rest.len() >= n {
-            dst.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-        }
-    }
 }
 
 /// Whether any `name` field lists `token` (comma-separated, case-insensitive).

@@ -6,6 +6,7 @@ pub mod direct;
 pub mod headers;
 mod upgrade;
 pub mod upstream;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -29,7 +29,8 @@ use super::ServerLimits;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
 use crate::proxy::body::RespBody;
-use crate::proxy::headers::{self, field, has_token, put_short};
+use crate::proxy::headers::{self, field, has_token};
+use crate::proxy::wire::put_short;
 use crate::proxy::{ClientBody, Proxy};
 
 /// Response bytes gathered before they are written.
