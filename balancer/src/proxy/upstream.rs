@@ -118,7 +118,7 @@ pub struct Failure {
     /// What went wrong.
     pub kind: FailKind,
     /// The unsent request, to try elsewhere.
-    pub request: Option<Request<ReqBody>>,
+    pub request: Option<Box<Request<ReqBody>>>,
 }
 
 /// A connection lent to one exchange; it returns to the idle list with [`Lease::release`].
@@ -184,7 +184,7 @@ pub fn is_direct(method: &Method, empty_body: bool, upgrade: bool) -> bool {
 /// Sends `req` to `addr`: reuses an idle connection or opens one, waits for response headers.
 pub async fn send(
     addr: SocketAddr,
-    req: Request<ReqBody>,
+    req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
 ) -> Result<Answer, Failure> {
     if let Some(fwd) = &a.direct {
@@ -203,7 +203,7 @@ pub async fn send(
             }
         },
     };
-    let fut = tx.try_send_request(req);
+    let fut = tx.try_send_request(*req);
     tokio::pin!(fut);
     let answered = match sent {
         Some(sent) => answer_with_body(&mut fut, sent, t.response).await,
@@ -212,7 +212,7 @@ pub async fn send(
     match answered {
         Some(Ok(resp)) => Ok(Answer::Hyper(resp, Lease { addr, tx })),
         Some(Err(mut e)) => {
-            let request = e.take_message();
+            let request = e.take_message().map(Box::new);
             let err = e.into_error();
             let kind = classify(&err, request.is_some(), reused);
             Err(Failure { kind, request })
@@ -226,7 +226,7 @@ pub async fn send(
 
 async fn send_direct(
     addr: SocketAddr,
-    req: Request<ReqBody>,
+    req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
     fwd: &Forwarding<'_>,
 ) -> Result<Answer, Failure> {
@@ -249,7 +249,7 @@ async fn send_direct(
         },
     };
     match conn
-        .exchange(&req, fwd, t.response, addr, checkin_direct)
+        .exchange(&*req, fwd, t.response, addr, checkin_direct)
         .await
     {
         Ok(resp) => Ok(Answer::Direct(resp)),
