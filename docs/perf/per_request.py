@@ -7,11 +7,9 @@ wakeups and syscalls (perf stat on the proxy's processes) and TCP segments (/pro
 Same backends and proxy configurations as ../shared/bench/proxy_bench.py, wrk -t2 -c64 for
 DUR seconds (default 6). Needs perf (run as root), nginx, haproxy, wrk.
 """
-import os, re, signal, subprocess, sys, tempfile, time
+import os, re, subprocess, sys, tempfile, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.environ.get("BENCH_DIR", os.path.join(HERE, "../../../shared/bench")))
-import proxy_bench as pb  # noqa: E402
+from rig import pb, start_backends, start_balancer, stop
 
 EVENTS = ["task-clock", "context-switches", "sched:sched_wakeup", "raw_syscalls:sys_enter",
           "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto", "syscalls:sys_enter_writev",
@@ -28,21 +26,17 @@ def main():
     binary = sys.argv[2] if len(sys.argv) > 2 else None
     dur = int(os.environ.get("DUR", "6"))
     tmp = tempfile.mkdtemp()
-    backends, proxy = pb.nginx_conf(tmp, pb.BODY)
-    open(tmp + "/b.conf", "w").write(backends)
+    _, proxy = pb.nginx_conf(tmp, pb.BODY)
     open(tmp + "/p.conf", "w").write(proxy)
     open(tmp + "/h.cfg", "w").write(pb.haproxy_conf())
-    procs = [pb.start(["nginx", "-c", tmp + "/b.conf", "-p", tmp], tmp, "backends")]
+    procs = [start_backends(tmp)]
     try:
         if target == "nginx":
             procs.append(pb.start(["nginx", "-c", tmp + "/p.conf", "-p", tmp], tmp, "nginx"))
         elif target == "haproxy":
             procs.append(pb.start(["haproxy", "-db", "-f", tmp + "/h.cfg"], tmp, "haproxy"))
         else:
-            members = "127.0.0.1:19001 127.0.0.1:19002"
-            env = dict(os.environ, STATIC_BACKEND=members, DYNAMIC_BACKEND=members,
-                       BALANCER_LISTEN="127.0.0.1:18080", RUST_LOG="warn")
-            procs.append(pb.start([binary], tmp, "balancer", env))
+            procs.append(start_balancer(tmp, binary))
         port = pb.PORTS[target]
         if not (pb.wait_port(19001) and pb.wait_port(port)):
             sys.exit("%s did not start (logs in %s)" % (target, tmp))
@@ -69,11 +63,7 @@ def main():
             unit = " us" if f[2] == "task-clock" else ""
             print("  %-32s %8.3f%s" % (f[2], v / reqs * (1000 if unit else 1), unit))
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        stop(procs)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,9 @@ each of RUNS short wrk runs (each run opens new connections, so SO_REUSEPORT spl
 
 Same two nginx backends as ../shared/bench/proxy_bench.py; wrk -t2 -c64 for 3 s per run.
 """
-import os, signal, subprocess, sys, tempfile, time
+import os, sys, tempfile, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.environ.get("BENCH_DIR", os.path.join(HERE, "../../../shared/bench")))
-import proxy_bench as pb  # noqa: E402
+from rig import pb, start_backends, start_balancer, stop
 
 
 def thread_ticks(pid):
@@ -26,14 +24,9 @@ def thread_ticks(pid):
 def main():
     binary = sys.argv[1]
     tmp = tempfile.mkdtemp()
-    backends, _ = pb.nginx_conf(tmp, pb.BODY)
-    open(tmp + "/b.conf", "w").write(backends)
-    procs = [pb.start(["nginx", "-c", tmp + "/b.conf", "-p", tmp], tmp, "backends")]
+    procs = [start_backends(tmp)]
     try:
-        members = "127.0.0.1:19001 127.0.0.1:19002"
-        env = dict(os.environ, STATIC_BACKEND=members, DYNAMIC_BACKEND=members,
-                   BALANCER_LISTEN="127.0.0.1:18080", RUST_LOG="warn")
-        procs.append(pb.start([binary], tmp, "balancer", env))
+        procs.append(start_balancer(tmp, binary))
         if not (pb.wait_port(19001) and pb.wait_port(18080)):
             sys.exit("did not start (logs in %s)" % tmp)
         time.sleep(0.5)
@@ -47,11 +40,7 @@ def main():
             print("%s  busiest %.0f %%  %6.0f req/s  p99 %.2f ms  errors %d"
                   % (" ".join("%s=%d" % kv for kv in used.items()), 100 * busiest, rps, p99, errors))
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        stop(procs)
 
 
 if __name__ == "__main__":
