@@ -33,6 +33,23 @@ fn exchange(lb: &Lb, request: &[u8], limit: Duration) -> (String, bool) {
     (String::from_utf8_lossy(&out).into_owned(), closed)
 }
 
+/// Sends each of `heads` on its own connection: each must get a 400 and a closed connection.
+fn assert_each_is_400_and_closed(lb: &Lb, heads: &[&[u8]]) {
+    for bad in heads {
+        let (out, closed) = exchange(lb, bad, Duration::from_secs(5));
+        assert!(
+            out.starts_with("HTTP/1.1 400"),
+            "{:?} -> {out}",
+            String::from_utf8_lossy(bad)
+        );
+        assert!(
+            closed,
+            "{:?} left the connection open",
+            String::from_utf8_lossy(bad)
+        );
+    }
+}
+
 fn statuses(out: &str) -> Vec<&str> {
     out.match_indices("HTTP/1.1 ")
         .map(|(i, _)| &out[i + 9..i + 12])
@@ -124,20 +141,15 @@ fn a_head_dribbled_slower_than_the_idle_timeout_is_cut_off() {
 fn heads_that_are_not_http_get_400_and_close() {
     let b = Backend::start("b");
     let lb = Conf::new(&[b.member()]).start();
-    for bad in [
-        &b"GET /echo HTTP/1.1\r\nHost: lab\r\nbad header\r\n\r\n"[..],
-        b"GET /echo HTTP/1.1\r\nHost: lab\r\n folded: x\r\n\r\n",
-        b"GET /e cho HTTP/1.1\r\nHost: lab\r\n\r\n",
-        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
-    ] {
-        let (out, closed) = exchange(&lb, bad, Duration::from_secs(5));
-        assert!(
-            out.starts_with("HTTP/1.1 400"),
-            "{:?} -> {out}",
-            String::from_utf8_lossy(bad)
-        );
-        assert!(closed);
-    }
+    assert_each_is_400_and_closed(
+        &lb,
+        &[
+            b"GET /echo HTTP/1.1\r\nHost: lab\r\nbad header\r\n\r\n",
+            b"GET /echo HTTP/1.1\r\nHost: lab\r\n folded: x\r\n\r\n",
+            b"GET /e cho HTTP/1.1\r\nHost: lab\r\n\r\n",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n",
+        ],
+    );
     assert_eq!(b.hits(), 0, "a malformed head reached the member");
 }
 
@@ -158,19 +170,14 @@ fn close_wins_over_keep_alive_whatever_the_order() {
 fn a_missing_or_doubled_host_is_400() {
     let b = Backend::start("b");
     let lb = Conf::new(&[b.member()]).start();
-    for bad in [
-        &b"GET /echo HTTP/1.1\r\n\r\n"[..],
-        b"GET /echo HTTP/1.1\r\nHost: lab\r\nHost: evil\r\n\r\n",
-        b"GET /echo HTTP/1.1\r\nHost: a b\r\n\r\n",
-    ] {
-        let (out, closed) = exchange(&lb, bad, Duration::from_secs(5));
-        assert!(
-            out.starts_with("HTTP/1.1 400"),
-            "{:?} -> {out}",
-            String::from_utf8_lossy(bad)
-        );
-        assert!(closed);
-    }
+    assert_each_is_400_and_closed(
+        &lb,
+        &[
+            b"GET /echo HTTP/1.1\r\n\r\n",
+            b"GET /echo HTTP/1.1\r\nHost: lab\r\nHost: evil\r\n\r\n",
+            b"GET /echo HTTP/1.1\r\nHost: a b\r\n\r\n",
+        ],
+    );
     assert_eq!(b.hits(), 0);
 }
 
