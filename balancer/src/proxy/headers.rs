@@ -175,11 +175,17 @@ pub fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// Whether any `name` field lists `token` (comma-separated, case-insensitive).
 pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    headers.get_all(name).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-    })
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| lists_token(v.as_bytes(), token))
+}
+
+/// Whether one comma-separated field value lists `token` (case-insensitive).
+pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|b| *b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Most fields in a head parsed by the proxy's own loops.

@@ -29,7 +29,7 @@ use super::ServerLimits;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
 use crate::proxy::body::RespBody;
-use crate::proxy::headers::{self, field, has_token};
+use crate::proxy::headers::{self, field, lists_token};
 use crate::proxy::wire::put_short;
 use crate::proxy::{ClientBody, Proxy};
 
@@ -227,22 +227,24 @@ impl Conn {
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
-        let mut keep_alive = meta.keep_alive
-            && !stopping
-            && !has_token(&parts.headers, &header::CONNECTION, b"close");
         self.out.clear();
         status_line(&mut self.out, status);
+        // One pass over the fields also notes what the lines below depend on.
+        let (mut close, mut dated) = (false, false);
         for (name, value) in &parts.headers {
             // Framing fields are this hop's: written below from what the body is.
-            if name == header::CONNECTION
-                || name == header::TRANSFER_ENCODING
-                || name == header::CONTENT_LENGTH
-            {
+            if name == header::CONNECTION {
+                close |= lists_token(value.as_bytes(), b"close");
                 continue;
             }
+            if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
+                continue;
+            }
+            dated |= name == header::DATE;
             field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
         }
-        if !parts.headers.contains_key(header::DATE) {
+        let mut keep_alive = meta.keep_alive && !stopping && !close;
+        if !dated {
             field(&mut self.out, b"date", &crate::clock::http_date());
         }
         let declared = crate::proxy::direct::content_length(&parts.headers)
