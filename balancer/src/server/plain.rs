@@ -346,8 +346,7 @@ impl Conn {
     async fn write_large(&mut self, data: &Bytes, framing: Framing) -> io::Result<()> {
         let chunked = matches!(framing, Framing::Chunked);
         if chunked {
-            digits(&mut self.out, data.len() as u64, 16);
-            self.out.extend_from_slice(b"\r\n");
+            chunk_size_line(&mut self.out, data.len());
         }
         self.flush().await?;
         self.io.write_all(data).await?;
@@ -362,8 +361,7 @@ impl Conn {
             return;
         }
         if matches!(framing, Framing::Chunked) {
-            digits(&mut self.out, data.len() as u64, 16);
-            self.out.extend_from_slice(b"\r\n");
+            chunk_size_line(&mut self.out, data.len());
             self.out.extend_from_slice(data);
             self.out.extend_from_slice(b"\r\n");
         } else {
@@ -406,6 +404,12 @@ fn status_line(out: &mut Vec<u8>, status: StatusCode) {
     put_short(out, status.as_str().as_bytes());
     out.push(b' ');
     put_short(out, status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The line that opens a chunk of `len` bytes.
+fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
+    digits(out, len as u64, 16);
     out.extend_from_slice(b"\r\n");
 }
 
