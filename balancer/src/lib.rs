@@ -108,7 +108,7 @@ pub fn start(
         Duration::from_secs(2),
     ));
     let first = state::build(Arc::clone(&settings), &found, &Default::default(), None, 1);
-    let shared = Shared::new(first);
+    let shared = Shared::new(first, listeners.proxy.len());
     let proxy_addr = listeners
         .proxy
         .first()

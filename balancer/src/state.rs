@@ -14,6 +14,7 @@ use crate::config::Settings;
 use crate::events::EventLog;
 use crate::pool::{Member, PassivePolicy, Pool};
 use crate::routes::RouteTable;
+use crate::server::spread::Load;
 use crate::{clock, select, sticky};
 
 /// Everything one request needs, immutable once published.
@@ -62,20 +63,23 @@ pub struct Shared {
     pub reload: Mutex<ReloadStatus>,
     /// Set when the process is shutting down.
     pub shutting_down: AtomicBool,
+    /// Open client connections per proxy worker.
+    pub clients: Arc<Load>,
     /// Responses the balancer answered itself (no member did), by pool and status.
     local: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
     next_version: AtomicU64,
 }
 
 impl Shared {
-    /// State around a first snapshot.
-    pub fn new(first: Snapshot) -> Arc<Self> {
+    /// State around a first snapshot, for `workers` proxy workers.
+    pub fn new(first: Snapshot, workers: usize) -> Arc<Self> {
         let next = first.version + 1;
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(first),
             events: EventLog::default(),
             reload: Mutex::new(ReloadStatus::default()),
             shutting_down: AtomicBool::new(false),
+            clients: Arc::new(Load::new(workers)),
             local: Mutex::new(BTreeMap::new()),
             next_version: AtomicU64::new(next),
         })

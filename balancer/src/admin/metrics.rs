@@ -115,6 +115,19 @@ pub fn render(shared: &Shared) -> String {
     o.sample("balancer_config_version", &[], snap.version);
 
     o.family(
+        "balancer_client_connections",
+        "gauge",
+        "Open client connections, by proxy worker.",
+    );
+    for (worker, n) in shared.clients.open().into_iter().enumerate() {
+        o.sample(
+            "balancer_client_connections",
+            &[("worker", &worker.to_string())],
+            n,
+        );
+    }
+
+    o.family(
         "balancer_local_responses_total",
         "counter",
         "Responses the balancer made itself because no member answered (400, 404, 413, 502, \

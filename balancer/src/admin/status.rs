@@ -29,6 +29,8 @@ pub struct Status {
     pub actions_enabled: bool,
     /// Width of the window the latency percentiles cover, in seconds.
     pub latency_window_seconds: u64,
+    /// Open client connections per proxy worker.
+    pub client_connections: Vec<usize>,
     /// Last reload outcome.
     pub reload: ReloadStatus,
     /// Routes in match order.
@@ -188,6 +190,7 @@ pub fn build_status(shared: &Shared) -> Status {
         uptime_seconds: now as f64 / 1000.0,
         actions_enabled: snap.settings.admin_token.is_some(),
         latency_window_seconds: stats::WINDOW_SECS,
+        client_connections: shared.clients.open(),
         reload: shared
             .reload
             .lock()

@@ -1,7 +1,8 @@
 //! The public listener: one current-thread runtime per worker thread, each accepting on its own
-//! `SO_REUSEPORT` socket (or a clone of one listener), serving HTTP/1.1 (plain requests in
-//! `plain`'s own loop, the rest with hyper), and shutting down gracefully: stop accepting, let
-//! in-flight requests finish, then return.
+//! `SO_REUSEPORT` socket (or a clone of one listener), evening out the workers' shares of
+//! connections (`spread`), serving HTTP/1.1 (plain requests in `plain`'s own loop, the rest
+//! with hyper), and shutting down gracefully: stop accepting, let in-flight requests finish,
+//! then return.
 //!
 //! Why per-thread runtimes: a request then stays on one core from accept to response, the
 //! per-thread connection pool needs no shared lock, and nothing is stolen between threads.
@@ -20,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::framing;
 
 mod plain;
+pub mod spread;
 use crate::proxy::{ClientBody, Proxy, upstream};
 use crate::state::Shared;
 
@@ -63,10 +65,12 @@ pub fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let (spread, inboxes) = spread::Spread::new(Arc::clone(&shared.clients));
     let mut threads = Vec::new();
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (i, (l, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
         let shared = Arc::clone(&shared);
         let shutdown = shutdown.clone();
+        let spread = Arc::clone(&spread);
         let t = std::thread::Builder::new()
             .name(format!("proxy-{i}"))
             .spawn(move || {
@@ -74,7 +78,14 @@ pub fn serve(
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(worker(l, shared, limits, shutdown))
+                let ctx = Worker {
+                    me: i,
+                    spread,
+                    inbox,
+                    shared,
+                    limits,
+                };
+                rt.block_on(ctx.run(l, shutdown))
             })?;
         threads.push(t);
     }
@@ -87,19 +98,72 @@ pub fn serve(
     Ok(())
 }
 
-async fn worker(
-    listener: std::net::TcpListener,
+/// What one worker thread owns besides its listener.
+struct Worker {
+    me: usize,
+    spread: Arc<spread::Spread>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<spread::Handed>,
     shared: Arc<Shared>,
     limits: ServerLimits,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = TcpListener::from_std(listener)?;
-    let proxy = Arc::new(Proxy {
-        shared: Arc::clone(&shared),
-        id_seed: rand::random(),
-    });
-    let tracker = tokio_util::task::TaskTracker::new();
+}
+
+impl Worker {
+    async fn run(
+        mut self,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        let serving = Serving {
+            proxy: Arc::new(Proxy {
+                shared: Arc::clone(&self.shared),
+                id_seed: rand::random(),
+            }),
+            builder: hyper_builder(self.limits),
+            limits: self.limits,
+            stop: shutdown.clone(),
+            tracker: tokio_util::task::TaskTracker::new(),
+        };
+        let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared)));
+        loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((stream, peer)) => {
+                        let _ = stream.set_nodelay(true);
+                        if let Some((stream, seat)) = self.spread.place(self.me, stream, peer) {
+                            serving.spawn(stream, peer, seat);
+                        }
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                Some(handed) = self.inbox.recv() => serving.adopt(handed),
+                () = shutdown.cancelled() => break,
+            }
+        }
+        drop(listener);
+        // Connections handed over before the inbox closed are served, not dropped.
+        self.inbox.close();
+        while let Some(handed) = self.inbox.recv().await {
+            serving.adopt(handed);
+        }
+        sweeper.abort();
+        serving.tracker.close();
+        tokio::select! {
+            () = serving.tracker.wait() => {}
+            () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+                tracing::warn!("shutdown grace elapsed with requests still in flight");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hyper_builder(limits: ServerLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -107,25 +171,37 @@ async fn worker(
         .header_read_timeout(limits.idle_timeout)
         // hyper refuses a buffer under 8 KiB; the head limit is enforced at this size.
         .max_buf_size(limits.max_header_bytes.max(8192));
-    let sweeper = tokio::spawn(sweep_idle(Arc::clone(&shared)));
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let proxy = Arc::clone(&proxy);
-        let builder = builder.clone();
-        let stop = shutdown.clone();
-        tracker.spawn(async move {
+    builder
+}
+
+/// What a worker serves its connections with.
+struct Serving {
+    proxy: Arc<Proxy>,
+    builder: http1::Builder,
+    limits: ServerLimits,
+    stop: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+}
+
+impl Serving {
+    /// Serves a connection another worker handed over.
+    fn adopt(&self, handed: spread::Handed) {
+        match tokio::net::TcpStream::from_std(handed.stream) {
+            Ok(stream) => self.spawn(stream, handed.peer, handed.seat),
+            Err(e) => {
+                tracing::warn!(peer = %handed.peer, error = %e, "cannot adopt a handed-over connection")
+            }
+        }
+    }
+
+    /// Serves a connection until it ends; it counts on its worker's load until then.
+    fn spawn(&self, stream: tokio::net::TcpStream, peer: SocketAddr, seat: spread::Seat) {
+        let proxy = Arc::clone(&self.proxy);
+        let builder = self.builder.clone();
+        let stop = self.stop.clone();
+        let limits = self.limits;
+        self.tracker.spawn(async move {
+            let _seat = seat;
             match plain::serve(stream, peer, &proxy, limits, &stop).await {
                 plain::End::Closed => {}
                 plain::End::Handover(stream, rest) => {
@@ -134,16 +210,6 @@ async fn worker(
             }
         });
     }
-    drop(listener);
-    sweeper.abort();
-    tracker.close();
-    tokio::select! {
-        () = tracker.wait() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("shutdown grace elapsed with requests still in flight");
-        }
-    }
-    Ok(())
 }
 
 /// Serves the rest of a connection with hyper, behind the framing guard.

@@ -532,20 +532,22 @@ impl Conf {
             .unwrap_or_else(|e| panic!("invalid test config: {e}\n{}", self.toml()))
     }
 
-    /// Starts a balancer; call outside any async runtime.
+    /// Starts a balancer with one worker; call outside any async runtime.
     pub fn start(&self) -> Lb {
+        let proxy = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        self.start_on(vec![proxy])
+    }
+
+    /// Starts a balancer with a worker for each of `proxy` (the first is `Lb::base`).
+    pub fn start_on(&self, proxy: Vec<TcpListener>) -> Lb {
         let settings = self.settings();
         let sticky_key = settings.sticky_key;
-        let proxy = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let admin = TcpListener::bind("127.0.0.1:0").expect("bind admin");
         let resolver = Arc::new(StaticResolver::default());
         let running = balancer::start(
             settings,
             None,
-            Listeners {
-                proxy: vec![proxy],
-                admin,
-            },
+            Listeners { proxy, admin },
             Some(Arc::clone(&resolver) as _),
         )
         .expect("balancer starts");
@@ -657,6 +659,12 @@ pub async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -
 /// (a balancer answering an error closes), returns what came back.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    raw_round_trip(&mut s, request, limit)
+}
+
+/// [`raw_exchange`] on a connection the caller keeps: reads until one whole response with a
+/// `Content-Length` body, a close, or `limit`.
+pub fn raw_round_trip(s: &mut std::net::TcpStream, request: &[u8], limit: Duration) -> String {
     s.set_read_timeout(Some(limit)).expect("timeout");
     s.write_all(request).expect("write");
     let mut out = Vec::new();

@@ -1,0 +1,182 @@
+//! Even shares of client connections across the proxy workers.
+//!
+//! `SO_REUSEPORT` places a new connection on a worker by a hash of its addresses, so 64
+//! connections often split 36/28 and the busier worker's clients wait longer
+//! (docs/benchmarks.md). Here a worker that already holds two connections more than another
+//! hands a connection it accepted to the least-loaded worker, as HAProxy does between its
+//! threads. Under light load nothing moves: a handover costs two `epoll_ctl` and a wake-up.
+//!
+//! At shutdown a worker closes its inbox and serves what is still in it, and a worker whose
+//! handover is refused serves the connection itself, so no accepted connection is dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+/// Open client connections per worker: kept by the workers, read by the admin API.
+#[derive(Debug)]
+pub struct Load {
+    open: Box<[Slot]>,
+}
+
+/// One worker's count, alone on its cache lines.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(AtomicUsize);
+
+impl Load {
+    /// Counts for `workers` workers (at least one).
+    pub fn new(workers: usize) -> Self {
+        Load {
+            open: (0..workers.max(1)).map(|_| Slot::default()).collect(),
+        }
+    }
+
+    /// Open client connections of each worker.
+    pub fn open(&self) -> Vec<usize> {
+        self.open
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The worker that should serve a connection `me` accepted: `me`, unless another worker
+    /// holds at least two connections fewer (a margin, so churn of short connections does not
+    /// bounce between workers).
+    pub fn pick(&self, me: usize) -> usize {
+        let count = |i: usize| {
+            self.open
+                .get(i)
+                .map_or(usize::MAX, |s| s.0.load(Ordering::Relaxed))
+        };
+        let mine = count(me);
+        let (least, fewest) = (0..self.open.len())
+            .map(|i| (i, count(i)))
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, mine));
+        if fewest.saturating_add(1) < mine {
+            least
+        } else {
+            me
+        }
+    }
+}
+
+/// A connection counted on a worker until this drops.
+#[derive(Debug)]
+pub struct Seat {
+    load: Arc<Load>,
+    worker: usize,
+}
+
+impl Seat {
+    /// Counts one connection on `worker`.
+    pub fn take(load: &Arc<Load>, worker: usize) -> Self {
+        if let Some(s) = load.open.get(worker) {
+            s.0.fetch_add(1, Ordering::Relaxed);
+        }
+        Seat {
+            load: Arc::clone(load),
+            worker,
+        }
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if let Some(s) = self.load.open.get(self.worker) {
+            s.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An accepted connection on its way to the worker that serves it.
+#[derive(Debug)]
+pub struct Handed {
+    /// The client's socket, out of the accepting worker's reactor.
+    pub stream: std::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Its count on the receiving worker.
+    pub seat: Seat,
+}
+
+/// The workers' inboxes and their load.
+#[derive(Debug)]
+pub struct Spread {
+    load: Arc<Load>,
+    inboxes: Vec<mpsc::UnboundedSender<Handed>>,
+}
+
+impl Spread {
+    /// One inbox per worker `load` counts; the receivers go to the workers in order.
+    pub fn new(load: Arc<Load>) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handed>>) {
+        let (inboxes, receivers) = load.open.iter().map(|_| mpsc::unbounded_channel()).unzip();
+        (Arc::new(Spread { load, inboxes }), receivers)
+    }
+
+    /// Places a connection worker `me` accepted: returned with its seat when `me` serves it,
+    /// `None` when another worker took it.
+    pub fn place(
+        &self,
+        me: usize,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Option<(TcpStream, Seat)> {
+        let to = self.load.pick(me);
+        let Some(inbox) = self.inboxes.get(to).filter(|_| to != me) else {
+            return Some((stream, Seat::take(&self.load, me)));
+        };
+        // Fails only when the socket is gone already: nothing is left to serve.
+        let stream = stream.into_std().ok()?;
+        let seat = Seat::take(&self.load, to);
+        match inbox.send(Handed { stream, peer, seat }) {
+            Ok(()) => None,
+            // That worker is shutting down: serve it here.
+            Err(mpsc::error::SendError(h)) => {
+                drop(h.seat);
+                let stream = TcpStream::from_std(h.stream).ok()?;
+                Some((stream, Seat::take(&self.load, me)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_keeps_its_connection_unless_another_holds_two_fewer() {
+        let load = Arc::new(Load::new(3));
+        let seats: Vec<Seat> = (0..3).map(|_| Seat::take(&load, 0)).collect();
+        let one = Seat::take(&load, 1);
+        let _two = Seat::take(&load, 2);
+        assert_eq!(load.open(), vec![3, 1, 1]);
+        assert_eq!(
+            load.pick(0),
+            1,
+            "the least-loaded worker, lowest index on a tie"
+        );
+        assert_eq!(load.pick(1), 1);
+        drop(seats);
+        assert_eq!(load.open(), vec![0, 1, 1]);
+        assert_eq!(
+            load.pick(1),
+            1,
+            "one more than another is within the margin"
+        );
+        drop(one);
+        assert_eq!(load.open(), vec![0, 0, 1]);
+    }
+
+    #[test]
+    fn one_worker_always_keeps_its_connections() {
+        let load = Arc::new(Load::new(1));
+        let _seats: Vec<Seat> = (0..5).map(|_| Seat::take(&load, 0)).collect();
+        assert_eq!(load.pick(0), 0);
+    }
+}
