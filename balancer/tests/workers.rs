@@ -119,3 +119,31 @@ fn handed_over_connections_finish_their_requests_through_a_graceful_shutdown() {
         assert!(resp.ends_with("\r\n\r\nb"), "with its body: {resp:?}");
     }
 }
+
+#[test]
+fn idle_connections_on_every_worker_are_closed_at_shutdown() {
+    let b = Backend::start("b");
+    let lb = two_workers_one_door(&b);
+    let mut conns: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut c = TcpStream::connect(lb.running.proxy_addr).unwrap();
+            assert_eq!(
+                raw_status(&raw_round_trip(&mut c, GET, Duration::from_secs(5))),
+                200
+            );
+            c
+        })
+        .collect();
+    assert_eq!(client_connections(&lb), [2, 1], "the third was handed over");
+    lb.running.shutdown();
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            std::io::Read::read(c, &mut byte).unwrap(),
+            0,
+            "idle connection {i} closed"
+        );
+    }
+    lb.running.wait().expect("the balancer stops");
+}

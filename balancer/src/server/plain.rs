@@ -194,14 +194,15 @@ impl Conn {
             }
             let between = self.buf.is_empty();
             let filled = poll_fn(|cx| {
-                if between && cancelled.as_mut().poll(cx).is_ready() {
-                    // Shutting down: an idle keep-alive connection just closes.
-                    return Poll::Ready(false);
-                }
                 self.buf.reserve(8192);
                 match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
                     Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
                     Poll::Ready(Err(_)) => Poll::Ready(false),
+                    // Shutting down: a connection with nothing sent just closes; one whose
+                    // request has arrived (read above) is still answered.
+                    Poll::Pending if between && cancelled.as_mut().poll(cx).is_ready() => {
+                        Poll::Ready(false)
+                    }
                     Poll::Pending => self.idle.poll_expired(cx).map(|()| false),
                 }
             })
