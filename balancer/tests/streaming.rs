@@ -178,12 +178,15 @@ fn upgraded_connection_echoes_bytes_both_ways() {
         s.read_exact(&mut back).expect("echo");
         assert!(back == msg, "round {round}: echoed bytes differ");
     }
-    // The tunnel counts as in flight on its member until it closes.
+    // The tunnel counts as in flight on its member, and as an open client connection on its
+    // worker, until it closes.
     let m = lb.member(b.addr).unwrap();
     assert_eq!(m.in_flight(), 1);
+    assert_eq!(lb.running.shared.clients.open(), [1]);
     drop(s);
     assert!(
-        common::wait_until(Duration::from_secs(5), || m.in_flight() == 0),
+        common::wait_until(Duration::from_secs(5), || m.in_flight() == 0
+            && lb.running.shared.clients.open() == [0]),
         "closing the client ends the tunnel"
     );
 }

@@ -28,7 +28,8 @@ use crate::state::Shared;
 /// How long shutdown waits for in-flight requests before giving up on them.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Binds `n` sockets on `addr` with `SO_REUSEPORT` so the kernel spreads connections evenly.
+/// Binds `n` sockets on `addr` with `SO_REUSEPORT`: the kernel places each new connection on one
+/// by a hash of its addresses (`spread` evens out what that leaves uneven).
 pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let mut out = Vec::with_capacity(n);
     let mut bound = addr;
@@ -201,11 +202,11 @@ impl Serving {
         let stop = self.stop.clone();
         let limits = self.limits;
         self.tracker.spawn(async move {
-            let _seat = seat;
             match plain::serve(stream, peer, &proxy, limits, &stop).await {
-                plain::End::Closed => {}
+                plain::End::Closed => drop(seat),
                 plain::End::Handover(stream, rest) => {
-                    serve_hyper(stream, rest, peer, proxy, &builder, &stop).await;
+                    let io = spread::Seated::new(stream, seat);
+                    serve_hyper(io, rest, peer, proxy, &builder, &stop).await;
                 }
             }
         });
@@ -215,7 +216,7 @@ impl Serving {
 /// Serves the rest of a connection with hyper, behind the framing guard.
 /// `rest`: bytes the plain loop read and did not use, the start of the next request.
 async fn serve_hyper(
-    io: tokio::net::TcpStream,
+    io: spread::Seated<tokio::net::TcpStream>,
     rest: bytes::Bytes,
     peer: SocketAddr,
     proxy: Arc<Proxy>,

@@ -199,9 +199,9 @@ impl Conn {
                     Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
                     Poll::Ready(Err(_)) => Poll::Ready(false),
                     // Shutting down: a connection with nothing sent just closes; one whose
-                    // request has arrived (read above) is still answered.
+                    // request has arrived is still answered.
                     Poll::Pending if between && cancelled.as_mut().poll(cx).is_ready() => {
-                        Poll::Ready(false)
+                        Poll::Ready(self.read_arrived())
                     }
                     Poll::Pending => self.idle.poll_expired(cx).map(|()| false),
                 }
@@ -212,6 +212,21 @@ impl Conn {
             }
             // No `progressed` here: the whole head must arrive within the idle timeout, so a
             // client dribbling bytes cannot hold the connection (hyper's header read timeout).
+        }
+    }
+
+    /// Reads what has arrived with one `recv` of its own, past tokio's readiness: a socket
+    /// adopted from another worker, or whose event the reactor has not yet taken, has none.
+    /// Whether anything was read.
+    fn read_arrived(&mut self) -> bool {
+        let mut got = [0u8; 4096];
+        let sock = socket2::SockRef::from(&self.io);
+        match io::Read::read(&mut &*sock, &mut got) {
+            Ok(n) if n > 0 => {
+                self.buf.extend_from_slice(&got[..n]);
+                true
+            }
+            _ => false,
         }
     }
 
@@ -511,4 +526,58 @@ fn parse(buf: &mut BytesMut, spans: &mut headers::FieldSpans, max_head: usize) -
         http10,
     };
     Parsed::Plain(req, meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A server-side connection rebuilt with `from_std`, as an adopted one is: tokio has seen
+    /// no readiness for it yet.
+    fn adopted(listener: &std::net::TcpListener) -> Conn {
+        let (server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        Conn {
+            io: TcpStream::from_std(server).unwrap(),
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            idle: IdleTimer::new(Duration::from_secs(5)),
+            spans: headers::FieldSpans::default(),
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn at_shutdown_a_request_that_arrived_is_read_and_a_silent_connection_closes() {
+        let limits = ServerLimits {
+            max_header_bytes: 16 * 1024,
+            idle_timeout: Duration::from_secs(5),
+        };
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+
+        let mut sent = std::net::TcpStream::connect(addr).unwrap();
+        sent.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        let mut conn = adopted(&listener);
+        let cancelled = stop.cancelled();
+        tokio::pin!(cancelled);
+        match conn.read_head(limits, cancelled.as_mut()).await {
+            Read::Plain(req, _) => assert_eq!(req.uri().path(), "/a"),
+            _ => panic!("the request that had arrived was not read"),
+        }
+
+        let _silent = std::net::TcpStream::connect(addr).unwrap();
+        let mut conn = adopted(&listener);
+        let cancelled = stop.cancelled();
+        tokio::pin!(cancelled);
+        assert!(matches!(
+            conn.read_head(limits, cancelled.as_mut()).await,
+            Read::Closed
+        ));
+    }
 }

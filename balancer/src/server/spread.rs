@@ -1,18 +1,25 @@
 //! Even shares of client connections across the proxy workers.
 //!
-//! `SO_REUSEPORT` places a new connection on a worker by a hash of its addresses, so 64
-//! connections often split 36/28 and the busier worker's clients wait longer
-//! (docs/benchmarks.md). Here a worker that already holds two connections more than another
-//! hands a connection it accepted to the least-loaded worker, as HAProxy does between its
-//! threads. Under light load nothing moves: a handover costs two `epoll_ctl` and a wake-up.
+//! `SO_REUSEPORT` places a new connection on a worker by a hash of its addresses, so the shares
+//! are binomial: 64 connections split 36/28 or worse in about four runs out of ten, and the
+//! busier worker's clients wait longer (docs/benchmarks.md has the CPU split this gave). Here a
+//! worker that already holds two connections more than another hands a connection it accepted
+//! to the least-loaded worker, as HAProxy does between its threads. Under light load nothing
+//! moves: a handover costs two `epoll_ctl`, a wake-up and one more epoll pass.
 //!
-//! At shutdown a worker closes its inbox and serves what is still in it, and a worker whose
-//! handover is refused serves the connection itself, so no accepted connection is dropped.
+//! A connection counts on its worker (a [`Seat`]) for as long as its socket lives, through an
+//! upgrade to a tunnel too ([`Seated`]). At shutdown a worker closes its inbox and serves what
+//! is still in it, and a worker whose handover is refused serves the connection itself, so no
+//! accepted connection is dropped.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -43,10 +50,10 @@ impl Load {
             .collect()
     }
 
-    /// The worker that should serve a connection `me` accepted: `me`, unless another worker
-    /// holds at least two connections fewer (a margin, so churn of short connections does not
-    /// bounce between workers).
-    pub fn pick(&self, me: usize) -> usize {
+    /// The worker that should serve a connection `me` accepted: `me`, unless a worker for
+    /// which `open` holds has at least two connections fewer (a margin, so churn of short
+    /// connections does not bounce between workers).
+    pub fn pick(&self, me: usize, open: impl Fn(usize) -> bool) -> usize {
         let count = |i: usize| {
             self.open
                 .get(i)
@@ -54,6 +61,7 @@ impl Load {
         };
         let mine = count(me);
         let (least, fewest) = (0..self.open.len())
+            .filter(|&i| i == me || open(i))
             .map(|i| (i, count(i)))
             .min_by_key(|&(_, n)| n)
             .unwrap_or((me, mine));
@@ -126,22 +134,90 @@ impl Spread {
         stream: TcpStream,
         peer: SocketAddr,
     ) -> Option<(TcpStream, Seat)> {
-        let to = self.load.pick(me);
+        // A worker that stopped (or never started) has closed its inbox: it is not a choice.
+        let to = self.load.pick(me, |i| {
+            self.inboxes.get(i).is_some_and(|tx| !tx.is_closed())
+        });
         let Some(inbox) = self.inboxes.get(to).filter(|_| to != me) else {
             return Some((stream, Seat::take(&self.load, me)));
         };
-        // Fails only when the socket is gone already: nothing is left to serve.
-        let stream = stream.into_std().ok()?;
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand a connection over; it is closed");
+                return None;
+            }
+        };
         let seat = Seat::take(&self.load, to);
         match inbox.send(Handed { stream, peer, seat }) {
             Ok(()) => None,
-            // That worker is shutting down: serve it here.
+            // That worker closed its inbox since: serve it here.
             Err(mpsc::error::SendError(h)) => {
                 drop(h.seat);
-                let stream = TcpStream::from_std(h.stream).ok()?;
-                Some((stream, Seat::take(&self.load, me)))
+                match TcpStream::from_std(h.stream) {
+                    Ok(stream) => Some((stream, Seat::take(&self.load, me))),
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "cannot take a connection back; it is closed");
+                        None
+                    }
+                }
             }
         }
+    }
+}
+
+/// A client connection's socket holding its [`Seat`]: an upgraded connection (WebSocket,
+/// CONNECT) outlives the task that accepted it, and still counts until it closes.
+#[derive(Debug)]
+pub struct Seated<T> {
+    io: T,
+    _seat: Seat,
+}
+
+impl<T> Seated<T> {
+    /// `io`, counted by `seat` until it drops.
+    pub fn new(io: T, seat: Seat) -> Self {
+        Seated { io, _seat: seat }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Seated<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Seated<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -156,16 +232,23 @@ mod tests {
         let one = Seat::take(&load, 1);
         let _two = Seat::take(&load, 2);
         assert_eq!(load.open(), vec![3, 1, 1]);
+        let all = |_| true;
         assert_eq!(
-            load.pick(0),
+            load.pick(0, all),
             1,
-            "the least-loaded worker, lowest index on a tie"
+            "the least-loaded, lowest index on a tie"
         );
-        assert_eq!(load.pick(1), 1);
+        assert_eq!(
+            load.pick(0, |i| i != 1),
+            2,
+            "a closed worker is passed over"
+        );
+        assert_eq!(load.pick(0, |_| false), 0, "none open: keep it");
+        assert_eq!(load.pick(1, all), 1);
         drop(seats);
         assert_eq!(load.open(), vec![0, 1, 1]);
         assert_eq!(
-            load.pick(1),
+            load.pick(1, all),
             1,
             "one more than another is within the margin"
         );
@@ -177,6 +260,6 @@ mod tests {
     fn one_worker_always_keeps_its_connections() {
         let load = Arc::new(Load::new(1));
         let _seats: Vec<Seat> = (0..5).map(|_| Seat::take(&load, 0)).collect();
-        assert_eq!(load.pick(0), 0);
+        assert_eq!(load.pick(0, |_| true), 0);
     }
 }
