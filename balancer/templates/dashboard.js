@@ -157,6 +157,7 @@ function renderEvents(events) {
 function render(s) {
   setText($("#version"), s.version);
   setText($("#source"), s.config_source);
+  setText($("#clients b"), s.client_connections.join(" · "));
   const reload = $("#reload");
   if (!s.reload.at) {
     reload.className = "chip reload none";

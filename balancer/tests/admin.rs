@@ -664,6 +664,7 @@ async fn the_dashboard_lists_the_members_and_needs_nothing_external() {
         "data-pool=\"dynamic\"",
         "data-pool=\"static\"",
         "id=\"events\"",
+        "id=\"clients\"",
     ] {
         assert!(html.contains(name), "{name} missing");
     }

@@ -42,6 +42,8 @@ pub struct Page {
     pub reload_class: &'static str,
     /// Whether actions are enabled.
     pub actions: &'static str,
+    /// Open client connections of each proxy worker, e.g. `32 · 32`.
+    pub clients: String,
     /// Latency window, seconds.
     pub window: u64,
     /// Pool cards.
@@ -212,6 +214,12 @@ impl Page {
             } else {
                 "actions disabled (no token)"
             },
+            clients: s
+                .client_connections
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" · "),
             window: s.latency_window_seconds,
             pools,
             events,
