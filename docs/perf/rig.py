@@ -18,11 +18,45 @@ def start_backends(tmp):
     return pb.start(["nginx", "-c", tmp + "/backends.conf", "-p", tmp], tmp, "backends")
 
 
-def start_balancer(tmp, binary):
-    """The balancer on 127.0.0.1:18080 in front of both backends, with its defaults."""
+def start_balancer(tmp, binary, port=18080, name="balancer"):
+    """The balancer on 127.0.0.1:`port` (admin on `port` + 100) in front of both backends,
+    with its defaults."""
     env = dict(os.environ, STATIC_BACKEND=MEMBERS, DYNAMIC_BACKEND=MEMBERS,
-               BALANCER_LISTEN="127.0.0.1:18080", RUST_LOG="warn")
-    return pb.start([binary], tmp, "balancer", env)
+               BALANCER_LISTEN="127.0.0.1:%d" % port,
+               BALANCER_ADMIN_LISTEN="127.0.0.1:%d" % (port + 100), RUST_LOG="warn")
+    return pb.start([binary], tmp, name, env)
+
+
+def start_peers(tmp):
+    """HAProxy and nginx configured as in proxy_bench.py: {name: (port, process)}."""
+    _, proxy = pb.nginx_conf(tmp, pb.BODY)
+    open(tmp + "/nginx-proxy.conf", "w").write(proxy)
+    open(tmp + "/haproxy.cfg", "w").write(pb.haproxy_conf())
+    return {
+        "haproxy": (pb.PORTS["haproxy"], pb.start(["haproxy", "-db", "-f", tmp + "/haproxy.cfg"], tmp, "haproxy")),
+        "nginx": (pb.PORTS["nginx"], pb.start(["nginx", "-c", tmp + "/nginx-proxy.conf", "-p", tmp], tmp, "nginx")),
+    }
+
+
+def start_all(tmp, binaries):
+    """Backends, one balancer per binary (ports 18090, 18091, ...) and the peers:
+    (processes to stop, {name: (port, process)}, backend process)."""
+    backends = start_backends(tmp)
+    targets = {}
+    for i, b in enumerate(binaries):
+        targets["%s#%d" % (os.path.basename(b), i)] = (18090 + i, start_balancer(tmp, b, 18090 + i, "balancer%d" % i))
+    targets.update(start_peers(tmp))
+    procs = [backends] + [p for _, p in targets.values()]
+    for port, _ in list(targets.values()) + [(19001, None)]:
+        if not pb.wait_port(port):
+            stop(procs)
+            sys.exit("nothing listens on %d (logs in %s)" % (port, tmp))
+    return procs, targets, backends
+
+
+def group_pids(pgid):
+    """Every process of a process group (a proxy and its workers)."""
+    return [p for p in os.listdir("/proc") if p.isdigit() and os.getpgid(int(p)) == pgid]
 
 
 def stop(procs):
