@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -300,17 +302,6 @@ async fn wait_for_upstream(client: &reqwest::Client, proxy: SocketAddr, want: &s
     }
 }
 
-async fn status(client: &reqwest::Client, admin: SocketAddr) -> serde_json::Value {
-    client
-        .get(format!("http://{admin}/api/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn pool_config(member: SocketAddr) -> String {
     format!("[pools.dynamic]\nmembers = [\"{member}\"]\n[pools.static]\nmembers = [\"{member}\"]\n")
 }
@@ -359,7 +350,7 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
     replace_file(&file, "[pools.dynamic]\nalgoritm = \"random\"\n");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let s = status(&client, p.admin).await;
+        let s = common::admin_status(&client, p.admin).await;
         if s["reload"]["ok"] == false {
             assert!(
                 s["reload"]["error"].as_str().unwrap().contains("algoritm"),
@@ -397,17 +388,23 @@ async fn sighup_reloads() {
     .await
     .unwrap();
     let client = reqwest::Client::new();
-    assert_eq!(status(&client, p.admin).await["reload"]["at"], 0.0);
+    assert_eq!(
+        common::admin_status(&client, p.admin).await["reload"]["at"],
+        0.0
+    );
     let ok = Command::new("kill")
         .args(["-HUP", &p.child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
     let deadline = Instant::now() + Duration::from_secs(10);
-    while status(&client, p.admin).await["reload"]["at"] == 0.0 {
+    while common::admin_status(&client, p.admin).await["reload"]["at"] == 0.0 {
         assert!(Instant::now() < deadline, "SIGHUP did not reload");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(status(&client, p.admin).await["reload"]["ok"], true);
+    assert_eq!(
+        common::admin_status(&client, p.admin).await["reload"]["ok"],
+        true
+    );
     assert_eq!(upstream_of(&client, p.proxy).await, "a");
 }

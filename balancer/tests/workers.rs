@@ -22,18 +22,23 @@ fn two_workers_one_door(b: &Backend) -> Lb {
     Conf::new(&[b.member()]).start_on(vec![door, unused])
 }
 
+/// `n` connections opened one after another, each kept open after a first request.
+fn served_connections(lb: &Lb, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut c = TcpStream::connect(lb.running.proxy_addr).unwrap();
+            let resp = raw_round_trip(&mut c, GET, Duration::from_secs(5));
+            assert_eq!(raw_status(&resp), 200, "first request on connection {i}");
+            c
+        })
+        .collect()
+}
+
 fn client_connections(lb: &Lb) -> Vec<u64> {
-    let url = format!("http://{}/api/status", lb.running.admin_addr);
-    let status: serde_json::Value = common::runtime().block_on(async {
-        common::client()
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let status = common::runtime().block_on(common::admin_status(
+        &common::client(),
+        lb.running.admin_addr,
+    ));
     status["client_connections"]
         .as_array()
         .expect("client_connections is a list")
@@ -46,14 +51,7 @@ fn client_connections(lb: &Lb) -> Vec<u64> {
 fn connections_accepted_by_one_worker_are_shared_with_the_other() {
     let b = Backend::start("b");
     let lb = two_workers_one_door(&b);
-    let mut conns: Vec<TcpStream> = (0..20)
-        .map(|i| {
-            let mut c = TcpStream::connect(lb.running.proxy_addr).unwrap();
-            let resp = raw_round_trip(&mut c, GET, Duration::from_secs(5));
-            assert_eq!(raw_status(&resp), 200, "first request on connection {i}");
-            c
-        })
-        .collect();
+    let mut conns = served_connections(&lb, 20);
     let shares = client_connections(&lb);
     assert_eq!(shares.len(), 2);
     assert_eq!(
@@ -124,16 +122,7 @@ fn handed_over_connections_finish_their_requests_through_a_graceful_shutdown() {
 fn idle_connections_on_every_worker_are_closed_at_shutdown() {
     let b = Backend::start("b");
     let lb = two_workers_one_door(&b);
-    let mut conns: Vec<TcpStream> = (0..3)
-        .map(|_| {
-            let mut c = TcpStream::connect(lb.running.proxy_addr).unwrap();
-            assert_eq!(
-                raw_status(&raw_round_trip(&mut c, GET, Duration::from_secs(5))),
-                200
-            );
-            c
-        })
-        .collect();
+    let mut conns = served_connections(&lb, 3);
     assert_eq!(client_connections(&lb), [2, 1], "the third was handed over");
     lb.running.shutdown();
     for (i, c) in conns.iter_mut().enumerate() {

@@ -8,7 +8,7 @@ of one binary differ by more than most changes do.
 ROUNDS (default 6) rounds of DUR (default 4) seconds of wrk -t2 -c64 per target; prints each
 round, then medians and each target's ratio to the better peer.
 """
-import os, statistics, sys, tempfile, time
+import os, statistics, sys, tempfile
 
 from rig import pb, start_all, stop
 
@@ -17,9 +17,6 @@ def main():
     rounds, dur = int(os.environ.get("ROUNDS", "6")), int(os.environ.get("DUR", "4"))
     procs, targets, _ = start_all(tempfile.mkdtemp(), sys.argv[1:])
     try:
-        time.sleep(0.5)
-        for port, _ in targets.values():
-            pb.run_wrk(port, 1, 64)
         res = {t: [] for t in targets}
         for r in range(rounds):
             for t, (port, _) in targets.items():

@@ -3,6 +3,7 @@
 import os
 import signal
 import sys
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.environ.get("BENCH_DIR", os.path.join(HERE, "../../../shared/bench")))
@@ -39,8 +40,8 @@ def start_peers(tmp):
 
 
 def start_all(tmp, binaries):
-    """Backends, one balancer per binary (ports 18090, 18091, ...) and the peers:
-    (processes to stop, {name: (port, process)}, backend process)."""
+    """Backends, one balancer per binary (ports 18090, 18091, ...) and the peers, each warmed
+    up with 1 s of wrk: (processes to stop, {name: (port, process)}, backend process)."""
     backends = start_backends(tmp)
     targets = {}
     for i, b in enumerate(binaries):
@@ -51,6 +52,9 @@ def start_all(tmp, binaries):
         if not pb.wait_port(port):
             stop(procs)
             sys.exit("nothing listens on %d (logs in %s)" % (port, tmp))
+    time.sleep(0.5)
+    for port, _ in targets.values():
+        pb.run_wrk(port, 1, 64)
     return procs, targets, backends
 
 

@@ -9,9 +9,9 @@ CPU time comes from perf stat (run as root); voluntary (went to sleep) and invol
 (preempted) switches from /proc/PID/task/*/status. ROUNDS (default 4) rounds of DUR (default
 4) seconds of wrk -t2 -c64; medians per request.
 """
-import collections, os, re, statistics, subprocess, sys, tempfile, time
+import collections, os, re, statistics, subprocess, sys, tempfile
 
-from rig import group_pids, pb, start_all, stop
+from rig import group_pids, start_all, stop
 
 
 def switches(pids):
@@ -60,9 +60,6 @@ def main():
     rounds, dur = int(os.environ.get("ROUNDS", "4")), int(os.environ.get("DUR", "4"))
     procs, targets, backends = start_all(tempfile.mkdtemp(), sys.argv[1:])
     try:
-        time.sleep(0.5)
-        for port, _ in targets.values():
-            pb.run_wrk(port, 1, 64)
         backend_pids = group_pids(backends.pid)
         res = collections.defaultdict(lambda: collections.defaultdict(list))
         for _ in range(rounds):

@@ -655,6 +655,18 @@ pub async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -
     }
 }
 
+/// The admin API's `/api/status` document.
+pub async fn admin_status(client: &reqwest::Client, admin: SocketAddr) -> serde_json::Value {
+    client
+        .get(format!("http://{admin}/api/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// A raw HTTP/1.1 exchange: writes `request`, reads until the peer closes or `limit` passes
 /// (a balancer answering an error closes), returns what came back.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8], limit: Duration) -> String {
