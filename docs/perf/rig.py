@@ -60,7 +60,12 @@ def start_all(tmp, binaries):
 
 def group_pids(pgid):
     """Every process of a process group (a proxy and its workers)."""
-    return [p for p in os.listdir("/proc") if p.isdigit() and os.getpgid(int(p)) == pgid]
+    def in_group(pid):
+        try:
+            return os.getpgid(int(pid)) == pgid
+        except ProcessLookupError:  # exited since listdir
+            return False
+    return [p for p in os.listdir("/proc") if p.isdigit() and in_group(p)]
 
 
 def stop(procs):

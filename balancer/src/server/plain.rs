@@ -536,9 +536,12 @@ mod tests {
     use super::*;
 
     /// A server-side connection rebuilt with `from_std`, as an adopted one is: tokio has seen
-    /// no readiness for it yet.
-    fn adopted(listener: &std::net::TcpListener) -> Conn {
+    /// no readiness for it yet. `sent`: wait until the client's bytes are in the socket.
+    fn adopted(listener: &std::net::TcpListener, sent: bool) -> Conn {
         let (server, _) = listener.accept().unwrap();
+        if sent {
+            server.peek(&mut [0u8; 1]).unwrap();
+        }
         server.set_nonblocking(true).unwrap();
         Conn {
             io: TcpStream::from_std(server).unwrap(),
@@ -563,7 +566,7 @@ mod tests {
         let mut sent = std::net::TcpStream::connect(addr).unwrap();
         sent.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
             .unwrap();
-        let mut conn = adopted(&listener);
+        let mut conn = adopted(&listener, true);
         let cancelled = stop.cancelled();
         tokio::pin!(cancelled);
         match conn.read_head(limits, cancelled.as_mut()).await {
@@ -572,7 +575,7 @@ mod tests {
         }
 
         let _silent = std::net::TcpStream::connect(addr).unwrap();
-        let mut conn = adopted(&listener);
+        let mut conn = adopted(&listener, false);
         let cancelled = stop.cancelled();
         tokio::pin!(cancelled);
         assert!(matches!(

@@ -10,7 +10,8 @@
 //! A connection counts on its worker (a [`Seat`]) for as long as its socket lives, through an
 //! upgrade to a tunnel too ([`Seated`]). At shutdown a worker closes its inbox and serves what
 //! is still in it, and a worker whose handover is refused serves the connection itself, so no
-//! accepted connection is dropped.
+//! accepted connection is dropped (unless the kernel refuses to move its socket between epoll
+//! sets, which is logged).
 
 use std::io;
 use std::net::SocketAddr;
