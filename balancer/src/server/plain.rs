@@ -77,6 +77,7 @@ pub async fn serve(
             Read::Other => return End::Handover(conn.io, conn.buf.freeze()),
             Read::Closed => return End::Closed,
         };
+        let_the_others_read().await;
         // Pinned in place and scoped to the wait: `answer` taking the future by value stored
         // it twice in its own state and copied its 4 KiB on every request.
         let answered = {
@@ -93,6 +94,27 @@ pub async fn serve(
             _ => return End::Closed,
         }
     }
+}
+
+/// Steps back once, to the end of the worker's run queue, so the other connections woken by
+/// the same epoll pass read and parse their requests first and this worker's sends to members
+/// go out back to back: a member then wakes once for several requests, and the worker is
+/// preempted less by those wake-ups. Measured: about 10 % fewer member wake-ups, fewer
+/// preemptions, more req/s and a lower p99 (docs/benchmarks.md, session 5).
+///
+/// Not `tokio::task::yield_now`: that one waits for the next poll of the reactor, one more
+/// `epoll_wait` per request.
+async fn let_the_others_read() {
+    let mut stepped_back = false;
+    poll_fn(|cx| {
+        if stepped_back {
+            return Poll::Ready(());
+        }
+        stepped_back = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await;
 }
 
 /// What a request asked of its connection.
