@@ -185,11 +185,7 @@ fn a_member_removed_by_reload_finishes_its_in_flight_request() {
                 .unwrap()
         }
     });
-    assert!(common::wait_until(Duration::from_secs(5), || slow
-        .state
-        .in_flight
-        .load(Ordering::SeqCst)
-        == 1));
+    assert!(slow.wait_in_flight(1));
     std::fs::write(&file.path, Conf::new(&[fresh.member()]).toml()).unwrap();
     assert_eq!(lb.reload(), Ok(true));
     rt.block_on(async {

@@ -188,14 +188,7 @@ fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
         let status = resp.status();
         Ok::<_, reqwest::Error>((status, resp.text().await?))
     });
-    assert!(
-        wait_until(Duration::from_secs(5), || b
-            .state
-            .in_flight
-            .load(Ordering::SeqCst)
-            == 1),
-        "the slow request reached the member"
-    );
+    assert!(b.wait_in_flight(1), "the slow request reached the member");
     lb.running.shutdown();
     let (status, body) = rt
         .block_on(in_flight)

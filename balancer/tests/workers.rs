@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::{Backend, Conf, Lb, raw_round_trip, raw_status, wait_until};
@@ -94,11 +93,7 @@ fn handed_over_connections_finish_their_requests_through_a_graceful_shutdown() {
         })
         .collect();
     assert!(
-        wait_until(Duration::from_secs(5), || b
-            .state
-            .in_flight
-            .load(Ordering::SeqCst)
-            == 6),
+        b.wait_in_flight(6),
         "the six slow requests reached the member"
     );
     let shares = client_connections(&lb);

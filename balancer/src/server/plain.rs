@@ -57,13 +57,7 @@ pub async fn serve(
     limits: ServerLimits,
     stop: &CancellationToken,
 ) -> End {
-    let mut conn = Conn {
-        io,
-        buf: BytesMut::with_capacity(8192),
-        out: Vec::new(),
-        idle: IdleTimer::new(limits.idle_timeout),
-        spans: headers::FieldSpans::default(),
-    };
+    let mut conn = Conn::new(io, limits);
     let cancelled = stop.cancelled();
     tokio::pin!(cancelled);
     loop {
@@ -161,6 +155,16 @@ struct Conn {
 }
 
 impl Conn {
+    fn new(io: TcpStream, limits: ServerLimits) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(8192),
+            out: Vec::new(),
+            idle: IdleTimer::new(limits.idle_timeout),
+            spans: headers::FieldSpans::default(),
+        }
+    }
+
     /// Waits for `handling` while watching the client, as hyper does: a client that hangs up
     /// drops its request (and the member connection) instead of holding it until the member
     /// answers. Bytes it pipelines meanwhile are kept, up to the head limit.
@@ -566,21 +570,17 @@ mod tests {
             server.peek(&mut [0u8; 1]).unwrap();
         }
         server.set_nonblocking(true).unwrap();
-        Conn {
-            io: TcpStream::from_std(server).unwrap(),
-            buf: BytesMut::new(),
-            out: Vec::new(),
-            idle: IdleTimer::new(Duration::from_secs(5)),
-            spans: headers::FieldSpans::default(),
-        }
+        Conn::new(TcpStream::from_std(server).unwrap(), LIMITS)
     }
+
+    const LIMITS: ServerLimits = ServerLimits {
+        max_header_bytes: 16 * 1024,
+        idle_timeout: Duration::from_secs(5),
+    };
 
     #[tokio::test(flavor = "current_thread")]
     async fn at_shutdown_a_request_that_arrived_is_read_and_a_silent_connection_closes() {
-        let limits = ServerLimits {
-            max_header_bytes: 16 * 1024,
-            idle_timeout: Duration::from_secs(5),
-        };
+        let limits = LIMITS;
         let stop = CancellationToken::new();
         stop.cancel();
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -175,6 +175,13 @@ impl Backend {
         self.state.hits.load(Ordering::SeqCst)
     }
 
+    /// Waits up to 5 s until exactly `n` requests are being handled.
+    pub fn wait_in_flight(&self, n: u64) -> bool {
+        wait_until(Duration::from_secs(5), || {
+            self.state.in_flight.load(Ordering::SeqCst) == n
+        })
+    }
+
     /// Kills the backend: closes the listener and every live connection.
     pub fn kill(&mut self) {
         self.server.kill();
