@@ -9,7 +9,7 @@ DUR seconds (default 6). Needs perf (run as root), nginx, haproxy, wrk.
 """
 import os, re, subprocess, sys, tempfile, time
 
-from rig import pb, start_backends, start_balancer, stop
+from rig import group_pids, pb, start_backends, start_balancer, start_peer, stop
 
 EVENTS = ["task-clock", "context-switches", "sched:sched_wakeup", "raw_syscalls:sys_enter",
           "syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto", "syscalls:sys_enter_writev",
@@ -26,23 +26,17 @@ def main():
     binary = sys.argv[2] if len(sys.argv) > 2 else None
     dur = int(os.environ.get("DUR", "6"))
     tmp = tempfile.mkdtemp()
-    _, proxy = pb.nginx_conf(tmp, pb.BODY)
-    open(tmp + "/p.conf", "w").write(proxy)
-    open(tmp + "/h.cfg", "w").write(pb.haproxy_conf())
     procs = [start_backends(tmp)]
     try:
-        if target == "nginx":
-            procs.append(pb.start(["nginx", "-c", tmp + "/p.conf", "-p", tmp], tmp, "nginx"))
-        elif target == "haproxy":
-            procs.append(pb.start(["haproxy", "-db", "-f", tmp + "/h.cfg"], tmp, "haproxy"))
+        if target in ("nginx", "haproxy"):
+            procs.append(start_peer(tmp, target))
         else:
             procs.append(start_balancer(tmp, binary))
         port = pb.PORTS[target]
         if not (pb.wait_port(19001) and pb.wait_port(port)):
             sys.exit("%s did not start (logs in %s)" % (target, tmp))
         time.sleep(0.5)
-        group = procs[-1].pid
-        pids = [p for p in os.listdir("/proc") if p.isdigit() and os.getpgid(int(p)) == group]
+        pids = group_pids(procs[-1].pid)
         pb.run_wrk(port, 2, 64)
         perf = subprocess.Popen(["perf", "stat", "-x,", "-e", ",".join(EVENTS), "-p", ",".join(pids),
                                  "--", "sleep", str(dur)], stderr=subprocess.PIPE, text=True)

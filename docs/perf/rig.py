@@ -28,15 +28,19 @@ def start_balancer(tmp, binary, port=18080, name="balancer"):
     return pb.start([binary], tmp, name, env)
 
 
-def start_peers(tmp):
-    """HAProxy and nginx configured as in proxy_bench.py: {name: (port, process)}."""
-    _, proxy = pb.nginx_conf(tmp, pb.BODY)
-    open(tmp + "/nginx-proxy.conf", "w").write(proxy)
+def start_peer(tmp, name):
+    """HAProxy or nginx (`name`) configured as in proxy_bench.py, on its proxy_bench port."""
+    if name == "nginx":
+        _, proxy = pb.nginx_conf(tmp, pb.BODY)
+        open(tmp + "/nginx-proxy.conf", "w").write(proxy)
+        return pb.start(["nginx", "-c", tmp + "/nginx-proxy.conf", "-p", tmp], tmp, "nginx")
     open(tmp + "/haproxy.cfg", "w").write(pb.haproxy_conf())
-    return {
-        "haproxy": (pb.PORTS["haproxy"], pb.start(["haproxy", "-db", "-f", tmp + "/haproxy.cfg"], tmp, "haproxy")),
-        "nginx": (pb.PORTS["nginx"], pb.start(["nginx", "-c", tmp + "/nginx-proxy.conf", "-p", tmp], tmp, "nginx")),
-    }
+    return pb.start(["haproxy", "-db", "-f", tmp + "/haproxy.cfg"], tmp, "haproxy")
+
+
+def start_peers(tmp):
+    """HAProxy and nginx: {name: (port, process)}."""
+    return {name: (pb.PORTS[name], start_peer(tmp, name)) for name in ("haproxy", "nginx")}
 
 
 def start_all(tmp, binaries):
