@@ -218,8 +218,12 @@ fn apply(
         Probe::Draining => ("draining", "member reports draining".to_owned()),
         Probe::Fail(e) => ("fail", e.clone()),
     };
+    let now_ms = clock::now_ms();
+    if matches!(r.probe, Probe::Fail(_)) {
+        r.member.note_failure(now_ms);
+    }
     r.member.record_check(LastCheck {
-        at_ms: clock::now_ms(),
+        at_ms: now_ms,
         result,
         detail,
     });
@@ -229,7 +233,7 @@ fn apply(
     };
     r.member.set_health(next);
     if next == Health::Up && before == Health::Down {
-        r.member.begin_ramp(clock::now_ms());
+        r.member.begin_ramp(now_ms);
     }
     let reason = match &r.probe {
         Probe::Pass => "check passed".to_owned(),

@@ -83,7 +83,8 @@ pub struct Member {
     fail_window_start: AtomicU64,
     /// Passive ejection: the member is skipped until this instant (ms); 0 = not ejected.
     ejected_until: AtomicU64,
-    /// When the last failure happened (ms), to pick the least recently failed as a last resort.
+    /// When the last failure happened (ms): a failed attempt or a failed health probe. The
+    /// least recently failed member is the last resort when none is available.
     last_fail: AtomicU64,
     health: AtomicU8,
     admin: AtomicU8,
@@ -278,10 +279,16 @@ impl Member {
             && self.weight() > 0
     }
 
+    /// Notes when the member last failed, for the last-resort choice; an active probe that
+    /// fails calls only this (checks have their own rise/fall counters).
+    pub fn note_failure(&self, now_ms: u64) {
+        self.last_fail.store(now_ms.max(1), Ordering::Relaxed);
+    }
+
     /// Records a failed attempt (connect error, reset, timeout). Returns true when this failure
     /// ejected the member.
     pub fn record_failure(&self, now_ms: u64, policy: PassivePolicy) -> bool {
-        self.last_fail.store(now_ms.max(1), Ordering::Relaxed);
+        self.note_failure(now_ms);
         if policy.max_fails == 0 {
             return false;
         }

@@ -163,7 +163,6 @@ fn rendezvous_expectation(key: &[u8; 16], survivors: &[SocketAddr], cookie: &str
         slow_start_ms: 0,
         key: None,
         exclude: &[],
-        relaxed: false,
     };
     let i = rendezvous_pick(&members, &cx, stable_hash(cookie.as_bytes())).expect("a survivor");
     survivors[i]

@@ -164,12 +164,11 @@ impl Proxy {
         let mut last_err = ProxyError::NoBackend;
         loop {
             let now_ms = clock::now_ms();
-            let mut cx = PickContext {
+            let cx = PickContext {
                 now_ms,
                 slow_start_ms: ps.slow_start.as_millis() as u64,
                 key: plan.key,
                 exclude: &tried[..n_tried],
-                relaxed: false,
             };
             let idx = match (attempts, plan.sticky_pick, plan.cookie_hash) {
                 (0, Some(i), _) => Some(i),
@@ -179,12 +178,7 @@ impl Proxy {
             };
             let idx = idx
                 .or_else(|| plan.pool.selector.pick(&plan.pool.members, &cx))
-                .or_else(|| {
-                    // Nothing available: rather than fail at once, try members that checks or
-                    // passive detection took out (a one-replica lab keeps working).
-                    cx.relaxed = true;
-                    plan.pool.selector.pick(&plan.pool.members, &cx)
-                });
+                .or_else(|| select::least_recently_failed(&plan.pool.members, &cx));
             let Some(idx) = idx else { break };
             let member = &plan.pool.members[idx];
             let Some(req) = pending.take() else {
@@ -257,7 +251,7 @@ impl Proxy {
                         _ => {}
                     }
                     self.record_failure(plan.pool, member, kind, now_ms);
-                    last_err = if kind == FailKind::Timeout {
+                    last_err = if matches!(kind, FailKind::Timeout | FailKind::ConnectTimeout) {
                         ProxyError::UpstreamTimeout
                     } else {
                         ProxyError::UpstreamFailed
@@ -449,7 +443,6 @@ fn plan<'a>(
             slow_start_ms: ps.slow_start.as_millis() as u64,
             key: None,
             exclude: &[],
-            relaxed: false,
         };
         select::rendezvous_pick(&pool.members, &cx, hash)
     });

@@ -93,8 +93,11 @@ thread_local! {
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailKind {
-    /// Could not connect (refused, unreachable, connect timeout).
+    /// Could not connect (refused, unreachable).
     Connect,
+    /// The connection was not established within the connect timeout (as nginx, a 504 when it
+    /// is the last failure; like `Connect`, nothing was sent, so another member may be tried).
+    ConnectTimeout,
     /// A pooled connection closed before the request was written: the member is not at fault.
     Stale,
     /// Sent, then the connection broke before any response byte.
@@ -195,9 +198,9 @@ pub async fn send(
         Some(tx) => (tx, true),
         None => match connect(addr, t.connect).await {
             Ok(tx) => (tx, false),
-            Err(()) => {
+            Err(kind) => {
                 return Err(Failure {
-                    kind: FailKind::Connect,
+                    kind,
                     request: Some(req),
                 });
             }
@@ -240,9 +243,9 @@ async fn send_direct(
         Some(c) => (c, true),
         None => match tcp(addr, t.connect).await {
             Ok(io) => (direct::Conn::new(io), false),
-            Err(()) => {
+            Err(kind) => {
                 return Err(Failure {
-                    kind: FailKind::Connect,
+                    kind,
                     request: Some(req),
                 });
             }
@@ -319,28 +322,31 @@ fn classify(err: &hyper::Error, unsent: bool, reused: bool) -> FailKind {
     }
 }
 
-async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ()> {
+async fn tcp(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, FailKind> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             tracing::debug!(%addr, error = %e, "connect failed");
-            return Err(());
+            return Err(FailKind::Connect);
         }
         Err(_) => {
             tracing::debug!(%addr, "connect timed out");
-            return Err(());
+            return Err(FailKind::ConnectTimeout);
         }
     };
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ReqBody>, ()> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<SendRequest<ReqBody>, FailKind> {
     let stream = tcp(addr, timeout).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| tracing::debug!(%addr, error = %e, "handshake failed"))?;
+        .map_err(|e| {
+            tracing::debug!(%addr, error = %e, "handshake failed");
+            FailKind::Connect
+        })?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(%addr, error = %e, "upstream connection ended");

@@ -93,20 +93,12 @@ pub struct PickContext<'a> {
     pub key: Option<u64>,
     /// Indices already tried by this request (retries go to a different member).
     pub exclude: &'a [usize],
-    /// Last resort: nothing is available, so members failing checks or passively ejected may
-    /// be chosen too (only drained and leaving members stay out).
-    pub relaxed: bool,
 }
 
 impl PickContext<'_> {
     /// Whether member `i` may be chosen for this request.
     pub fn usable(&self, i: usize, m: &Member) -> bool {
-        let ok = if self.relaxed {
-            m.is_last_resort()
-        } else {
-            m.is_available(self.now_ms)
-        };
-        ok && !self.exclude.contains(&i)
+        m.is_available(self.now_ms) && !self.exclude.contains(&i)
     }
 
     /// Selection weight of a member for this request (slow start included), in
@@ -114,6 +106,19 @@ impl PickContext<'_> {
     pub fn weight(&self, m: &Member) -> u32 {
         m.selection_weight(self.now_ms, self.slow_start_ms)
     }
+}
+
+/// The last resort when no member is available: of the members that failing checks or
+/// passive detection took out (drained and leaving ones stay out), the one that failed least
+/// recently, as the likeliest to have recovered. Rather than failing at once, a pool whose
+/// members are all out still tries one, so a one-replica lab keeps working through a blip.
+pub fn least_recently_failed(members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
+    members
+        .iter()
+        .enumerate()
+        .filter(|&(i, m)| m.is_last_resort() && !cx.exclude.contains(&i))
+        .min_by_key(|(_, m)| m.last_fail())
+        .map(|(i, _)| i)
 }
 
 /// One pool's selection algorithm with its state.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::{Algorithm, PickContext, build, rendezvous_pick, stable_hash};
+use super::{Algorithm, PickContext, build, least_recently_failed, rendezvous_pick, stable_hash};
 use crate::pool::{AdminState, Health, Member, PassivePolicy};
 use crate::sticky;
 
@@ -33,7 +33,6 @@ fn cx(key: Option<u64>) -> PickContext<'static> {
         slow_start_ms: 0,
         key,
         exclude: &[],
-        relaxed: false,
     }
 }
 
@@ -273,29 +272,47 @@ fn no_usable_member_gives_none() {
 }
 
 #[test]
-fn last_resort_allows_ejected_and_down_but_never_drained() {
-    let ms = members(3);
-    ms[0].set_admin_state(AdminState::Drained);
-    ms[1].set_health(Health::Down);
+fn last_resort_is_the_least_recently_failed_and_never_drained() {
+    let ms = members(4);
     let policy = PassivePolicy {
         max_fails: 1,
         fail_timeout_ms: 60_000,
     };
-    ms[2].record_failure(crate::clock::now_ms(), policy);
+    let now = crate::clock::now_ms();
+    ms[0].set_admin_state(AdminState::Drained);
+    ms[1].record_failure(now + 30, policy);
+    ms[2].set_health(Health::Down);
+    ms[2].note_failure(now + 10);
+    ms[3].record_failure(now + 20, policy);
+    let c = cx(None);
     for (alg, key) in each_algorithm() {
-        let sel = build(alg, 3, 0);
-        let c = PickContext {
-            relaxed: true,
-            ..cx(key)
-        };
-        for _ in 0..20 {
-            let got = sel.pick(&ms, &c);
-            assert!(
-                matches!(got, Some(1 | 2)),
-                "{alg}: last resort picked {got:?}"
-            );
-        }
+        let c = PickContext { key, ..c };
+        assert_eq!(
+            build(alg, 4, 0).pick(&ms, &c),
+            None,
+            "{alg}: nothing is available"
+        );
     }
+    assert_eq!(least_recently_failed(&ms, &c), Some(2));
+    let tried = [2];
+    let retry = PickContext {
+        exclude: &tried,
+        ..c
+    };
+    assert_eq!(
+        least_recently_failed(&ms, &retry),
+        Some(3),
+        "a retry goes to the next least recently failed"
+    );
+    ms[2].set_health(Health::Draining);
+    ms[3].set_admin_state(AdminState::Drained);
+    assert_eq!(least_recently_failed(&ms, &c), Some(1));
+    ms[1].set_admin_state(AdminState::Drained);
+    assert_eq!(
+        least_recently_failed(&ms, &c),
+        None,
+        "drained and leaving stay out"
+    );
 }
 
 #[test]
@@ -325,7 +342,6 @@ fn round_robin_eases_in_a_ramping_member() {
         slow_start_ms: 10_000,
         key: None,
         exclude: &[],
-        relaxed: false,
     };
     let fresh = (0..2000).filter(|_| rr.pick(&ms, &cx) == Some(1)).count();
     // At 10% of its ramp the fresh member takes about 10% of its turns: ~100 of 2000.
