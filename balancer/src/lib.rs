@@ -22,7 +22,8 @@
 //! [`routes`] picks the pool -> [`sticky`] or [`select`] picks a member -> [`proxy::upstream`]
 //! sends it (a request without a body over a connection the request's task drives itself,
 //! [`proxy::direct`]; the rest through hyper's client) -> on a failure before any response
-//! byte, another member -> the body streams back through [`proxy::body::RespBody`], which
+//! byte, another member (an idempotent request's small body from the copy `proxy::replay`
+//! kept) -> the body streams back through [`proxy::body::RespBody`], which
 //! writes the access log when it ends.
 
 pub mod admin;

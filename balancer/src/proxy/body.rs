@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 
+use super::replay::Keeper;
 use crate::clock::IdleTimer;
 use crate::pool::InFlight;
 
@@ -96,6 +97,15 @@ pub enum ReqBody {
     Empty,
     /// The client's body, streamed (boxed: every request moves this enum several times).
     Stream(Box<Upload>),
+    /// A kept body sent again to another member ([`super::replay`]).
+    Again(Box<Again>),
+}
+
+/// The frames of a kept body, being sent again.
+#[derive(Debug)]
+pub struct Again {
+    frames: std::vec::IntoIter<Bytes>,
+    left: u64,
 }
 
 /// A client's body on its way to a member, with its size limit and idle timeout.
@@ -107,12 +117,30 @@ pub struct Upload {
     /// The client idle timeout.
     idle: IdleTimer,
     sent: Arc<Sent>,
+    /// Keeps the frames for a replay, while the request may have one.
+    keeper: Option<Keeper>,
+}
+
+impl Upload {
+    /// The whole body has gone to the member.
+    fn ended(&mut self) {
+        self.sent.mark();
+        if let Some(k) = self.keeper.take() {
+            k.finish();
+        }
+    }
 }
 
 impl ReqBody {
     /// Streams `inner`, failing with [`TooLarge`] past `limit` bytes and with [`Stalled`] when
-    /// the client pauses longer than `idle`; the [`Sent`] is marked at its end.
-    pub fn stream(inner: Incoming, limit: u64, idle: Duration) -> (Self, Arc<Sent>) {
+    /// the client pauses longer than `idle`; the [`Sent`] is marked at its end. `keeper`
+    /// keeps the frames of a request that may be replayed.
+    pub fn stream(
+        inner: Incoming,
+        limit: u64,
+        idle: Duration,
+        keeper: Option<Keeper>,
+    ) -> (Self, Arc<Sent>) {
         let sent = Arc::new(Sent::new());
         let upload = Upload {
             inner,
@@ -120,8 +148,18 @@ impl ReqBody {
             limit,
             idle: IdleTimer::new(idle),
             sent: Arc::clone(&sent),
+            keeper,
         };
         (ReqBody::Stream(Box::new(upload)), sent)
+    }
+
+    /// A kept body, to be sent again.
+    pub fn replayed(frames: Vec<Bytes>) -> Self {
+        let left = frames.iter().map(|f| f.len() as u64).sum();
+        ReqBody::Again(Box::new(Again {
+            frames: frames.into_iter(),
+            left,
+        }))
     }
 }
 
@@ -135,6 +173,11 @@ impl Body for ReqBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let up = match self.get_mut() {
             ReqBody::Empty => return Poll::Ready(None),
+            ReqBody::Again(again) => {
+                let frame = again.frames.next();
+                again.left -= frame.as_ref().map_or(0, |f| f.len() as u64);
+                return Poll::Ready(frame.map(|f| Ok(Frame::data(f))));
+            }
             ReqBody::Stream(up) => up,
         };
         match Pin::new(&mut up.inner).poll_frame(cx) {
@@ -145,19 +188,26 @@ impl Body for ReqBody {
                         return Poll::Ready(Some(Err(Box::new(TooLarge(up.limit)))));
                     }
                     up.remaining -= n;
+                    if up.keeper.as_mut().is_some_and(|k| !k.keep(data)) {
+                        up.keeper = None;
+                    }
                 }
                 up.sent.progressed();
                 up.idle.progressed();
+                if frame.is_trailers() {
+                    // Trailers are not kept: such a body is not replayed.
+                    up.keeper = None;
+                }
                 // hyper stops polling once a sized body is complete, or after trailers, so
                 // None may never come.
                 if frame.is_trailers() || up.inner.is_end_stream() {
-                    up.sent.mark();
+                    up.ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
             Poll::Ready(None) => {
-                up.sent.mark();
+                up.ended();
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -173,6 +223,7 @@ impl Body for ReqBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ReqBody::Empty => true,
+            ReqBody::Again(again) => again.left == 0,
             ReqBody::Stream(up) => up.inner.is_end_stream(),
         }
     }
@@ -180,6 +231,7 @@ impl Body for ReqBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Again(again) => SizeHint::with_exact(again.left),
             ReqBody::Stream(up) => up.inner.size_hint(),
         }
     }

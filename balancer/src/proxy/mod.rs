@@ -4,6 +4,7 @@
 pub mod body;
 pub mod direct;
 pub mod headers;
+mod replay;
 mod upgrade;
 pub mod upstream;
 pub mod wire;
@@ -142,20 +143,27 @@ impl Proxy {
         }
         parts.uri = origin_form(parts.uri);
         parts.version = Version::HTTP_11;
-        let (body, sent) = match incoming {
-            ClientBody::Hyper(incoming) if !empty_body => {
-                let idle = plan.snap.settings.client_idle_timeout;
-                let (body, sent) = ReqBody::stream(incoming, plan.max_body, idle);
-                (body, Some(sent))
+        let mut req = Request::from_parts(parts, ReqBody::Empty);
+        let (mut replay, mut sent) = (None, None);
+        if let ClientBody::Hyper(incoming) = incoming
+            && !empty_body
+        {
+            let mut keeper = None;
+            if idempotent && !upgrade {
+                (replay, keeper) = replay::Replay::of(&req, declared_length(&req)).unzip();
             }
-            _ => (ReqBody::Empty, None),
-        };
+            let idle = plan.snap.settings.client_idle_timeout;
+            let (body, sent_by) = ReqBody::stream(incoming, plan.max_body, idle, keeper);
+            *req.body_mut() = body;
+            sent = Some(sent_by);
+        }
         // A request with no body comes back after a failure and is sent again; one with a
-        // body can be retried only while it provably never left (it then comes back unsent).
+        // body comes back while it provably never left, and an idempotent one whose small
+        // body was kept whole is rebuilt from the copy (`replay`).
         let resendable = idempotent && direct;
         // Boxed: it moves through every attempt and back on failure, and a 232-byte move goes
         // through musl's slow `memcpy` each time (docs/perf/moves.rs).
-        let mut pending = Some(Box::new(Request::from_parts(parts, body)));
+        let mut pending = Some(Box::new(req));
         let deadline = start + ps.retry_budget;
         let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
         let mut n_tried = 0usize;
@@ -228,7 +236,7 @@ impl Proxy {
                     );
                 }
                 Err(Failure { kind, request }) => {
-                    pending = request;
+                    pending = request.or_else(|| replay.as_ref().and_then(|r| r.request()));
                     match kind {
                         FailKind::TooLarge => {
                             let e = ProxyError::BodyTooLarge;
@@ -474,7 +482,7 @@ fn host_of(req: &Request<ClientBody>) -> Option<&str> {
     })
 }
 
-fn declared_length(req: &Request<ClientBody>) -> Option<u64> {
+fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -385,7 +385,7 @@ impl Body for GenBody {
     }
 }
 
-/// A raw TCP "backend" that reads a whole request, counts it, then resets the connection
+/// A raw TCP "backend" that reads a whole request (sized or chunked), counts it, then resets the connection
 /// without answering: a member that accepted the request and crashed.
 #[derive(Debug)]
 pub struct ResetBackend {
@@ -429,7 +429,10 @@ impl ResetBackend {
                                 .find_map(|l| l.strip_prefix("content-length:"))
                                 .and_then(|v| v.trim().parse().ok())
                                 .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
+                            let chunked = head.contains("transfer-encoding: chunked");
+                            if chunked && buf.ends_with(b"0\r\n\r\n")
+                                || !chunked && buf.len() >= end + 4 + len
+                            {
                                 break;
                             }
                         }
