@@ -1,5 +1,6 @@
-//! The real `balancer` binary: configuration errors, `--check-config`, the template, and hot
-//! reload (file change, SIGHUP, invalid file keeps the old config) without losing requests.
+//! The real `balancer` binary: configuration errors, `--check-config`, the template, hot
+//! reload (file change, SIGHUP, invalid file keeps the old config) without losing requests,
+//! and the access log file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use common::{Backend, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -407,4 +409,71 @@ async fn sighup_reloads() {
         true
     );
     assert_eq!(upstream_of(&client, p.proxy).await, "a");
+}
+
+#[test]
+fn the_access_log_records_a_retried_request() {
+    let live = Backend::start("live");
+    let dead = common::refused_addr();
+    let dir = temp_dir("access-log");
+    let log = dir.join("access.log");
+    let file = dir.join("balancer.toml");
+    // Weighted least-connections with the refused member at weight 3: with nothing in flight
+    // it is always the least loaded, so the request goes there first, then to `live`.
+    std::fs::write(
+        &file,
+        format!(
+            "access_log = \"{}\"\n\
+             [pools.dynamic]\nmembers = [\"{dead}*3\", \"{live}\"]\n\
+             algorithm = \"least-connections\"\nmax_fails = 0\n\
+             [pools.dynamic.health]\nenabled = false\n\
+             [pools.static]\nmembers = [\"{live}\"]\n",
+            log.display(),
+            live = live.member(),
+        ),
+    )
+    .unwrap();
+    let p = spawn_balancer(&file);
+    let body = common::runtime().block_on(async {
+        let resp = common::client()
+            .get(format!("http://{}/api/student?probe=1", p.proxy))
+            .header("x-request-id", "access-log-probe-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    });
+    assert_eq!(body, "live");
+    let mut line = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            line = text
+                .lines()
+                .find(|l| l.contains("access-log-probe-42"))
+                .map(str::to_owned);
+            line.is_some()
+        }),
+        "no access-log line with the request id in {}",
+        log.display()
+    );
+    let line = line.unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let f = &entry["fields"];
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["path"], "/api/student?probe=1", "{line}");
+    assert_eq!(f["status"], 200, "{line}");
+    assert_eq!(f["pool"], "dynamic", "{line}");
+    assert_eq!(
+        f["upstream"],
+        live.member(),
+        "the member that answered: {line}"
+    );
+    assert_eq!(f["attempts"], 2, "refused, then answered: {line}");
+    assert_eq!(f["bytes"], body.len(), "{line}");
+    assert_eq!(f["request_id"], "access-log-probe-42", "{line}");
+    assert_eq!(f["outcome"], "ok", "{line}");
+    let ms = f["ms"].as_str().and_then(|v| v.parse::<f64>().ok());
+    assert!(ms.is_some_and(|ms| ms >= 0.0), "a duration in ms: {line}");
 }
