@@ -1,18 +1,21 @@
-//! The real `balancer` binary: configuration errors, `--check-config`, the template, and hot
-//! reload (file change, SIGHUP, invalid file keeps the old config) without losing requests.
+//! The real `balancer` binary: configuration errors, `--check-config`, the template, hot
+//! reload (file change, SIGHUP, invalid file keeps the old config) without losing requests,
+//! the access log file, and draining on SIGTERM.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use common::{Backend, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -407,4 +410,146 @@ async fn sighup_reloads() {
         true
     );
     assert_eq!(upstream_of(&client, p.proxy).await, "a");
+}
+
+#[test]
+fn the_access_log_records_a_retried_request() {
+    let live = Backend::start("live");
+    let dead = common::refused_addr();
+    let dir = temp_dir("access-log");
+    let log = dir.join("access.log");
+    let file = dir.join("balancer.toml");
+    // Weighted least-connections with the refused member at weight 3: with nothing in flight
+    // it is always the least loaded, so the request goes there first, then to `live`.
+    std::fs::write(
+        &file,
+        format!(
+            "access_log = \"{}\"\n\
+             [pools.dynamic]\nmembers = [\"{dead}*3\", \"{live}\"]\n\
+             algorithm = \"least-connections\"\nmax_fails = 0\n\
+             [pools.dynamic.health]\nenabled = false\n\
+             [pools.static]\nmembers = [\"{live}\"]\n",
+            log.display(),
+            live = live.member(),
+        ),
+    )
+    .unwrap();
+    let p = spawn_balancer(&file);
+    let body = common::runtime().block_on(async {
+        let resp = common::client()
+            .get(format!("http://{}/api/student?probe=1", p.proxy))
+            .header("x-request-id", "access-log-probe-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    });
+    assert_eq!(body, "live");
+    let mut line = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            line = text
+                .lines()
+                .find(|l| l.contains("access-log-probe-42"))
+                .map(str::to_owned);
+            line.is_some()
+        }),
+        "no access-log line with the request id in {}",
+        log.display()
+    );
+    let line = line.unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let f = &entry["fields"];
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["path"], "/api/student?probe=1", "{line}");
+    assert_eq!(f["status"], 200, "{line}");
+    assert_eq!(f["pool"], "dynamic", "{line}");
+    assert_eq!(
+        f["upstream"],
+        live.member(),
+        "the member that answered: {line}"
+    );
+    assert_eq!(f["attempts"], 2, "refused, then answered: {line}");
+    assert_eq!(f["bytes"], body.len(), "{line}");
+    assert_eq!(f["request_id"], "access-log-probe-42", "{line}");
+    assert_eq!(f["outcome"], "ok", "{line}");
+    let ms = f["ms"].as_str().and_then(|v| v.parse::<f64>().ok());
+    assert!(ms.is_some_and(|ms| ms >= 0.0), "a duration in ms: {line}");
+}
+
+/// A member that takes one request and holds its answer until `release` sends: says when the
+/// request has arrived.
+fn held_member() -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+        while common::find(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = arrived_tx.send(());
+        if release_rx.recv().is_ok() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld");
+        }
+    });
+    (addr, arrived, release)
+}
+
+#[test]
+fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
+    let (member, arrived, release) = held_member();
+    let dir = temp_dir("sigterm");
+    let file = dir.join("balancer.toml");
+    let pool = |name: &str| {
+        format!(
+            "[pools.{name}]\nmembers = [\"{member}\"]\n[pools.{name}.health]\nenabled = false\n"
+        )
+    };
+    std::fs::write(&file, pool("dynamic") + &pool("static")).unwrap();
+    let mut p = spawn_balancer(&file);
+    let proxy = p.proxy;
+    let in_flight = std::thread::spawn(move || {
+        let req = b"GET /api/student HTTP/1.1\r\nHost: lb\r\n\r\n";
+        common::raw_exchange(proxy, req, Duration::from_secs(30))
+    });
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the member");
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The member still holds the answer: the balancer is draining, not gone.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(proxy).is_err()
+        }),
+        "new connections are refused while the request is in flight"
+    );
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the balancer waits for the request in flight"
+    );
+    release.send(()).unwrap();
+    let resp = in_flight.join().unwrap();
+    assert_eq!(common::raw_status(&resp), 200, "{resp}");
+    assert!(resp.ends_with("held"), "{resp}");
+    let mut exit = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            exit = p.child.try_wait().unwrap();
+            exit.is_some()
+        }),
+        "the balancer exits once drained"
+    );
+    assert_eq!(exit.unwrap().code(), Some(0));
 }

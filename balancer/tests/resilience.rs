@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::{Backend, Conf, ResetBackend, client, refused_addr, runtime, wait_until};
+use common::{Backend, Conf, ResetBackend, client, refused_addr, runtime, upstream, wait_until};
 
 #[test]
 fn get_to_a_refused_member_is_retried_on_the_live_one() {
@@ -106,6 +106,68 @@ fn post_reset_after_reaching_a_member_is_not_replayed() {
         ok,
         "no POST that reached a member was replayed elsewhere"
     );
+}
+
+#[test]
+fn a_get_reset_after_sending_is_retried_on_another_member() {
+    let crasher = ResetBackend::start();
+    let live = Backend::start("live");
+    // Weighted least-connections with the crasher at weight 3: with nothing in flight it is
+    // always the least loaded, so every GET goes to it first; max_fails = 0 keeps it in.
+    let lb = Conf::new(&[format!("{}*3", crasher.member()), live.member()])
+        .pool("algorithm = \"least-connections\"")
+        .pool("max_fails = 0")
+        .start();
+    runtime().block_on(async {
+        let c = client();
+        for i in 0..4 {
+            let resp = c.get(lb.url("/")).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "GET {i}");
+            assert_eq!(upstream(&resp), live.member(), "GET {i}");
+            assert_eq!(resp.text().await.unwrap(), "live");
+        }
+    });
+    assert_eq!(
+        crasher.requests.load(Ordering::SeqCst),
+        4,
+        "every GET reached the crasher whole before it reset"
+    );
+    assert_eq!(lb.member(crasher.addr).unwrap().stats.failures(), 4);
+    assert_eq!(
+        lb.member(live.addr).unwrap().stats.retries(),
+        4,
+        "each GET was answered by the live member on its second attempt"
+    );
+    assert_eq!(live.hits(), 4);
+}
+
+/// One GET through three members that answer only after 5 s, each attempt timing out after
+/// 400 ms, with `retries = 2` and `budget`: the status and how many members got the request.
+fn members_tried_within(budget: &str) -> (u16, u64) {
+    let members = [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ];
+    let lb = Conf::new(&members.iter().map(Backend::member).collect::<Vec<_>>())
+        .pool("retries = 2")
+        .pool("response_timeout = \"400ms\"")
+        .pool(&format!("retry_budget = \"{budget}\""))
+        .start();
+    let status = runtime().block_on(async {
+        let resp = client().get(lb.url("/slow?ms=5000")).send().await.unwrap();
+        resp.status().as_u16()
+    });
+    (status, members.iter().map(Backend::hits).sum())
+}
+
+#[test]
+fn a_request_stops_retrying_once_the_retry_budget_is_spent() {
+    // The first attempt fails (400 ms) after the budget (200 ms) is gone: no other member is
+    // tried, whatever `retries` allows.
+    assert_eq!(members_tried_within("200ms"), (504, 1));
+    // Control: with budget left, the same timeouts move on to every member.
+    assert_eq!(members_tried_within("10s"), (504, 3));
 }
 
 #[test]
