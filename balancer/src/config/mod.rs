@@ -171,7 +171,8 @@ pub struct PoolFile {
     pub response_timeout: Option<Duration>,
     /// Extra attempts on other members for a failed idempotent request.
     pub retries: Option<u32>,
-    /// Total time all attempts of one request may take before giving up.
+    /// No new attempt starts once this long has passed since the request arrived (one under
+    /// way keeps its own timeouts), as nginx's `proxy_next_upstream_timeout`.
     #[serde(default, with = "units::opt_duration")]
     pub retry_budget: Option<Duration>,
     /// Failures within `fail_timeout` that take a member out (0 = never).

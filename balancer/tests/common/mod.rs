@@ -729,3 +729,11 @@ pub fn tally<'a>(names: impl IntoIterator<Item = &'a String>) -> BTreeMap<String
     }
     m
 }
+
+/// A fresh directory under the system temp dir, unique to this test process and `name`.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("balancer-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}

@@ -1,0 +1,353 @@
+//! The real `balancer` binary as a server: hot reload (file change, SIGHUP, an invalid file
+//! keeps the old config) without losing requests, the access log file, and draining on
+//! SIGTERM.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use common::{Backend, temp_dir, wait_until};
+
+const BIN: &str = env!("CARGO_BIN_EXE_balancer");
+
+/// Replaces a file the way editors do: write a sibling, rename over.
+fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A backend that names itself in every answer and has a /healthz.
+async fn backend(name: &'static str) -> SocketAddr {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(move || async move { ([("x-backend", name)], name) });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+/// The binary, killed on drop.
+struct Proc {
+    child: Child,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_balancer(config: &Path) -> Proc {
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("BALANCER_CONFIG", config)
+        .env("BALANCER_LISTEN", "127.0.0.1:0")
+        .env("BALANCER_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn balancer");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut addr = |suffix: &str| -> SocketAddr {
+        let line = lines
+            .next()
+            .expect("balancer exited before listening")
+            .unwrap();
+        let rest = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {line}"));
+        rest.trim_end_matches(suffix).trim().parse().unwrap()
+    };
+    let proxy = addr("");
+    let admin = addr("(admin)");
+    Proc {
+        child,
+        proxy,
+        admin,
+    }
+}
+
+async fn upstream_of(client: &reqwest::Client, proxy: SocketAddr) -> String {
+    let r = client
+        .get(format!("http://{proxy}/api/student"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.headers()["x-backend"].to_str().unwrap().to_owned()
+}
+
+async fn wait_for_upstream(client: &reqwest::Client, proxy: SocketAddr, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if upstream_of(client, proxy).await == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never switched to {want}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn pool_config(member: SocketAddr) -> String {
+    format!("[pools.dynamic]\nmembers = [\"{member}\"]\n[pools.static]\nmembers = [\"{member}\"]\n")
+}
+
+#[tokio::test]
+async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_config() {
+    let a = backend("a").await;
+    let b = backend("b").await;
+    let dir = temp_dir("reload");
+    let file = dir.join("balancer.toml");
+    std::fs::write(&file, pool_config(a)).unwrap();
+    let p = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || spawn_balancer(&file)
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(upstream_of(&client, p.proxy).await, "a");
+
+    // Requests keep flowing through every reload.
+    let load = {
+        let client = client.clone();
+        let proxy = p.proxy;
+        tokio::spawn(async move {
+            let mut failures = 0;
+            let mut total = 0;
+            let end = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < end {
+                let r = client
+                    .get(format!("http://{proxy}/api/student"))
+                    .send()
+                    .await;
+                total += 1;
+                if !matches!(r, Ok(ref r) if r.status() == 200) {
+                    failures += 1;
+                }
+            }
+            (total, failures)
+        })
+    };
+
+    replace_file(&file, &pool_config(b));
+    wait_for_upstream(&client, p.proxy, "b").await;
+
+    replace_file(&file, "[pools.dynamic]\nalgoritm = \"random\"\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = common::admin_status(&client, p.admin).await;
+        if s["reload"]["ok"] == false {
+            assert!(
+                s["reload"]["error"].as_str().unwrap().contains("algoritm"),
+                "{s}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "bad edit never reported: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        upstream_of(&client, p.proxy).await,
+        "b",
+        "old config must keep serving"
+    );
+
+    let (total, failures) = load.await.unwrap();
+    assert!(total > 10);
+    assert_eq!(
+        failures, 0,
+        "{failures} of {total} requests failed during reloads"
+    );
+}
+
+#[tokio::test]
+async fn sighup_reloads() {
+    let a = backend("a").await;
+    let dir = temp_dir("sighup");
+    let file = dir.join("balancer.toml");
+    std::fs::write(&file, pool_config(a)).unwrap();
+    let p = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || spawn_balancer(&file)
+    })
+    .await
+    .unwrap();
+    let client = reqwest::Client::new();
+    assert_eq!(
+        common::admin_status(&client, p.admin).await["reload"]["at"],
+        0.0
+    );
+    let ok = Command::new("kill")
+        .args(["-HUP", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::admin_status(&client, p.admin).await["reload"]["at"] == 0.0 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        common::admin_status(&client, p.admin).await["reload"]["ok"],
+        true
+    );
+    assert_eq!(upstream_of(&client, p.proxy).await, "a");
+}
+
+#[test]
+fn the_access_log_records_a_retried_request() {
+    let live = Backend::start("live");
+    let dead = common::refused_addr();
+    let dir = temp_dir("access-log");
+    let log = dir.join("access.log");
+    let file = dir.join("balancer.toml");
+    // Weighted least-connections with the refused member at weight 3: with nothing in flight
+    // it is always the least loaded, so the request goes there first, then to `live`.
+    std::fs::write(
+        &file,
+        format!(
+            "access_log = \"{}\"\n\
+             [pools.dynamic]\nmembers = [\"{dead}*3\", \"{live}\"]\n\
+             algorithm = \"least-connections\"\nmax_fails = 0\n\
+             [pools.dynamic.health]\nenabled = false\n\
+             [pools.static]\nmembers = [\"{live}\"]\n",
+            log.display(),
+            live = live.member(),
+        ),
+    )
+    .unwrap();
+    let p = spawn_balancer(&file);
+    let body = common::runtime().block_on(async {
+        let resp = common::client()
+            .get(format!("http://{}/api/student?probe=1", p.proxy))
+            .header("x-request-id", "access-log-probe-42")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap()
+    });
+    assert_eq!(body, "live");
+    let mut line = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            line = text
+                .lines()
+                .find(|l| l.contains("access-log-probe-42"))
+                .map(str::to_owned);
+            line.is_some()
+        }),
+        "no access-log line with the request id in {}",
+        log.display()
+    );
+    let line = line.unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let f = &entry["fields"];
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["path"], "/api/student?probe=1", "{line}");
+    assert_eq!(f["status"], 200, "{line}");
+    assert_eq!(f["pool"], "dynamic", "{line}");
+    assert_eq!(
+        f["upstream"],
+        live.member(),
+        "the member that answered: {line}"
+    );
+    assert_eq!(f["attempts"], 2, "refused, then answered: {line}");
+    assert_eq!(f["bytes"], body.len(), "{line}");
+    assert_eq!(f["request_id"], "access-log-probe-42", "{line}");
+    assert_eq!(f["outcome"], "ok", "{line}");
+    let ms = f["ms"].as_str().and_then(|v| v.parse::<f64>().ok());
+    assert!(ms.is_some_and(|ms| ms >= 0.0), "a duration in ms: {line}");
+}
+
+/// A member that takes one request and holds its answer until `release` sends: says when the
+/// request has arrived.
+fn held_member() -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (arrived_tx, arrived) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let (mut head, mut buf) = (Vec::new(), [0u8; 1024]);
+        while common::find(&head, b"\r\n\r\n").is_none() {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = arrived_tx.send(());
+        if release_rx.recv().is_ok() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nheld");
+        }
+    });
+    (addr, arrived, release)
+}
+
+#[test]
+fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
+    let (member, arrived, release) = held_member();
+    let dir = temp_dir("sigterm");
+    let file = dir.join("balancer.toml");
+    let pool = |name: &str| {
+        format!(
+            "[pools.{name}]\nmembers = [\"{member}\"]\n[pools.{name}.health]\nenabled = false\n"
+        )
+    };
+    std::fs::write(&file, pool("dynamic") + &pool("static")).unwrap();
+    let mut p = spawn_balancer(&file);
+    let proxy = p.proxy;
+    let in_flight = std::thread::spawn(move || {
+        let req = b"GET /api/student HTTP/1.1\r\nHost: lb\r\n\r\n";
+        common::raw_exchange(proxy, req, Duration::from_secs(30))
+    });
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the member");
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The member still holds the answer: the balancer is draining, not gone.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            std::net::TcpStream::connect(proxy).is_err()
+        }),
+        "new connections are refused while the request is in flight"
+    );
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "the balancer waits for the request in flight"
+    );
+    release.send(()).unwrap();
+    let resp = in_flight.join().unwrap();
+    assert_eq!(common::raw_status(&resp), 200, "{resp}");
+    assert!(resp.ends_with("held"), "{resp}");
+    let mut exit = None;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            exit = p.child.try_wait().unwrap();
+            exit.is_some()
+        }),
+        "the balancer exits once drained"
+    );
+    assert_eq!(exit.unwrap().code(), Some(0));
+}
