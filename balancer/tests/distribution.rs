@@ -267,6 +267,43 @@ fn ip_hash_keeps_each_client_ip_on_one_member() {
 }
 
 #[test]
+fn ip_hash_moves_only_the_clients_of_a_killed_member_each_to_one_new_member() {
+    let mut bs = [
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("c"),
+    ];
+    let lb = Conf::new(&bs.iter().map(Backend::member).collect::<Vec<_>>())
+        .pool("algorithm = \"ip-hash\"")
+        .start();
+    let rt = runtime();
+    let ips = client_ips();
+    let before = rt.block_on(members_by_ip(&lb, &ips, 3));
+    let only = |by_ip: &BTreeMap<IpAddr, BTreeSet<String>>, ip: &IpAddr| {
+        let members = &by_ip[ip];
+        assert_eq!(members.len(), 1, "{ip} was sent to {members:?}");
+        members.first().unwrap().clone()
+    };
+    let dead = only(&before, &ips[0]);
+    bs.iter_mut().find(|b| b.member() == dead).unwrap().kill();
+    // The first request of each moved client meets the dead member, fails over and takes it
+    // out; the next ones must land where that retry did.
+    let after = rt.block_on(members_by_ip(&lb, &ips, 5));
+    let mut moved = 0;
+    for ip in &ips {
+        let (was, now) = (only(&before, ip), only(&after, ip));
+        if was == dead {
+            moved += 1;
+            assert_ne!(now, dead, "{ip}");
+        } else {
+            assert_eq!(now, was, "{ip} lost its member though it is alive");
+        }
+    }
+    // 16 addresses all on one member has p = 3^-15: some client always stays put.
+    assert!(moved < ips.len(), "{before:?}");
+}
+
+#[test]
 fn header_hash_keeps_each_value_on_one_member_and_spreads_values() {
     let bs = [
         Backend::start("a"),

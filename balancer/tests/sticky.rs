@@ -106,6 +106,69 @@ fn requests_with_the_cookie_stick_to_one_member() {
 }
 
 #[test]
+fn a_configured_cookie_name_and_max_age_shape_the_cookie_and_it_sticks() {
+    let bs = three();
+    let lb = cookie_conf(&bs)
+        .pool("cookie_name = \"pin.id\"")
+        .pool("cookie_max_age = \"2h\"")
+        .start();
+    runtime().block_on(async {
+        let c = client();
+        let first = c.get(lb.url("/")).send().await.unwrap();
+        assert_eq!(first.status(), 200);
+        let pinned = upstream(&first);
+        let header = set_cookie(&first).expect("first response sets the sticky cookie");
+        let mut parts = header.split("; ");
+        let value = parts
+            .next()
+            .and_then(|kv| kv.strip_prefix("pin.id="))
+            .unwrap_or_else(|| panic!("not named pin.id: {header}"))
+            .to_owned();
+        let attrs: BTreeSet<&str> = parts.collect();
+        assert_eq!(
+            attrs,
+            BTreeSet::from(["Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=7200"]),
+            "{header}"
+        );
+        // The keyed id of the member that answered, not its address.
+        let addr: SocketAddr = pinned.parse().unwrap();
+        assert_eq!(
+            value,
+            member_id(&lb.sticky_key, addr).to_string(),
+            "{header}"
+        );
+        assert!(
+            !value.contains(&addr.port().to_string()) && !value.contains("127.0.0.1"),
+            "{header}"
+        );
+        for i in 0..20 {
+            let resp = c
+                .get(lb.url("/"))
+                .header("cookie", format!("lb_dynamic=0; pin.id={value}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(
+                upstream(&resp),
+                pinned,
+                "request {i} left the pinned member"
+            );
+            assert_eq!(set_cookie(&resp), None, "a valid cookie is not re-issued");
+        }
+        // The default name means nothing to this pool: no pin, so a cookie is issued.
+        let resp = c
+            .get(lb.url("/"))
+            .header("cookie", format!("lb_dynamic={value}"))
+            .send()
+            .await
+            .unwrap();
+        let header = set_cookie(&resp).expect("a request without pin.id gets one");
+        assert!(header.starts_with("pin.id="), "{header}");
+    });
+}
+
+#[test]
 fn killed_sticky_member_fails_over_with_a_new_cookie() {
     let mut bs = three();
     let lb = cookie_conf(&bs).start();

@@ -476,6 +476,7 @@ pub struct Conf {
     top: Vec<String>,
     pool: Vec<String>,
     health: bool,
+    default_routes: bool,
 }
 
 impl Conf {
@@ -486,7 +487,21 @@ impl Conf {
             top: vec!["upstream_header = true".into()],
             pool: Vec::new(),
             health: false,
+            default_routes: false,
         }
+    }
+
+    /// Leaves `upstream_header` unset, i.e. at its default (off).
+    pub fn without_upstream_header(mut self) -> Self {
+        self.top.retain(|l| l != "upstream_header = true");
+        self
+    }
+
+    /// Leaves the routes at their defaults (`/api/student` and `/api/...` to `dynamic`, the
+    /// rest to `static`) instead of sending every path to `dynamic`.
+    pub fn default_routes(mut self) -> Self {
+        self.default_routes = true;
+        self
     }
 
     /// Adds a key to `[pools.dynamic]` (`algorithm = "p2c"`).
@@ -530,7 +545,9 @@ impl Conf {
         if !self.health {
             t.push_str("[pools.dynamic.health]\nenabled = false\n");
         }
-        t.push_str("\n[[routes]]\npath = \"/\"\npool = \"dynamic\"\n");
+        if !self.default_routes {
+            t.push_str("\n[[routes]]\npath = \"/\"\npool = \"dynamic\"\n");
+        }
         t
     }
 
