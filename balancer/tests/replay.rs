@@ -6,8 +6,9 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use common::{Backend, Conf, ResetBackend, client, runtime};
+use common::{Backend, BackendOpts, Conf, ResetBackend, client, runtime, upstream};
 
 /// Sends `n` PUTs of `body()` to `/count` through a pool of a crashing and a live member;
 /// returns the statuses.
@@ -66,4 +67,40 @@ fn a_put_too_large_to_keep_is_not_replayed() {
         "each failed PUT reached the crasher once and was not sent again"
     );
     assert_eq!(live.hits() + failed, 4, "{statuses:?}");
+}
+
+#[test]
+fn a_put_that_timed_out_is_replayed_with_a_full_response_timeout() {
+    let opts = BackendOpts {
+        delay: Duration::from_millis(800),
+    };
+    let slow = Backend::start_with("slow", opts);
+    let live = Backend::start("live");
+    // Weighted least-connections with the slow member at weight 3: with nothing in flight it
+    // is always the least loaded, so every PUT goes to it first.
+    let lb = Conf::new(&[format!("{}*3", slow.member()), live.member()])
+        .pool("algorithm = \"least-connections\"")
+        .pool("response_timeout = \"300ms\"")
+        .pool("max_fails = 0")
+        .start();
+    runtime().block_on(async {
+        let c = client();
+        for i in 0..3 {
+            let resp = c
+                .put(lb.url("/count"))
+                .body("y".repeat(2000))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "PUT {i}");
+            assert_eq!(upstream(&resp), live.member(), "PUT {i}");
+            assert_eq!(resp.text().await.unwrap(), "2000");
+        }
+    });
+    assert_eq!(lb.member(slow.addr).unwrap().stats.failures(), 3);
+    assert_eq!(
+        lb.member(live.addr).unwrap().stats.failures(),
+        0,
+        "the replay had its own response timeout, not what was left of the first one"
+    );
 }

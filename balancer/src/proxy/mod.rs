@@ -149,7 +149,7 @@ impl Proxy {
             && !empty_body
         {
             let mut keeper = None;
-            if idempotent && !upgrade {
+            if idempotent && !upgrade && ps.retries > 0 {
                 (replay, keeper) = replay::Replay::of(&req, declared_length(&req)).unzip();
             }
             let idle = plan.snap.settings.client_idle_timeout;
@@ -236,7 +236,15 @@ impl Proxy {
                     );
                 }
                 Err(Failure { kind, request }) => {
-                    pending = request.or_else(|| replay.as_ref().and_then(|r| r.request()));
+                    pending = request;
+                    if pending.is_none()
+                        && let Some(again) = replay.as_ref().and_then(|r| r.request())
+                    {
+                        pending = Some(again);
+                        // The copy is all here: the member's time starts when it is sent,
+                        // not when the client's last byte came in for the first attempt.
+                        sent = None;
+                    }
                     match kind {
                         FailKind::TooLarge => {
                             let e = ProxyError::BodyTooLarge;

@@ -19,7 +19,8 @@ use super::body::ReqBody;
 /// before it spills to disk; a lab's PUTs are well under this).
 pub const REPLAY_LIMIT: u64 = 64 * 1024;
 
-/// The body frames of one upload, published once the whole body has gone through.
+/// The body frames of one upload, published once the whole body has gone through. They are
+/// slices of the connection's read buffer, so they pin it until the request is answered.
 #[derive(Debug, Default)]
 pub struct Kept(OnceLock<Vec<Bytes>>);
 
@@ -63,7 +64,9 @@ pub struct Replay {
 impl Replay {
     /// Keeps the head of a request about to be sent (its header rewrites already done), and
     /// returns the keeper its body feeds; `None` when a declared length is over the limit.
-    pub fn of(req: &Request<ReqBody>, declared: Option<u64>) -> Option<(Replay, Keeper)> {
+    /// Boxed: it lives across the request's awaits, and every request's future would carry
+    /// its ~220 bytes otherwise.
+    pub fn of(req: &Request<ReqBody>, declared: Option<u64>) -> Option<(Box<Replay>, Keeper)> {
         if declared.is_some_and(|n| n > REPLAY_LIMIT) {
             return None;
         }
@@ -73,13 +76,13 @@ impl Replay {
             len: 0,
             into: Arc::clone(&body),
         };
-        let replay = Replay {
+        let replay = Box::new(Replay {
             method: req.method().clone(),
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
             body,
-        };
+        });
         Some((replay, keeper))
     }
 
