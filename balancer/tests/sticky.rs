@@ -81,21 +81,8 @@ fn requests_with_the_cookie_stick_to_one_member() {
         let first = c.get(lb.url("/")).send().await.unwrap();
         let pinned = upstream(&first);
         let cookie = format!("lb_dynamic={}", cookie_value(&set_cookie(&first).unwrap()));
-        for i in 0..30 {
-            let resp = c
-                .get(lb.url("/"))
-                .header("cookie", format!("theme=dark; {cookie}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            assert_eq!(
-                upstream(&resp),
-                pinned,
-                "request {i} left the pinned member"
-            );
-            assert_eq!(set_cookie(&resp), None, "a valid cookie is not re-issued");
-        }
+        let cookies = format!("theme=dark; {cookie}");
+        stays_pinned(&c, &lb.url("/"), &cookies, &pinned, 30).await;
         // Without the cookie the pool still spreads requests.
         let mut seen = BTreeSet::new();
         for _ in 0..6 {
@@ -141,21 +128,8 @@ fn a_configured_cookie_name_and_max_age_shape_the_cookie_and_it_sticks() {
             !value.contains(&addr.port().to_string()) && !value.contains("127.0.0.1"),
             "{header}"
         );
-        for i in 0..20 {
-            let resp = c
-                .get(lb.url("/"))
-                .header("cookie", format!("lb_dynamic=0; pin.id={value}"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), 200);
-            assert_eq!(
-                upstream(&resp),
-                pinned,
-                "request {i} left the pinned member"
-            );
-            assert_eq!(set_cookie(&resp), None, "a valid cookie is not re-issued");
-        }
+        let cookies = format!("lb_dynamic=0; pin.id={value}");
+        stays_pinned(&c, &lb.url("/"), &cookies, &pinned, 20).await;
         // The default name means nothing to this pool: no pin, so a cookie is issued.
         let resp = c
             .get(lb.url("/"))
@@ -337,4 +311,18 @@ fn sticky_ip_hash_keeps_each_client_ip_on_one_member() {
         }
         assert!(used.len() >= 2, "16 client IPs should spread: {used:?}");
     });
+}
+
+/// Sends `n` GETs carrying `cookies`; each must reach `pinned`, with no cookie re-issued.
+async fn stays_pinned(c: &reqwest::Client, url: &str, cookies: &str, pinned: &str, n: usize) {
+    for i in 0..n {
+        let resp = c.get(url).header("cookie", cookies).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            upstream(&resp),
+            pinned,
+            "request {i} left the pinned member"
+        );
+        assert_eq!(set_cookie(&resp), None, "a valid cookie is not re-issued");
+    }
 }
