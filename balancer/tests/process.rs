@@ -82,6 +82,15 @@ fn spawn_balancer(config: &Path) -> Proc {
     }
 }
 
+/// [`spawn_balancer`] from a test runtime: it blocks until the binary prints its addresses,
+/// so it runs on a blocking thread.
+async fn spawn_balancer_async(config: &Path) -> Proc {
+    let config = config.to_owned();
+    tokio::task::spawn_blocking(move || spawn_balancer(&config))
+        .await
+        .unwrap()
+}
+
 async fn upstream_of(client: &reqwest::Client, proxy: SocketAddr) -> String {
     let r = client
         .get(format!("http://{proxy}/api/student"))
@@ -114,12 +123,7 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
     let dir = temp_dir("reload");
     let file = dir.join("balancer.toml");
     std::fs::write(&file, pool_config(a)).unwrap();
-    let p = tokio::task::spawn_blocking({
-        let file = file.clone();
-        move || spawn_balancer(&file)
-    })
-    .await
-    .unwrap();
+    let p = spawn_balancer_async(&file).await;
     let client = reqwest::Client::new();
     assert_eq!(upstream_of(&client, p.proxy).await, "a");
 
@@ -182,12 +186,7 @@ async fn sighup_reloads() {
     let dir = temp_dir("sighup");
     let file = dir.join("balancer.toml");
     std::fs::write(&file, pool_config(a)).unwrap();
-    let p = tokio::task::spawn_blocking({
-        let file = file.clone();
-        move || spawn_balancer(&file)
-    })
-    .await
-    .unwrap();
+    let p = spawn_balancer_async(&file).await;
     let client = reqwest::Client::new();
     assert_eq!(
         common::admin_status(&client, p.admin).await["reload"]["at"],
