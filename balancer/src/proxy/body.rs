@@ -194,13 +194,14 @@ impl Body for ReqBody {
                 }
                 up.sent.progressed();
                 up.idle.progressed();
-                if frame.is_trailers() {
+                let trailers = frame.is_trailers();
+                if trailers {
                     // Trailers are not kept: such a body is not replayed.
                     up.keeper = None;
                 }
                 // hyper stops polling once a sized body is complete, or after trailers, so
                 // None may never come.
-                if frame.is_trailers() || up.inner.is_end_stream() {
+                if trailers || up.inner.is_end_stream() {
                     up.ended();
                 }
                 Poll::Ready(Some(Ok(frame)))
