@@ -169,11 +169,24 @@ async fn three_api_replicas_show_at_least_two_colours(b: &mut Browser) {
 
 /// Which static replica rendered the page, whether it was sticky, and the cookie it saw;
 /// `None` while the page is between two loads (its elements are gone or not there yet).
+/// One script reads all three, so a navigation cannot commit between the reads and pair the
+/// old page's replica with the new page's stickiness.
 async fn try_static_state(b: &Browser) -> Option<(String, String, String)> {
-    let instance = b.attr("#static-instance", "data-instance").await.ok()??;
-    let sticky = b.attr("#sticky-status", "data-sticky").await.ok()??;
-    let cookie = b.attr("#sticky-status", "data-cookie").await.ok()??;
-    Some((instance, sticky, cookie))
+    let v = b
+        .js("var i = document.getElementById('static-instance');
+             var s = document.getElementById('sticky-status');
+             if (!i || !s) { return null; }
+             return [i.dataset.instance, s.dataset.sticky, s.dataset.cookie];")
+        .await
+        .ok()?;
+    let [instance, sticky, cookie] = v.as_array()?.as_slice() else {
+        return None;
+    };
+    Some((
+        instance.as_str()?.to_owned(),
+        sticky.as_str()?.to_owned(),
+        cookie.as_str()?.to_owned(),
+    ))
 }
 
 async fn static_state(b: &Browser) -> (String, String, String) {
