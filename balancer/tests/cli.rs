@@ -174,6 +174,29 @@ fn semantic_errors_name_the_field_and_its_source() {
             "{content}: expected {needle:?} in {err}"
         );
     }
+    // A head limit hyper cannot honour (it buffers at least 8 KiB) is refused, not rounded.
+    for (value, origin) in [("4KiB", "file"), ("2MiB", "file")] {
+        std::fs::write(&file, format!("[limits]\nmax_header_bytes = \"{value}\"\n")).unwrap();
+        let out = run(
+            &["--check-config"],
+            &[("BALANCER_CONFIG", file.to_str().unwrap())],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {err}");
+        assert!(
+            err.contains("limits.max_header_bytes")
+                && err.contains(origin)
+                && err.contains("8KiB to 1MiB"),
+            "{value}: {err}"
+        );
+    }
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_MAX_HEADER_BYTES", "1KiB")],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("BALANCER_MAX_HEADER_BYTES"), "{err}");
     let out = run(
         &["--check-config"],
         &[("BALANCER_CONFIG", "/nonexistent/balancer.toml")],

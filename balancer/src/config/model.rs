@@ -181,6 +181,7 @@ impl Settings {
         }
         let routes = routes(raw, &pools, origin)?;
         check_listeners(raw, origin)?;
+        let max_header_bytes = header_limit(raw, origin)?;
         let workers = match raw.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -196,9 +197,7 @@ impl Settings {
             discovery_interval: raw.discovery_interval.max(Duration::from_millis(250)),
             client_idle_timeout: raw.timeouts.client_idle,
             backend_idle_timeout: raw.timeouts.backend_idle,
-            max_header_bytes: usize::try_from(raw.limits.max_header_bytes.0)
-                .unwrap_or(usize::MAX)
-                .max(1024),
+            max_header_bytes,
             pools,
             routes,
             file: origin.file.clone(),
@@ -462,6 +461,29 @@ fn check_listeners(raw: &RawConfig, origin: &Origin) -> Result<(), ConfigError> 
         });
     }
     Ok(())
+}
+
+/// Smallest request-head limit: hyper, which parses every head the plain path hands over,
+/// cannot buffer less than this.
+pub const MIN_HEADER_BYTES: u64 = 8 * 1024;
+/// Largest request-head limit: every connection may buffer this much.
+pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+
+fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
+    let n = raw.limits.max_header_bytes.0;
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
+        return Err(ConfigError::Invalid {
+            field: "limits.max_header_bytes".into(),
+            origin: origin.describe(
+                Some("BALANCER_MAX_HEADER_BYTES"),
+                &["limits", "max_header_bytes"],
+            ),
+            value: raw.limits.max_header_bytes.to_string(),
+            expected: "a size from 8KiB to 1MiB".into(),
+        });
+    }
+    // In range, so it fits any usize.
+    Ok(n as usize)
 }
 
 /// Derives the 128-bit sticky key from the configured secret.
