@@ -242,13 +242,14 @@ fn run(file: FileChoice) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("listening on {}", running.proxy_addr);
-    println!("listening on {} (admin)", running.admin_addr);
-    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "balancer started");
+    // Handlers first: whoever reads "listening on" may send SIGTERM at once, and it must drain.
     if let Err(e) = install_signals(&running) {
         eprintln!("balancer: cannot install signal handlers: {e}");
         return ExitCode::from(1);
     }
+    println!("listening on {}", running.proxy_addr);
+    println!("listening on {} (admin)", running.admin_addr);
+    tracing::info!(proxy = %running.proxy_addr, admin = %running.admin_addr, "balancer started");
     match running.wait() {
         Ok(()) => {
             tracing::info!("balancer stopped");
