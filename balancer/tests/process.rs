@@ -52,12 +52,18 @@ impl Drop for Proc {
 }
 
 fn spawn_balancer(config: &Path) -> Proc {
+    spawn_balancer_with(config, &[])
+}
+
+/// The binary with only `config`, loopback listeners and `env` in its environment.
+fn spawn_balancer_with(config: &Path, env: &[(&str, String)]) -> Proc {
     let mut child = Command::new(BIN)
         .env_clear()
         .env("BALANCER_CONFIG", config)
         .env("BALANCER_LISTEN", "127.0.0.1:0")
         .env("BALANCER_ADMIN_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -110,6 +116,55 @@ async fn wait_for_upstream(client: &reqwest::Client, proxy: SocketAddr, want: &s
         assert!(Instant::now() < deadline, "never switched to {want}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn static_backend_and_dynamic_backend_fill_the_default_pools_behind_the_default_routes() {
+    let site = backend("site").await;
+    let (api1, api2) = (backend("api1").await, backend("api2").await);
+    let dir = temp_dir("env-pools");
+    let file = dir.join("empty.toml");
+    std::fs::write(&file, "").unwrap();
+    let env = [
+        // A DNS name for the static pool, two addresses for the dynamic one.
+        ("STATIC_BACKEND", format!("localhost:{}", site.port())),
+        ("DYNAMIC_BACKEND", format!("{api1} {api2}")),
+    ];
+    let p = tokio::task::spawn_blocking(move || spawn_balancer_with(&file, &env))
+        .await
+        .unwrap();
+    let (client, proxy) = (reqwest::Client::new(), p.proxy);
+    let backend_of = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let r = client
+                .get(format!("http://{proxy}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+            r.headers()["x-backend"].to_str().unwrap().to_owned()
+        }
+    };
+    for path in ["/", "/index.html", "/api", "/apix", "/static/api/student"] {
+        assert_eq!(backend_of(path).await, "site", "{path} is static");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for path in [
+        "/api/student",
+        "/api/student",
+        "/api/other",
+        "/api/student/7",
+    ] {
+        let b = backend_of(path).await;
+        assert!(b == "api1" || b == "api2", "{path} is dynamic, went to {b}");
+        seen.insert(b);
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "round-robin over both DYNAMIC_BACKEND members"
+    );
 }
 
 fn pool_config(member: SocketAddr) -> String {
@@ -274,6 +329,96 @@ fn the_access_log_records_a_retried_request() {
     assert_eq!(f["outcome"], "ok", "{line}");
     let ms = f["ms"].as_str().and_then(|v| v.parse::<f64>().ok());
     assert!(ms.is_some_and(|ms| ms >= 0.0), "a duration in ms: {line}");
+}
+
+/// The access-log lines (JSON) of `log` once `want` of them match `pick`.
+fn log_lines(log: &Path, want: usize, pick: impl Fn(&str) -> bool) -> Vec<serde_json::Value> {
+    let mut found = Vec::new();
+    let complete = wait_until(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        found = text
+            .lines()
+            .filter(|l| pick(l))
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        found.len() >= want
+    });
+    assert!(
+        complete,
+        "{} of {want} lines in {}",
+        found.len(),
+        log.display()
+    );
+    found
+}
+
+#[test]
+fn a_client_gone_before_its_answer_and_refused_heads_are_logged_too() {
+    let (member, arrived, release) = held_member();
+    let dir = temp_dir("access-log-499");
+    let log = dir.join("access.log");
+    let file = dir.join("balancer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "access_log = \"{}\"\n\
+             [pools.dynamic]\nmembers = [\"{member}\"]\n[pools.dynamic.health]\nenabled = false\n\
+             [pools.static]\nmembers = [\"{member}\"]\n[pools.static.health]\nenabled = false\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    let p = spawn_balancer(&file);
+    let mut client = std::net::TcpStream::connect(p.proxy).unwrap();
+    client
+        .write_all(b"GET /api/student HTTP/1.1\r\nHost: lb\r\nX-Request-Id: left-early\r\n\r\n")
+        .unwrap();
+    arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reached the member");
+    drop(client);
+    let gone = &log_lines(&log, 1, |l| l.contains("left-early"))[0]["fields"];
+    assert_eq!(gone["status"], 499, "{gone}");
+    assert_eq!(gone["outcome"], "client-closed", "{gone}");
+    assert_eq!(
+        gone["upstream"],
+        member.to_string(),
+        "the member it waited for"
+    );
+    assert_eq!(gone["attempts"], 1, "{gone}");
+    let _ = release.send(());
+
+    // Heads the parser refuses get a line each (no method, path or id to name) and count.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: lb\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(20_000)
+    );
+    for (head, status) in [
+        (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), 400),
+        (huge.into_bytes(), 431),
+    ] {
+        let resp = common::raw_exchange(p.proxy, &head, Duration::from_secs(10));
+        assert_eq!(common::raw_status(&resp), status, "{resp}");
+    }
+    let refused = log_lines(&log, 2, |l| l.contains("\"refused\""));
+    let statuses: Vec<_> = refused
+        .iter()
+        .map(|e| e["fields"]["status"].clone())
+        .collect();
+    assert_eq!(statuses, [400, 431], "{refused:?}");
+    assert!(
+        refused.iter().all(|e| e["fields"]["method"] == "-"),
+        "{refused:?}"
+    );
+    let metrics = common::raw_exchange(
+        p.admin,
+        b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(10),
+    );
+    for code in [400, 431] {
+        let counted = format!("balancer_local_responses_total{{pool=\"-\",code=\"{code}\"}} 1");
+        assert!(metrics.contains(&counted), "{counted} in {metrics}");
+    }
 }
 
 /// A member that takes one request and holds its answer until `release` sends: says when the

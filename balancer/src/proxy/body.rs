@@ -280,6 +280,50 @@ impl AccessLog {
     }
 }
 
+/// nginx's status for a request whose client went away before it was answered.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// An access-log record not yet handed to a response. Dropped while still holding it, the
+/// request's future was abandoned (the client went away first), so it writes nginx's 499.
+#[derive(Debug)]
+pub struct Unanswered(Option<Box<AccessLog>>);
+
+impl Unanswered {
+    /// Holds `log` (`None` when access logging is off).
+    pub fn new(log: Option<Box<AccessLog>>) -> Self {
+        Unanswered(log)
+    }
+
+    /// The record, to fill in as the request goes.
+    pub fn as_mut(&mut self) -> Option<&mut AccessLog> {
+        self.0.as_deref_mut()
+    }
+
+    /// Hands the record to the response, which writes it when its body ends.
+    pub fn take(&mut self) -> Option<Box<AccessLog>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(l) = self.0.as_mut() {
+            l.status = CLIENT_CLOSED;
+            l.write(0, "client-closed");
+        }
+    }
+}
+
+/// The access-log line for bytes refused before they made a request (no method or path to
+/// name): a head that does not parse or is over the limit.
+pub fn log_refused(status: u16, bytes: u64, request_id: &str) {
+    tracing::info!(
+        target: "access",
+        method = "-", path = "-", status, pool = "-", upstream = "-", attempts = 0u32,
+        ms = "0.00", bytes, request_id, outcome = "refused",
+    );
+}
+
 /// Bookkeeping that rides along with a response body.
 #[derive(Debug)]
 pub struct Tail {

@@ -17,7 +17,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use self::body::{AccessLog, ReqBody, RespBody, Tail};
+use self::body::{AccessLog, ReqBody, RespBody, Tail, Unanswered};
 use self::upstream::{FailKind, Failure};
 use crate::config::StickyMode;
 use crate::error::ProxyError;
@@ -78,7 +78,7 @@ impl Proxy {
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let (rid, _) = headers::request_id(req.headers(), self.id_seed);
-        let mut log = access_log_enabled().then(|| {
+        let mut log = Unanswered::new(access_log_enabled().then(|| {
             Box::new(AccessLog {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
@@ -89,15 +89,15 @@ impl Proxy {
                 upstream: None,
                 attempts: 0,
             })
-        });
+        }));
         // hyper normalizes ambiguous framing before a handler could see it, so only the
         // connection's framing guard can tell.
         if bad_framing || !headers::host_is_valid(req.headers(), req.version()) {
-            return self.local(ProxyError::BadRequest, "-", &rid, log, true);
+            return self.local(ProxyError::BadRequest, "-", &rid, log.take(), true);
         }
         let host = host_of(&req);
         let Some(route) = snap.routes.route(host, req.uri().path()) else {
-            return self.local(ProxyError::NoRoute, "-", &rid, log, false);
+            return self.local(ProxyError::NoRoute, "-", &rid, log.take(), false);
         };
         let pool = &snap.pools[route.pool];
         let max_body = route.max_body.unwrap_or(pool.settings.max_body);
@@ -109,7 +109,7 @@ impl Proxy {
                 ProxyError::BodyTooLarge,
                 &pool.settings.name,
                 &rid,
-                log,
+                log.take(),
                 true,
             );
         }
@@ -125,7 +125,7 @@ impl Proxy {
         peer: SocketAddr,
         plan: Plan<'_>,
         (start, rid): (Instant, HeaderValue),
-        mut log: Option<Box<AccessLog>>,
+        mut log: Unanswered,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
         let ps = &plan.pool.settings;
@@ -197,6 +197,12 @@ impl Proxy {
                 member.stats.add_retry();
             }
             let guard = member.begin_request();
+            // Named before the answer, so a client that leaves meanwhile is logged against the
+            // member it was waiting for, and a final failure against the last one tried.
+            if let Some(l) = log.as_mut() {
+                l.upstream = Some(member.addr);
+                l.attempts = attempts;
+            }
             let sent_at = Instant::now();
             let attempt = upstream::Attempt {
                 sent: sent.as_deref(),
@@ -221,17 +227,13 @@ impl Proxy {
                         upstream::Answer::Direct(resp) => resp.status(),
                     };
                     member.stats.record_response(status.as_u16(), micros);
-                    if let Some(l) = log.as_mut() {
-                        l.upstream = Some(member.addr);
-                        l.attempts = attempts;
-                    }
                     return self.respond(
                         answer,
                         (idx, member),
                         &plan,
                         &rid,
                         guard,
-                        log,
+                        log.take(),
                         client_upgrade,
                     );
                 }
@@ -248,15 +250,15 @@ impl Proxy {
                     match kind {
                         FailKind::TooLarge => {
                             let e = ProxyError::BodyTooLarge;
-                            return self.local(e, &ps.name, &rid, log, true);
+                            return self.local(e, &ps.name, &rid, log.take(), true);
                         }
                         FailKind::ClientBody => {
                             let e = ProxyError::BadRequest;
-                            return self.local(e, &ps.name, &rid, log, true);
+                            return self.local(e, &ps.name, &rid, log.take(), true);
                         }
                         FailKind::ClientStalled => {
                             let e = ProxyError::RequestTimeout;
-                            return self.local(e, &ps.name, &rid, log, true);
+                            return self.local(e, &ps.name, &rid, log.take(), true);
                         }
                         FailKind::Stale if stale < MAX_STALE_RETRIES => {
                             // Not the member's fault: try again, same selection rules.
@@ -286,14 +288,37 @@ impl Proxy {
         if let Some(l) = log.as_mut() {
             l.attempts = attempts;
         }
-        self.local(last_err, &ps.name, &rid, log, false)
+        self.local(last_err, &ps.name, &rid, log.take(), false)
     }
 
     /// The answer to bytes that could not be made into a request (400), counted like the
     /// rest; the connection is closed after it.
     pub fn reject(&self, err: ProxyError) -> Response<RespBody> {
         let (rid, _) = headers::request_id(&http::HeaderMap::new(), self.id_seed);
+        if access_log_enabled() {
+            let body = err.body().len() as u64;
+            body::log_refused(err.status().as_u16(), body, rid.to_str().unwrap_or("-"));
+        }
         self.local(err, "-", &rid, None, true)
+    }
+
+    /// Counts and logs a head that hyper's parser refused and answered itself (400, 414 or
+    /// 431, with no body and no request id); an HTTP/2 preface gets no answer at all.
+    pub fn refused_by_parser(&self, e: &hyper::Error) {
+        if !e.is_parse() || e.is_parse_version_h2() {
+            return;
+        }
+        let status = if !e.is_parse_too_large() {
+            StatusCode::BAD_REQUEST
+        } else if e.to_string().contains("URI too long") {
+            StatusCode::URI_TOO_LONG
+        } else {
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        };
+        self.shared.count_local("-", status.as_u16());
+        if access_log_enabled() {
+            body::log_refused(status.as_u16(), 0, "-");
+        }
     }
 
     /// A response made here rather than by a member, counted for `/metrics`.

@@ -229,6 +229,7 @@ async fn serve_hyper(
         Arc::clone(&verdict),
         rest,
     ));
+    let proxy_for_errors = Arc::clone(&proxy);
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         let verdict = Arc::clone(&verdict);
@@ -251,7 +252,7 @@ async fn serve_hyper(
         let mut last = builder.clone();
         last.keep_alive(false);
         if let Err(e) = last.serve_connection(io, svc).await {
-            tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            ended_with(&e, peer, &proxy_for_errors);
         }
         return;
     }
@@ -266,8 +267,13 @@ async fn serve_hyper(
         }
     };
     if let Err(e) = r {
-        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+        ended_with(&e, peer, &proxy_for_errors);
     }
+}
+
+fn ended_with(e: &hyper::Error, peer: SocketAddr, proxy: &Proxy) {
+    proxy.refused_by_parser(e);
+    tracing::debug!(%peer, error = %e, "client connection ended with an error");
 }
 
 /// Closes this thread's idle member connections that expired or whose member left.
