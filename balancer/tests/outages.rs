@@ -1,5 +1,6 @@
 //! Members that are out or unreachable: the last resort when every member is out, and a
-//! member that never answers the connection (connect timeout).
+//! member that never answers the connection (connect timeout), and passive ejection after
+//! `max_fails` failures within `fail_timeout`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test crate: a panic is a failed test
 
@@ -119,4 +120,68 @@ fn a_connect_timeout_is_retried_on_another_member_whatever_the_method() {
         lb.member(addr).unwrap().stats.failures() >= 1,
         "the unanswering member was tried"
     );
+}
+
+/// How many of `n` sequential GETs got 502 (with `retries = 0` a refused attempt is the
+/// client's answer).
+async fn count_502(lb: &common::Lb, n: usize) -> usize {
+    let c = client();
+    let mut failed = 0;
+    for _ in 0..n {
+        let resp = c.get(lb.url("/")).send().await.unwrap();
+        match resp.status().as_u16() {
+            502 => failed += 1,
+            200 => {}
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    failed
+}
+
+#[test]
+fn max_fails_failures_within_fail_timeout_eject_a_member_and_it_returns_after() {
+    let live = Backend::start("live");
+    let dead = common::refused_addr();
+    // Round-robin alternates, so the refusing member is tried every other request until its
+    // third failure takes it out.
+    let lb = Conf::new(&[dead.to_string(), live.member()])
+        .pool("retries = 0")
+        .pool("max_fails = 3")
+        .pool("fail_timeout = \"2s\"")
+        .start();
+    runtime().block_on(async {
+        assert_eq!(
+            count_502(&lb, 20).await,
+            3,
+            "tried until its third failure, then out"
+        );
+        assert_eq!(live.hits(), 17);
+        // Out for fail_timeout; then it takes its turns again (and fails them).
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        assert_eq!(
+            count_502(&lb, 4).await,
+            2,
+            "back in rotation after fail_timeout"
+        );
+    });
+}
+
+#[test]
+fn failures_further_apart_than_fail_timeout_do_not_add_up() {
+    let live = Backend::start("live");
+    let dead = common::refused_addr();
+    let lb = Conf::new(&[dead.to_string(), live.member()])
+        .pool("retries = 0")
+        .pool("max_fails = 3")
+        .pool("fail_timeout = \"300ms\"")
+        .start();
+    runtime().block_on(async {
+        // Two failures, a pause longer than the window, two more: never three in one window,
+        // so the member is never ejected and keeps getting its turn.
+        assert_eq!(count_502(&lb, 4).await, 2);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(count_502(&lb, 4).await, 2);
+    });
+    let m = lb.member(dead).unwrap();
+    assert_eq!(m.stats.failures(), 4);
 }

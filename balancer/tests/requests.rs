@@ -44,13 +44,16 @@ fn pool_with_no_members_gives_503_with_retry_after() {
     runtime().block_on(async {
         let resp = client().get(lb.url("/")).send().await.unwrap();
         assert_eq!(resp.status(), 503);
-        assert!(
-            resp.headers().contains_key("retry-after"),
+        assert_eq!(
+            resp.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..]),
             "{:?}",
             resp.headers()
         );
         assert!(resp.headers().contains_key("x-request-id"));
-        short_and_opaque(&resp.text().await.unwrap(), &[]);
+        let body = resp.text().await.unwrap();
+        short_and_opaque(&body, &["ghost.invalid".into()]);
+        assert!(body.starts_with("503 Service Unavailable"), "{body:?}");
         let metrics = client()
             .get(format!("http://{}/metrics", lb.running.admin_addr))
             .send()
@@ -64,6 +67,30 @@ fn pool_with_no_members_gives_503_with_retry_after() {
             "{metrics}"
         );
     });
+}
+
+#[test]
+fn a_path_no_route_covers_gives_404_and_reaches_no_member() {
+    let member = Backend::start("routed");
+    let lb = Conf::new(&[member.member()])
+        .default_routes()
+        .top(r#"routes = [{ path = "/api/", pool = "dynamic" }]"#)
+        .start();
+    runtime().block_on(async {
+        let resp = client().get(lb.url("/elsewhere")).send().await.unwrap();
+        assert_eq!(resp.status(), 404);
+        assert!(resp.headers().contains_key("x-request-id"));
+        assert!(!resp.headers().contains_key("retry-after"));
+        let body = resp.text().await.unwrap();
+        assert_eq!(body, "404 Not Found: no route for this request\n");
+        let resp = client().get(lb.url("/api/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "the route that exists still works");
+    });
+    assert_eq!(
+        member.hits(),
+        1,
+        "only the routed request reached the member"
+    );
 }
 
 #[test]
