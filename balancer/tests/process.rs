@@ -1,16 +1,19 @@
 //! The real `balancer` binary as a server: hot reload (file change, SIGHUP, an invalid file
-//! keeps the old config) without losing requests, the access log file, and draining on
-//! SIGTERM.
+//! keeps the old config) without losing requests, the access log file, draining on SIGTERM,
+//! the default pools from `STATIC_BACKEND`/`DYNAMIC_BACKEND`, and no failed request when a
+//! backend process is SIGKILLed under load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -68,24 +71,24 @@ fn spawn_balancer_with(config: &Path, env: &[(&str, String)]) -> Proc {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn balancer");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut addr = |suffix: &str| -> SocketAddr {
-        let line = lines
-            .next()
-            .expect("balancer exited before listening")
-            .unwrap();
-        let rest = line
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {line}"));
-        rest.trim_end_matches(suffix).trim().parse().unwrap()
-    };
-    let proxy = addr("");
-    let admin = addr("(admin)");
-    Proc {
+    // Killed on drop from here on, also if it never says where it listens.
+    let mut p = Proc {
         child,
-        proxy,
-        admin,
-    }
+        proxy: ([0, 0, 0, 0], 0).into(),
+        admin: ([0, 0, 0, 0], 0).into(),
+    };
+    let stdout = p.child.stdout.take().unwrap();
+    // Log lines may come first (a name not resolvable yet): skip to the listeners.
+    let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+    let mut listening = || -> SocketAddr {
+        let line = lines
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+            .expect("balancer exited before listening");
+        line.trim_end_matches("(admin)").trim().parse().unwrap()
+    };
+    p.proxy = listening();
+    p.admin = listening();
+    p
 }
 
 /// [`spawn_balancer`] from a test runtime: it blocks until the binary prints its addresses,
@@ -494,4 +497,134 @@ fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
         "the balancer exits once drained"
     );
     assert_eq!(exit.unwrap().code(), Some(0));
+}
+
+/// Set in the environment of [`child_backend`] when a test starts it as a separate process.
+const CHILD_BACKEND: &str = "BALANCER_TEST_CHILD_BACKEND";
+
+/// Not a test on its own: with [`CHILD_BACKEND`] set, this test binary becomes a backend
+/// process (the `backend` app), prints its address and serves until it is killed.
+#[test]
+#[ignore = "run as a child process by killing_a_backend_process_under_load_fails_no_request"]
+fn child_backend() {
+    let Ok(name) = std::env::var(CHILD_BACKEND) else {
+        return;
+    };
+    let name: &'static str = Box::leak(name.into_boxed_str());
+    common::runtime().block_on(async {
+        println!("child-backend {}", backend(name).await);
+        std::future::pending::<()>().await;
+    });
+}
+
+/// A backend in its own process, SIGKILLed on drop.
+struct ChildBackend {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ChildBackend {
+    fn start(name: &str) -> Self {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_backend", "--ignored", "--nocapture"])
+            .env(CHILD_BACKEND, name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn a backend process");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines
+            .map_while(Result::ok)
+            .find_map(|l| l.strip_prefix("child-backend ").map(str::to_owned))
+            .expect("the backend process printed its address")
+            .parse()
+            .unwrap();
+        ChildBackend { child, addr }
+    }
+}
+
+impl Drop for ChildBackend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn killing_a_backend_process_under_load_fails_no_request() {
+    let mut bs: Vec<_> = ["a", "b", "c"]
+        .into_iter()
+        .map(ChildBackend::start)
+        .collect();
+    let dir = temp_dir("kill-9");
+    let file = dir.join("balancer.toml");
+    let members: Vec<_> = bs.iter().map(|b| format!("\"{}\"", b.addr)).collect();
+    // The lab's dynamic pool as shipped (round-robin, retries, health checks), three members.
+    std::fs::write(
+        &file,
+        format!(
+            "[pools.dynamic]\nmembers = [{m}]\n[pools.static]\nmembers = [{m}]\n",
+            m = members.join(", ")
+        ),
+    )
+    .unwrap();
+    let p = spawn_balancer(&file);
+    let url = format!("http://{}/api/student", p.proxy);
+    let rt = common::runtime();
+    let end = Instant::now() + Duration::from_secs(3);
+    let killed = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, killed) = (url.clone(), Arc::clone(&killed));
+            rt.spawn(async move {
+                let c = common::client();
+                let (mut after_kill, mut errors) = (BTreeMap::<String, u64>::new(), Vec::new());
+                while Instant::now() < end {
+                    let was_killed = killed.load(Ordering::SeqCst);
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            let who = r.headers()["x-backend"].to_str().unwrap().to_owned();
+                            match r.text().await {
+                                Ok(_) if was_killed => *after_kill.entry(who).or_default() += 1,
+                                Ok(_) => {}
+                                Err(e) => errors.push(format!("body: {e}")),
+                            }
+                        }
+                        Ok(r) => errors.push(format!("status {}", r.status())),
+                        Err(e) => errors.push(format!("error: {e}")),
+                    }
+                }
+                (after_kill, errors)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGKILL: the process gets no chance to close anything itself.
+    bs[1].child.kill().unwrap();
+    bs[1].child.wait().unwrap();
+    killed.store(true, Ordering::SeqCst);
+    let (mut served, mut errors) = (BTreeMap::<String, u64>::new(), Vec::new());
+    for c in clients {
+        let (s, e) = rt.block_on(c).unwrap();
+        for (who, n) in s {
+            *served.entry(who).or_default() += n;
+        }
+        errors.extend(e);
+    }
+    assert!(
+        errors.is_empty(),
+        "{} requests failed: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(
+        !served.contains_key("b"),
+        "the killed process answered: {served:?}"
+    );
+    for who in ["a", "c"] {
+        assert!(
+            served.get(who).is_some_and(|&n| n > 50),
+            "{who} kept serving after the kill: {served:?}"
+        );
+    }
 }
