@@ -60,7 +60,7 @@ fn spawn_balancer(config: &Path) -> Proc {
 
 /// The binary with only `config`, loopback listeners and `env` in its environment.
 fn spawn_balancer_with(config: &Path, env: &[(&str, String)]) -> Proc {
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .env_clear()
         .env("BALANCER_CONFIG", config)
         .env("BALANCER_LISTEN", "127.0.0.1:0")
