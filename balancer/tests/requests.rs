@@ -212,6 +212,83 @@ fn a_chunked_body_with_trailers_still_gets_a_response_timeout() {
 }
 
 #[test]
+fn head_limits_off_hypers_8_kib_buffer_steps_are_exact() {
+    for (limit, under, over) in [("2KiB", 1_500, 2_600), ("12KiB", 11_000, 14_000)] {
+        let b = Backend::start("b");
+        let lb = Conf::new(&[b.member()])
+            .top(&format!("[limits]\nmax_header_bytes = \"{limit}\""))
+            .start();
+        runtime().block_on(async {
+            let c = client();
+            for (size, want) in [(under, 200), (over, 431)] {
+                // A body sends the request down hyper's path, a bare GET down the plain one.
+                for post in [false, true] {
+                    let req = if post {
+                        c.post(lb.url("/")).body("x")
+                    } else {
+                        c.get(lb.url("/"))
+                    };
+                    let resp = req.header("x-big", "a".repeat(size)).send().await.unwrap();
+                    assert_eq!(
+                        resp.status(),
+                        want,
+                        "{limit}: {size}-byte header, post {post}"
+                    );
+                }
+            }
+        });
+        assert_eq!(
+            b.hits(),
+            2,
+            "{limit}: only the requests under the limit arrived"
+        );
+    }
+}
+
+#[test]
+fn a_uri_over_64_kib_is_414_from_hyper_and_counted() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()])
+        .top("[limits]\nmax_header_bytes = \"1MiB\"")
+        .start();
+    // A body sends it down hyper's path, whose URI limit is 64 KiB (too long for reqwest).
+    let head = format!(
+        "POST /{} HTTP/1.1\r\nHost: lb\r\nContent-Length: 1\r\n\r\nx",
+        "u".repeat(70_000)
+    );
+    let resp = raw_exchange(
+        lb.running.proxy_addr,
+        head.as_bytes(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(raw_status(&resp), 414, "{}", &resp[..resp.len().min(200)]);
+    runtime().block_on(async {
+        let counted = "balancer_local_responses_total{pool=\"-\",code=\"414\"} 1";
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let metrics = client()
+                .get(format!("http://{}/metrics", lb.running.admin_addr))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if metrics.contains(counted) {
+                break;
+            }
+            // Counted when hyper ends the connection, just after the answer.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{counted} in {metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert_eq!(b.hits(), 0);
+}
+
+#[test]
 fn request_head_over_the_limit_gives_431() {
     let b = Backend::start("b");
     let lb = Conf::new(&[b.member()])

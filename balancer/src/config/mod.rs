@@ -137,7 +137,7 @@ pub struct Timeouts {
 #[derive(Config, Debug, Clone)]
 #[config(layer_attr(serde(deny_unknown_fields)))]
 pub struct Limits {
-    /// Largest request head (request line + headers), 8KiB to 1MiB; larger gets 431.
+    /// Largest request head (request line + headers), 1KiB to 1MiB; larger gets 431.
     #[config(env = "BALANCER_MAX_HEADER_BYTES", default = "16KiB")]
     pub max_header_bytes: ByteSize,
 

@@ -463,9 +463,8 @@ fn check_listeners(raw: &RawConfig, origin: &Origin) -> Result<(), ConfigError> 
     Ok(())
 }
 
-/// Smallest request-head limit: hyper, which parses every head the plain path hands over,
-/// cannot buffer less than this.
-pub const MIN_HEADER_BYTES: u64 = 8 * 1024;
+/// Smallest request-head limit: a request line and a few ordinary headers.
+pub const MIN_HEADER_BYTES: u64 = 1024;
 /// Largest request-head limit: every connection may buffer this much.
 pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
 
@@ -479,7 +478,7 @@ fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> 
                 &["limits", "max_header_bytes"],
             ),
             value: raw.limits.max_header_bytes.to_string(),
-            expected: "a size from 8KiB to 1MiB".into(),
+            expected: "a size from 1KiB to 1MiB".into(),
         });
     }
     // In range, so it fits any usize.

@@ -284,7 +284,8 @@ impl AccessLog {
 pub const CLIENT_CLOSED: u16 = 499;
 
 /// An access-log record not yet handed to a response. Dropped while still holding it, the
-/// request's future was abandoned (the client went away first), so it writes nginx's 499.
+/// request's future was given up: by its client, which went away first (nginx's 499), or by
+/// the balancer (the shutdown grace ran out, or a panic).
 #[derive(Debug)]
 pub struct Unanswered(Option<Box<AccessLog>>);
 
@@ -305,9 +306,27 @@ impl Unanswered {
     }
 }
 
+thread_local! {
+    /// Set on a worker thread whose shutdown grace ran out: the requests its runtime drops
+    /// from then on were abandoned by the balancer, not by their clients.
+    static GIVING_UP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks this worker thread as dropping its unfinished requests (the shutdown grace is over).
+pub fn give_up_unanswered() {
+    GIVING_UP.with(|g| g.set(true));
+}
+
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        if let Some(l) = self.0.as_mut() {
+        let Some(l) = self.0.as_mut() else {
+            return;
+        };
+        if GIVING_UP.with(std::cell::Cell::get) || std::thread::panicking() {
+            // Nothing was sent: the connection just closes.
+            l.status = 0;
+            l.write(0, "abandoned");
+        } else {
             l.status = CLIENT_CLOSED;
             l.write(0, "client-closed");
         }

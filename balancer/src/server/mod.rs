@@ -158,6 +158,8 @@ impl Worker {
             () = serving.tracker.wait() => {}
             () = tokio::time::sleep(SHUTDOWN_GRACE) => {
                 tracing::warn!("shutdown grace elapsed with requests still in flight");
+                // Dropping the runtime drops them: they are logged as abandoned.
+                crate::proxy::body::give_up_unanswered();
             }
         }
         Ok(())
@@ -170,7 +172,9 @@ fn hyper_builder(limits: ServerLimits) -> http1::Builder {
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(limits.idle_timeout)
-        // hyper refuses a buffer under 8 KiB; the head limit is enforced at this size.
+        // The head limit, exactly (431); the buffer only caps how much is read ahead, and
+        // hyper refuses one under 8 KiB.
+        .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
 }
