@@ -301,21 +301,8 @@ fn the_access_log_records_a_retried_request() {
         resp.text().await.unwrap()
     });
     assert_eq!(body, "live");
-    let mut line = None;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            line = text
-                .lines()
-                .find(|l| l.contains("access-log-probe-42"))
-                .map(str::to_owned);
-            line.is_some()
-        }),
-        "no access-log line with the request id in {}",
-        log.display()
-    );
-    let line = line.unwrap();
-    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let entry = log_lines(&log, 1, |l| l.contains("access-log-probe-42")).remove(0);
+    let line = entry.to_string();
     let f = &entry["fields"];
     assert_eq!(f["method"], "GET", "{line}");
     assert_eq!(f["path"], "/api/student?probe=1", "{line}");

@@ -18,6 +18,19 @@ fn short_and_opaque(body: &str, hidden: &[String]) {
     }
 }
 
+/// The admin's `/metrics` text.
+async fn metrics(lb: &common::Lb) -> String {
+    let url = format!("http://{}/metrics", lb.running.admin_addr);
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 #[test]
 fn every_member_refusing_gives_502_after_trying_each() {
     let dead: Vec<String> = (0..3).map(|_| refused_addr().to_string()).collect();
@@ -54,14 +67,7 @@ fn pool_with_no_members_gives_503_with_retry_after() {
         let body = resp.text().await.unwrap();
         short_and_opaque(&body, &["ghost.invalid".into()]);
         assert!(body.starts_with("503 Service Unavailable"), "{body:?}");
-        let metrics = client()
-            .get(format!("http://{}/metrics", lb.running.admin_addr))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics(&lb).await;
         assert!(
             metrics.contains("balancer_local_responses_total{pool=\"dynamic\",code=\"503\"} 1"),
             "{metrics}"
@@ -266,14 +272,7 @@ fn a_uri_over_64_kib_is_414_from_hyper_and_counted() {
         let counted = "balancer_local_responses_total{pool=\"-\",code=\"414\"} 1";
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let metrics = client()
-                .get(format!("http://{}/metrics", lb.running.admin_addr))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = metrics(&lb).await;
             if metrics.contains(counted) {
                 break;
             }
