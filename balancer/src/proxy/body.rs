@@ -533,3 +533,82 @@ impl Body for RespBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// What `f` logs at info, as text.
+    fn logged(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = sink.0.lock().map(|b| b.clone()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    fn record() -> Option<Box<AccessLog>> {
+        Some(Box::new(AccessLog {
+            method: Method::GET,
+            uri: Uri::from_static("/waiting"),
+            request_id: HeaderValue::from_static("rid-1"),
+            start: Instant::now(),
+            status: 0,
+            pool: Arc::from("dynamic"),
+            upstream: None,
+            attempts: 1,
+        }))
+    }
+
+    #[test]
+    fn a_record_dropped_unanswered_names_who_gave_up() {
+        let line = logged(|| drop(Unanswered::new(record())));
+        assert!(
+            line.contains("status=499") && line.contains("client-closed"),
+            "{line}"
+        );
+
+        let line = logged(|| {
+            let mut handed = Unanswered::new(record());
+            let _kept = handed.take();
+        });
+        assert!(
+            line.is_empty(),
+            "a record handed to a response is its to write: {line}"
+        );
+
+        // The flag is per worker thread, as the worker's runtime drops its tasks there.
+        let line = std::thread::spawn(|| {
+            logged(|| {
+                give_up_unanswered();
+                drop(Unanswered::new(record()));
+            })
+        })
+        .join()
+        .expect("no panic");
+        assert!(
+            line.contains("status=0") && line.contains("abandoned"),
+            "{line}"
+        );
+    }
+}
