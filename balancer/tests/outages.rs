@@ -138,17 +138,24 @@ async fn count_502(lb: &common::Lb, n: usize) -> usize {
     failed
 }
 
-#[test]
-fn max_fails_failures_within_fail_timeout_eject_a_member_and_it_returns_after() {
+/// A refusing member and a live one, round-robin, no retries, `max_fails = 3` within
+/// `fail_timeout`.
+fn refusing_beside_live(fail_timeout: &str) -> (Backend, SocketAddr, common::Lb) {
     let live = Backend::start("live");
     let dead = common::refused_addr();
-    // Round-robin alternates, so the refusing member is tried every other request until its
-    // third failure takes it out.
     let lb = Conf::new(&[dead.to_string(), live.member()])
         .pool("retries = 0")
         .pool("max_fails = 3")
-        .pool("fail_timeout = \"2s\"")
+        .pool(&format!("fail_timeout = \"{fail_timeout}\""))
         .start();
+    (live, dead, lb)
+}
+
+#[test]
+fn max_fails_failures_within_fail_timeout_eject_a_member_and_it_returns_after() {
+    // Round-robin alternates, so the refusing member is tried every other request until its
+    // third failure takes it out.
+    let (live, _dead, lb) = refusing_beside_live("2s");
     runtime().block_on(async {
         assert_eq!(
             count_502(&lb, 20).await,
@@ -168,13 +175,7 @@ fn max_fails_failures_within_fail_timeout_eject_a_member_and_it_returns_after() 
 
 #[test]
 fn failures_further_apart_than_fail_timeout_do_not_add_up() {
-    let live = Backend::start("live");
-    let dead = common::refused_addr();
-    let lb = Conf::new(&[dead.to_string(), live.member()])
-        .pool("retries = 0")
-        .pool("max_fails = 3")
-        .pool("fail_timeout = \"300ms\"")
-        .start();
+    let (_live, dead, lb) = refusing_beside_live("300ms");
     runtime().block_on(async {
         // Two failures, a pause longer than the window, two more: never three in one window,
         // so the member is never ejected and keeps getting its turn.

@@ -174,6 +174,12 @@ fn pool_config(member: SocketAddr) -> String {
     format!("[pools.dynamic]\nmembers = [\"{member}\"]\n[pools.static]\nmembers = [\"{member}\"]\n")
 }
 
+/// [`pool_config`] with health checks off, for a member that answers only what it is told.
+fn unchecked_pool_config(member: SocketAddr) -> String {
+    pool_config(member)
+        + "[pools.dynamic.health]\nenabled = false\n[pools.static.health]\nenabled = false\n"
+}
+
 #[tokio::test]
 async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_config() {
     let a = backend("a").await;
@@ -351,10 +357,9 @@ fn a_client_gone_before_its_answer_and_refused_heads_are_logged_too() {
     std::fs::write(
         &file,
         format!(
-            "access_log = \"{}\"\n\
-             [pools.dynamic]\nmembers = [\"{member}\"]\n[pools.dynamic.health]\nenabled = false\n\
-             [pools.static]\nmembers = [\"{member}\"]\n[pools.static.health]\nenabled = false\n",
-            log.display()
+            "access_log = \"{}\"\n{}",
+            log.display(),
+            unchecked_pool_config(member)
         ),
     )
     .unwrap();
@@ -442,12 +447,7 @@ fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     let (member, arrived, release) = held_member();
     let dir = temp_dir("sigterm");
     let file = dir.join("balancer.toml");
-    let pool = |name: &str| {
-        format!(
-            "[pools.{name}]\nmembers = [\"{member}\"]\n[pools.{name}.health]\nenabled = false\n"
-        )
-    };
-    std::fs::write(&file, pool("dynamic") + &pool("static")).unwrap();
+    std::fs::write(&file, unchecked_pool_config(member)).unwrap();
     let mut p = spawn_balancer(&file);
     let proxy = p.proxy;
     let in_flight = std::thread::spawn(move || {
