@@ -1,8 +1,15 @@
 //! The control loop: the one task that changes the snapshot. Reloads, discovery answers and
 //! registrations all arrive here as [`Command`]s and are applied one at a time, so two changes
 //! can never race to publish (several independent swaps would).
+//!
+//! After each publish it probes, once, every member that discovery stopped listing (they stay
+//! in the snapshot as leaving, out of rotation; see [`crate::state`]): a member that fails the
+//! probe is marked `down`, and either way the next publish drops it, recording that it left.
+//! This is Envoy's rule for hosts removed from discovery (keep them until health checking
+//! confirms they are gone) with one change: no new request goes to them meanwhile, since a
+//! replica that Docker's DNS no longer lists is either dead or shutting down.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -12,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, FileChoice, Settings};
 use crate::discovery::{self, Resolve};
+use crate::health::{self, Probe};
+use crate::pool::{Member, Presence};
 use crate::state::{Discovered, Registered, Shared};
 
 /// A request to the control loop.
@@ -42,6 +51,15 @@ pub enum Command {
         /// Whether the pool exists.
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// The one probe of a member that discovery stopped listing has an answer.
+    Departed {
+        /// Pool name.
+        pool: Arc<str>,
+        /// The member.
+        member: Arc<Member>,
+        /// What the probe saw.
+        probe: Probe,
+    },
     /// A member left cleanly.
     Deregister {
         /// Pool name.
@@ -63,6 +81,8 @@ pub struct Control {
     registered: HashMap<(String, SocketAddr), (u32, Instant)>,
     resolver: Arc<dyn Resolve>,
     watchers: HashMap<(String, u16), CancellationToken>,
+    /// Leaving members whose probe is under way, by (pool, address).
+    probing: HashSet<(Arc<str>, SocketAddr)>,
     tx: mpsc::Sender<Command>,
     stop: CancellationToken,
 }
@@ -87,6 +107,7 @@ impl Control {
             registered: HashMap::new(),
             resolver,
             watchers: HashMap::new(),
+            probing: HashSet::new(),
             tx,
             stop,
         }
@@ -147,6 +168,19 @@ impl Control {
                 }
                 let _ = reply.send(Ok(()));
             }
+            Command::Departed {
+                pool,
+                member,
+                probe,
+            } => {
+                self.probing.remove(&(Arc::clone(&pool), member.addr));
+                // Listed again meanwhile (back in DNS): it stays, whatever the probe saw.
+                if member.presence() == Presence::Leaving {
+                    health::departure_probe(&self.shared, &pool, &member, &probe);
+                    member.set_presence(Presence::Gone);
+                    self.publish();
+                }
+            }
             Command::Deregister { pool, addr, reply } => {
                 let was = self.registered.remove(&(pool, addr)).is_some();
                 if was {
@@ -188,10 +222,53 @@ impl Control {
         self.watchers.contains_key(&(host.to_owned(), port))
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let registered = self.registered();
         self.shared
             .rebuild(Arc::clone(&self.settings), &self.found, &registered);
+        self.probe_departures();
+    }
+
+    /// Starts the one probe of each member that has just turned leaving.
+    fn probe_departures(&mut self) {
+        let snap = self.shared.snapshot();
+        for pool in &snap.pools {
+            let Some(h) = &pool.settings.health else {
+                continue;
+            };
+            let name = &pool.settings.name;
+            for m in &pool.members {
+                if m.presence() != Presence::Leaving
+                    || !self.probing.insert((Arc::clone(name), m.addr))
+                {
+                    continue;
+                }
+                self.shared.events.push_member(
+                    "membership",
+                    name,
+                    m,
+                    format!(
+                        "member leaving ({} no longer lists it): no new requests; probing it once",
+                        m.origin
+                    ),
+                );
+                let (tx, stop, h) = (self.tx.clone(), self.stop.clone(), h.clone());
+                let (pool, member) = (Arc::clone(name), Arc::clone(m));
+                tokio::spawn(async move {
+                    let probe = tokio::select! {
+                        p = health::probe(member.addr, &h) => p,
+                        () = stop.cancelled() => return,
+                    };
+                    let _ = tx
+                        .send(Command::Departed {
+                            pool,
+                            member,
+                            probe,
+                        })
+                        .await;
+                });
+            }
+        }
     }
 
     /// Loads, validates and applies the configuration; the old one keeps serving on error.

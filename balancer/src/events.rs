@@ -1,11 +1,17 @@
 //! The feed of recent membership, health and reload events, kept for the admin page, with
 //! running totals for `/metrics` (the feed forgets, the totals do not).
+//!
+//! Events about a member go through [`EventLog::push_member`], which drops them once the
+//! member has left its pool: marking a member [`Presence::Left`] and recording that it left
+//! happen under the same lock as that check, so nothing about a member comes after its `left`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::Serialize;
+
+use crate::pool::{Member, Presence};
 
 /// How many events the feed keeps.
 pub const CAPACITY: usize = 200;
@@ -41,6 +47,20 @@ pub struct Totals {
     pub membership: BTreeMap<(String, &'static str), u64>,
 }
 
+/// An event stamped now.
+fn event(kind: &'static str, pool: Option<&str>, member: Option<&str>, message: String) -> Event {
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    Event {
+        at,
+        kind,
+        pool: pool.map(Into::into),
+        member: member.map(Into::into),
+        message,
+    }
+}
+
 impl EventLog {
     /// Records an event and logs it at info.
     pub fn push(
@@ -50,34 +70,65 @@ impl EventLog {
         member: Option<&str>,
         message: String,
     ) {
+        let ev = event(kind, pool, member, message);
+        self.append(&mut self.lock(), ev);
+    }
+
+    /// Records an event about `member` of `pool`, unless the member has left it (an in-flight
+    /// request or a probe that ends after that must not speak about it). Returns whether it
+    /// was recorded.
+    pub fn push_member(
+        &self,
+        kind: &'static str,
+        pool: &str,
+        member: &Member,
+        message: String,
+    ) -> bool {
+        let ev = event(kind, Some(pool), Some(&member.addr.to_string()), message);
+        let mut q = self.lock();
+        if member.presence() == Presence::Left {
+            return false;
+        }
+        self.append(&mut q, ev);
+        true
+    }
+
+    /// Marks `member` as having left `pool` and records that (`message`) as a `membership`
+    /// event: the last event about it.
+    pub fn push_left(&self, pool: &str, member: &Member, message: String) {
+        let ev = event(
+            "membership",
+            Some(pool),
+            Some(&member.addr.to_string()),
+            message,
+        );
+        let mut q = self.lock();
+        member.set_presence(Presence::Left);
+        self.append(&mut q, ev);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Event>> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn append(&self, q: &mut VecDeque<Event>, ev: Event) {
         tracing::info!(
             target: "balancer::events",
-            kind,
-            pool = pool.unwrap_or("-"),
-            member = member.unwrap_or("-"),
-            "{message}"
+            kind = ev.kind,
+            pool = ev.pool.as_deref().unwrap_or("-"),
+            member = ev.member.as_deref().unwrap_or("-"),
+            "{}",
+            ev.message
         );
-        let at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let ev = Event {
-            at,
-            kind,
-            pool: pool.map(Into::into),
-            member: member.map(Into::into),
-            message,
-        };
         *self
             .totals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .by_kind
-            .entry(kind)
+            .entry(ev.kind)
             .or_default() += 1;
-        let mut q = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if q.len() == CAPACITY {
             q.pop_front();
         }
@@ -86,11 +137,7 @@ impl EventLog {
 
     /// The events, oldest first.
     pub fn recent(&self) -> Vec<Event> {
-        let q = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        q.iter().cloned().collect()
+        self.lock().iter().cloned().collect()
     }
 
     /// Counts a member joining or leaving `pool` (`change` is `joined` or `left`).
@@ -110,5 +157,26 @@ impl EventLog {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_about_a_member_is_recorded_after_it_left() {
+        let log = EventLog::default();
+        let m = Member::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "x".into(),
+            crate::pool::MemberId(1),
+            1,
+        );
+        assert!(log.push_member("health", "p", &m, "up -> down".into()));
+        log.push_left("p", &m, "member left".into());
+        assert!(!log.push_member("passive", "p", &m, "ejected".into()));
+        let kinds: Vec<_> = log.recent().iter().map(|e| e.message.clone()).collect();
+        assert_eq!(kinds, ["up -> down", "member left"]);
     }
 }

@@ -1,5 +1,9 @@
 //! Active health checks: a pure rise/fall counter ([`Tracker`], HAProxy semantics) apart from
 //! the task that probes members and applies its verdicts.
+//!
+//! Only members their source still lists are checked here. A member that discovery stopped
+//! listing gets one probe from the control loop instead ([`departure_probe`]): a failure takes it
+//! `down` at once, whatever `fall` says, so a killed replica is seen going down before it leaves.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::config::HealthSettings;
-use crate::pool::{Health, LastCheck, Member};
+use crate::pool::{Health, LastCheck, Member, Presence};
 use crate::state::Shared;
 
 /// What one probe saw.
@@ -173,6 +177,10 @@ fn schedule(
         for m in &pool.members {
             let key = (Arc::clone(&pool.settings.name), m.addr);
             live.insert(key.clone());
+            if m.presence() != Presence::Listed {
+                // Leaving: the control loop's single probe decides on it.
+                continue;
+            }
             let entry = trackers
                 .entry(key)
                 .or_insert_with(|| (Tracker::new(h.rise, h.fall), 0, false));
@@ -213,20 +221,8 @@ fn apply(
         return;
     };
     *busy = false;
-    let (result, detail) = match &r.probe {
-        Probe::Pass => ("pass", String::new()),
-        Probe::Draining => ("draining", "member reports draining".to_owned()),
-        Probe::Fail(e) => ("fail", e.clone()),
-    };
     let now_ms = clock::now_ms();
-    if matches!(r.probe, Probe::Fail(_)) {
-        r.member.note_failure(now_ms);
-    }
-    r.member.record_check(LastCheck {
-        at_ms: now_ms,
-        result,
-        detail,
-    });
+    note_probe(&r.member, &r.probe, now_ms);
     let before = tracker.state();
     let Some(next) = tracker.record(&r.probe) else {
         return;
@@ -240,12 +236,51 @@ fn apply(
         Probe::Draining => "member reports draining".to_owned(),
         Probe::Fail(e) => e.clone(),
     };
-    shared.events.push(
+    shared.events.push_member(
         "health",
-        Some(&r.pool),
-        Some(&r.member.addr.to_string()),
+        &r.pool,
+        &r.member,
         format!("{} -> {}: {reason}", health_name(before), health_name(next)),
     );
+}
+
+/// Records a probe's outcome on the member (last check, last failure).
+fn note_probe(member: &Member, probe: &Probe, now_ms: u64) {
+    let (result, detail) = match probe {
+        Probe::Pass => ("pass", String::new()),
+        Probe::Draining => ("draining", "member reports draining".to_owned()),
+        Probe::Fail(e) => ("fail", e.clone()),
+    };
+    if matches!(probe, Probe::Fail(_)) {
+        member.note_failure(now_ms);
+    }
+    member.record_check(LastCheck {
+        at_ms: now_ms,
+        result,
+        detail,
+    });
+}
+
+/// Applies the one probe of a member that discovery stopped listing: a failure marks it
+/// `down` (with the reason, as an event, before it leaves); a pass or a draining answer is a
+/// replica leaving in good order and is only noted.
+pub fn departure_probe(shared: &Shared, pool: &str, member: &Member, probe: &Probe) {
+    note_probe(member, probe, clock::now_ms());
+    let Probe::Fail(reason) = probe else {
+        return;
+    };
+    let before = member.set_health(Health::Down);
+    if before != Health::Down {
+        shared.events.push_member(
+            "health",
+            pool,
+            member,
+            format!(
+                "{} -> down: {reason} (no longer listed by discovery)",
+                health_name(before)
+            ),
+        );
+    }
 }
 
 /// Lower-case name of a health state, for logs and the admin API.

@@ -3,6 +3,11 @@
 //! A [`Member`] is shared as `Arc<Member>`: the request path reads it lock-free (atomics only),
 //! health checks, passive failure detection and the admin API flip its state, and a reload that
 //! keeps the same address reuses the same `Arc`, so counters, health and sticky identity survive.
+//!
+//! A member also knows where it stands in its pool's membership ([`Presence`]): a member that
+//! discovery stops listing is `Leaving` (no new requests) until a probe says whether it is gone,
+//! and once a rebuild drops it, it is `Left`: requests still in flight on it finish, but nothing
+//! they or a late probe see about it is recorded as an event any more.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -59,6 +64,32 @@ impl Health {
     }
 }
 
+/// Where a member stands in its pool's membership (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Presence {
+    /// Listed by its source (config, discovery, registration): may be picked.
+    Listed = 0,
+    /// Discovery no longer lists it: it gets nothing new while a probe decides whether it is
+    /// gone (then `down`) or was still answering.
+    Leaving = 1,
+    /// The probe has spoken: the next rebuild drops it.
+    Gone = 2,
+    /// Dropped from the pool: events about it are no longer recorded.
+    Left = 3,
+}
+
+impl Presence {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Presence::Leaving,
+            2 => Presence::Gone,
+            3 => Presence::Left,
+            _ => Presence::Listed,
+        }
+    }
+}
+
 /// One backend address in a pool, with everything the data path needs to decide on it.
 #[derive(Debug)]
 pub struct Member {
@@ -88,6 +119,8 @@ pub struct Member {
     last_fail: AtomicU64,
     health: AtomicU8,
     admin: AtomicU8,
+    /// A [`Presence`].
+    presence: AtomicU8,
     /// Slow start: when the member joined or recovered (ms); 0 = no ramp in progress.
     ramp_start: AtomicU64,
     /// Counters for the admin page and metrics.
@@ -145,6 +178,7 @@ impl Member {
             last_fail: AtomicU64::new(0),
             health: AtomicU8::new(Health::Unknown as u8),
             admin: AtomicU8::new(AdminState::Enabled as u8),
+            presence: AtomicU8::new(Presence::Listed as u8),
             ramp_start: AtomicU64::new(0),
             stats: MemberStats::default(),
             last_check: Mutex::new(None),
@@ -252,6 +286,38 @@ impl Member {
         self.admin.store(s as u8, Ordering::Relaxed);
     }
 
+    /// Where the member stands in its pool's membership.
+    pub fn presence(&self) -> Presence {
+        Presence::from_u8(self.presence.load(Ordering::Relaxed))
+    }
+
+    /// Moves the member to `p`; returns where it stood before.
+    pub fn set_presence(&self, p: Presence) -> Presence {
+        Presence::from_u8(self.presence.swap(p as u8, Ordering::Relaxed))
+    }
+
+    /// Discovery stopped listing the member: it turns `Leaving` unless a probe already found
+    /// it gone. Returns whether it stays in the pool (as leaving).
+    pub fn keep_leaving(&self) -> bool {
+        self.presence
+            .fetch_update(
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+                |p| match Presence::from_u8(p) {
+                    Presence::Listed | Presence::Leaving => Some(Presence::Leaving as u8),
+                    Presence::Gone | Presence::Left => None,
+                },
+            )
+            .is_ok()
+    }
+
+    /// Listed again (back in DNS while leaving): back in rotation.
+    pub fn relist(&self) {
+        if matches!(self.presence(), Presence::Leaving | Presence::Gone) {
+            self.set_presence(Presence::Listed);
+        }
+    }
+
     /// Whether passive detection currently has this member ejected.
     pub fn ejected(&self, now_ms: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now_ms
@@ -262,19 +328,22 @@ impl Member {
         self.last_fail.load(Ordering::Relaxed)
     }
 
-    /// Whether the member may receive a new request: enabled, not failing checks, not leaving,
-    /// not passively ejected, and with a non-zero weight.
+    /// Whether the member may receive a new request: listed, enabled, not failing checks, not
+    /// leaving, not passively ejected, and with a non-zero weight.
     pub fn is_available(&self, now_ms: u64) -> bool {
-        self.admin_state() == AdminState::Enabled
+        self.presence() == Presence::Listed
+            && self.admin_state() == AdminState::Enabled
             && matches!(self.health(), Health::Unknown | Health::Up)
             && !self.ejected(now_ms)
             && self.weight() > 0
     }
 
     /// Whether the member may still be tried as a last resort when nothing is available:
-    /// only an operator's drain or a backend that announced it is leaving rule it out.
+    /// only an operator's drain, a backend that announced it is leaving, or discovery no
+    /// longer listing it rule it out.
     pub fn is_last_resort(&self) -> bool {
-        self.admin_state() == AdminState::Enabled
+        self.presence() == Presence::Listed
+            && self.admin_state() == AdminState::Enabled
             && self.health() != Health::Draining
             && self.weight() > 0
     }
@@ -422,5 +491,14 @@ mod tests {
         m.set_health(Health::Up);
         m.set_weight(0);
         assert!(!m.is_available(1));
+    }
+
+    #[test]
+    fn a_member_discovery_stopped_listing_is_out_even_as_a_last_resort() {
+        let m = member(1);
+        m.set_presence(Presence::Leaving);
+        assert!(!m.is_available(1) && !m.is_last_resort());
+        m.set_presence(Presence::Listed);
+        assert!(m.is_available(1) && m.is_last_resort());
     }
 }

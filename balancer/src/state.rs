@@ -1,6 +1,11 @@
 //! The state the request path reads: ONE [`Snapshot`] (routes, pools, members, selectors)
 //! behind an `ArcSwap`, so a reload or membership change is a single atomic swap. Members that
 //! survive a rebuild are the same `Arc<Member>`, keeping health, counters and sticky identity.
+//!
+//! A member that its DNS name no longer resolves to stays in the pool as leaving (out of
+//! rotation, shown on the admin page) while the control loop probes it once, when the pool has
+//! health checks; the rebuild after the probe drops it and records that it left. A member a
+//! reload or a deregistration removes, or one in a pool without checks, leaves at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -12,7 +17,7 @@ use serde::Serialize;
 
 use crate::config::Settings;
 use crate::events::EventLog;
-use crate::pool::{Member, PassivePolicy, Pool};
+use crate::pool::{Member, PassivePolicy, Pool, Presence};
 use crate::routes::RouteTable;
 use crate::server::spread::Load;
 use crate::{clock, select, sticky};
@@ -145,9 +150,20 @@ impl Shared {
                             m.origin,
                             m.in_flight()
                         );
-                        self.events
-                            .push("membership", Some(name), Some(&m.addr.to_string()), msg);
+                        self.events.push_left(name, m, msg);
                     }
+                }
+            }
+        }
+        // A pool a reload removed takes its members with it, without an event each.
+        for o in &prev.pools {
+            if !next
+                .pools
+                .iter()
+                .any(|p| p.settings.name == o.settings.name)
+            {
+                for m in &o.members {
+                    m.set_presence(Presence::Left);
                 }
             }
         }
@@ -179,6 +195,7 @@ pub fn build(
                 let id = sticky::member_id(&settings.sticky_key, addr);
                 let member = match old.get(&addr) {
                     Some(m) => {
+                        m.relist();
                         m.apply_config_weight(weight);
                         // A changed sticky secret re-derives the id; the member keeps its state.
                         m.set_id(id);
@@ -194,6 +211,7 @@ pub fn build(
                 };
                 members.push(member);
             }
+            members.extend(still_leaving(ps, prev_pool, &members));
             Pool {
                 selector: selector_for(ps, &members, prev_pool),
                 cookies: set_cookies(ps, &members),
@@ -212,6 +230,34 @@ pub fn build(
         pools,
         settings,
     }
+}
+
+/// Members of `prev` that discovery no longer lists and that stay, out of rotation, until the
+/// control loop's probe decides on them (see the module doc). Put last, so the members still
+/// listed keep their order.
+fn still_leaving(
+    ps: &crate::config::PoolSettings,
+    prev: Option<&Pool>,
+    listed: &[Arc<Member>],
+) -> Vec<Arc<Member>> {
+    let Some(prev) = prev else {
+        return Vec::new();
+    };
+    if ps.health.is_none() {
+        return Vec::new();
+    }
+    prev.members
+        .iter()
+        .filter(|m| !listed.iter().any(|x| x.addr == m.addr) && from_dns(ps, m) && m.keep_leaving())
+        .cloned()
+        .collect()
+}
+
+/// Whether `m` stands for an address of a DNS name the pool still has.
+fn from_dns(ps: &crate::config::PoolSettings, m: &Member) -> bool {
+    ps.members
+        .iter()
+        .any(|spec| spec.ip_addr().is_none() && spec.authority() == *m.origin)
 }
 
 /// Each member's `Set-Cookie` value when the pool is sticky by cookie.
@@ -310,6 +356,52 @@ mod tests {
         let (pa, pb) = (dynamic(&a), dynamic(&b));
         assert!(Arc::ptr_eq(&pa.members[0], &pb.members[0]));
         assert!(Arc::ptr_eq(&pa.selector, &pb.selector));
+    }
+
+    fn dns_pool(health: bool) -> Arc<Settings> {
+        let checks = if health {
+            ""
+        } else {
+            "[pools.api.health]\nenabled = false\n"
+        };
+        let toml = format!("[pools.api]\nmembers = [\"api.test:80\"]\n{checks}");
+        let raw = from_toml_str(&toml).unwrap();
+        Arc::new(Settings::build(&raw, &Origin::default()).unwrap())
+    }
+
+    fn resolved(octets: &[u8]) -> Discovered {
+        let ips = octets
+            .iter()
+            .map(|i| IpAddr::from([10, 0, 0, *i]))
+            .collect();
+        Discovered::from([(("api.test".to_owned(), 80), ips)])
+    }
+
+    fn api(s: &Snapshot) -> &Pool {
+        &s.pools[s.settings.pool_index("api").unwrap()]
+    }
+
+    #[test]
+    fn a_member_dns_stops_listing_stays_out_of_rotation_until_its_probe_has_spoken() {
+        let none = Registered::new();
+        let a = build(dns_pool(true), &resolved(&[1, 2]), &none, None, 1);
+        let b = build(dns_pool(true), &resolved(&[2]), &none, Some(&a), 2);
+        let gone = &api(&a).members[0];
+        assert_eq!(api(&b).members.len(), 2, "kept while leaving");
+        assert_eq!(gone.presence(), Presence::Leaving);
+        assert!(!gone.is_available(clock::now_ms()) && !gone.is_last_resort());
+        // Back in DNS before the probe: back in rotation.
+        let c = build(dns_pool(true), &resolved(&[1, 2]), &none, Some(&b), 3);
+        assert_eq!(gone.presence(), Presence::Listed);
+        // Gone for good once the probe has spoken.
+        let d = build(dns_pool(true), &resolved(&[2]), &none, Some(&c), 4);
+        gone.set_presence(Presence::Gone);
+        let e = build(dns_pool(true), &resolved(&[2]), &none, Some(&d), 5);
+        assert_eq!(api(&e).members.len(), 1);
+        // Without checks there is nothing to probe with: it leaves at once.
+        let f = build(dns_pool(false), &resolved(&[1, 2]), &none, Some(&e), 6);
+        let g = build(dns_pool(false), &resolved(&[2]), &none, Some(&f), 7);
+        assert_eq!(api(&g).members.len(), 1);
     }
 
     #[test]

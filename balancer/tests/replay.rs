@@ -76,9 +76,10 @@ fn a_put_that_timed_out_is_replayed_with_a_full_response_timeout() {
     };
     let slow = Backend::start_with("slow", opts);
     let live = Backend::start("live");
-    // Weighted least-connections with the slow member at weight 3: with nothing in flight it
-    // is always the least loaded, so every PUT goes to it first.
-    let lb = Conf::new(&[format!("{}*3", slow.member()), live.member()])
+    // Weighted least-connections with the slow member at weight 1000 to 1: with nothing in
+    // flight both tie, and the tie goes by weight, so the first few hundred PUTs (these three
+    // included) go to it first.
+    let lb = Conf::new(&[format!("{}*1000", slow.member()), live.member()])
         .pool("algorithm = \"least-connections\"")
         .pool("response_timeout = \"300ms\"")
         .pool("max_fails = 0")

@@ -112,9 +112,10 @@ fn post_reset_after_reaching_a_member_is_not_replayed() {
 fn a_get_reset_after_sending_is_retried_on_another_member() {
     let crasher = ResetBackend::start();
     let live = Backend::start("live");
-    // Weighted least-connections with the crasher at weight 3: with nothing in flight it is
-    // always the least loaded, so every GET goes to it first; max_fails = 0 keeps it in.
-    let lb = Conf::new(&[format!("{}*3", crasher.member()), live.member()])
+    // Weighted least-connections with the crasher at weight 1000 to 1: with nothing in
+    // flight both tie, and the tie goes by weight, so the first few hundred GETs (these four
+    // included) go to it first; max_fails = 0 keeps it in.
+    let lb = Conf::new(&[format!("{}*1000", crasher.member()), live.member()])
         .pool("algorithm = \"least-connections\"")
         .pool("max_fails = 0")
         .start();

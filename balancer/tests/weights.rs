@@ -66,10 +66,10 @@ fn held_requests(algorithm: &str) -> [u64; 2] {
     [held(&heavy), held(&light)]
 }
 
-// Both pick the member with the lowest (in flight + 1) / weight; with these two members p2c
-// always compares both, so it decides like least-connections (ties may go either way). From
-// (0, 0) that gives 3:1 after every 4 requests whatever the ties: (3, 1), then (6, 2). With
-// weights ignored the counts stay level: (4, 4).
+// least-connections picks the lowest in flight / weight, ties by smooth weighted round-robin;
+// p2c the lowest (in flight + 1) / weight, and with these two members it always compares
+// both. Either way, from (0, 0) that gives 3:1 after every 4 requests: (3, 1), then (6, 2).
+// With weights ignored the counts stay level: (4, 4).
 
 #[test]
 fn least_connections_loads_members_in_proportion_to_their_weights() {
@@ -79,4 +79,36 @@ fn least_connections_loads_members_in_proportion_to_their_weights() {
 #[test]
 fn p2c_loads_members_in_proportion_to_their_weights() {
     assert_eq!(held_requests("p2c"), [6, 2]);
+}
+
+#[test]
+fn least_connections_spreads_sequential_requests_in_proportion_to_weight() {
+    let backends: Vec<Backend> = ["heavy", "a", "b", "c", "d"]
+        .iter()
+        .map(|n| Backend::start(n))
+        .collect();
+    let mut members: Vec<String> = backends.iter().map(Backend::member).collect();
+    members[0].push_str("*3");
+    let lb = Conf::new(&members)
+        .pool("algorithm = \"least-connections\"")
+        .start();
+    let names = runtime().block_on(async {
+        let c = client();
+        let mut names = Vec::new();
+        for _ in 0..70 {
+            let resp = c.get(lb.url("/")).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            names.push(resp.headers()["x-backend"].to_str().unwrap().to_owned());
+        }
+        names
+    });
+    let counts = tally(&names);
+    let got = |n: &str| counts.get(n).copied().unwrap_or(0);
+    // One request at a time leaves every member idle at each pick: all tie, and ties rotate
+    // by weight, 3 of every 7 to heavy (30 of 70). A request still finishing on one member
+    // when the next is picked only moves that pick to another member, so allow some slack.
+    assert!((20..=40).contains(&got("heavy")), "{counts:?}");
+    for light in ["a", "b", "c", "d"] {
+        assert!((5..=20).contains(&got(light)), "{counts:?}");
+    }
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::AdminCtx;
 use crate::health::health_name;
-use crate::pool::{AdminState, Health, Member, Pool};
+use crate::pool::{AdminState, Health, Member, Pool, Presence};
 use crate::state::{ReloadStatus, Shared};
 use crate::{clock, events::Event, stats};
 
@@ -137,7 +137,8 @@ pub(super) async fn handler(State(s): State<AdminCtx>) -> Json<Status> {
 }
 
 /// A member's state in one word, most significant first: an operator's drain, the backend
-/// leaving, failing checks, passive ejection, slow-start ramp, else up.
+/// leaving, failing checks, discovery no longer listing it, passive ejection, slow-start
+/// ramp, else up.
 pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> &'static str {
     if m.admin_state() == AdminState::Drained {
         "drained"
@@ -145,6 +146,8 @@ pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> &'static str
         "draining"
     } else if m.health() == Health::Down {
         "down"
+    } else if m.presence() != Presence::Listed {
+        "leaving"
     } else if m.ejected(now_ms) {
         "ejected"
     } else if m.ramping(now_ms, slow_start_ms) {
@@ -155,7 +158,15 @@ pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> &'static str
 }
 
 /// Every value [`member_state`] can return.
-pub const MEMBER_STATES: [&str; 6] = ["up", "slow-start", "down", "draining", "drained", "ejected"];
+pub const MEMBER_STATES: [&str; 7] = [
+    "up",
+    "slow-start",
+    "down",
+    "draining",
+    "drained",
+    "leaving",
+    "ejected",
+];
 
 /// Builds the status document from the current snapshot.
 pub fn build_status(shared: &Shared) -> Status {

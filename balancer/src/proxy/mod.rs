@@ -337,10 +337,12 @@ impl Proxy {
     fn record_failure(&self, pool: &Pool, member: &Member, kind: FailKind, now_ms: u64) {
         member.stats.add_failure();
         if member.record_failure(now_ms, pool.passive) {
-            self.shared.events.push(
+            // Dropped if the member has left its pool meanwhile: a request that was in flight
+            // when it left must not report on it afterwards.
+            self.shared.events.push_member(
                 "passive",
-                Some(&pool.settings.name),
-                Some(&member.addr.to_string()),
+                &pool.settings.name,
+                member,
                 format!(
                     "ejected for {} after {:?} (max_fails {})",
                     humantime::format_duration(pool.settings.fail_timeout),

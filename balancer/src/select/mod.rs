@@ -2,8 +2,8 @@
 //!
 //! Every algorithm sees the pool's immutable member list (one config snapshot) and a
 //! [`PickContext`]; it returns the index of the chosen member, or `None` when no member is
-//! usable. Mutable selection state (round-robin counters, smooth-WRR current weights) lives
-//! inside the selector, which is rebuilt with the member list on every membership change.
+//! usable. Mutable selection state (round-robin counters, smooth-WRR scores, atomics only)
+//! lives inside the selector, which is rebuilt with the member list on every membership change.
 
 mod hash;
 mod least_conn;
@@ -31,7 +31,7 @@ pub enum Algorithm {
     RoundRobin,
     /// Smooth weighted round-robin, as nginx does it.
     WeightedRoundRobin,
-    /// Fewest in-flight requests relative to weight.
+    /// Fewest in-flight requests relative to weight; ties by smooth weighted round-robin.
     LeastConnections,
     /// Power of two random choices on in-flight requests.
     P2c,
@@ -139,7 +139,7 @@ pub fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Arc<dyn Select>
     match algorithm {
         Algorithm::RoundRobin => Arc::new(round_robin::RoundRobin::starting_at(rotation)),
         Algorithm::WeightedRoundRobin => Arc::new(weighted::SmoothWeighted::new(n)),
-        Algorithm::LeastConnections => Arc::new(least_conn::LeastConnections::default()),
+        Algorithm::LeastConnections => Arc::new(least_conn::LeastConnections::new(n)),
         Algorithm::P2c => Arc::new(p2c::PowerOfTwo),
         Algorithm::Random => Arc::new(random::WeightedRandom),
         Algorithm::IpHash | Algorithm::HeaderHash => Arc::new(hash::Consistent::default()),

@@ -5,9 +5,15 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::least_conn::less_loaded;
 use super::{PickContext, Select, round_robin};
 use crate::pool::Member;
+
+/// Whether `a` (in flight, weight) is less loaded than `b` once this request is added:
+/// (a+1)/wa < (b+1)/wb. Counting the new request lets a heavier member win between two idle
+/// ones, so P2C's draws lean toward weight.
+fn less_loaded(a: (u32, u32), b: (u32, u32)) -> bool {
+    (u64::from(a.0) + 1) * u64::from(b.1) < (u64::from(b.0) + 1) * u64::from(a.1)
+}
 
 /// P2C on in-flight requests per unit of weight.
 #[derive(Debug, Default)]

@@ -169,6 +169,44 @@ fn least_connections_prefers_the_idle_member() {
 }
 
 #[test]
+fn least_connections_spreads_idle_requests_in_proportion_to_weight() {
+    let ms = vec![
+        member(0, 3),
+        member(1, 1),
+        member(2, 1),
+        member(3, 1),
+        member(4, 1),
+    ];
+    let sel = build(Algorithm::LeastConnections, ms.len(), 0);
+    let mut counts = [0usize; 5];
+    for _ in 0..70 {
+        counts[sel.pick(&ms, &cx(None)).unwrap()] += 1;
+    }
+    // Every member is idle between sequential requests: all tie, and the tie goes by weight.
+    assert_eq!(counts, [30, 10, 10, 10, 10]);
+}
+
+#[test]
+fn least_connections_breaks_ties_among_the_least_loaded_only() {
+    let ms = vec![member(0, 2), member(1, 1), member(2, 1)];
+    let sel = build(Algorithm::LeastConnections, ms.len(), 0);
+    // 1 in flight per 2 of weight on member 0 and 1 per 1 on member 1: member 2 (idle) is
+    // the only least loaded, then with 1 each on 1 and 2, member 0 (1/2) stays alone.
+    let _a = ms[0].begin_request();
+    let _b = ms[1].begin_request();
+    assert_eq!(sel.pick(&ms, &cx(None)), Some(2));
+    let _c = ms[2].begin_request();
+    assert_eq!(sel.pick(&ms, &cx(None)), Some(0));
+    // 2 per 2 ties with 1 per 1 everywhere: the tie rotates by weight, 2:1:1.
+    let _d = ms[0].begin_request();
+    let mut counts = [0usize; 3];
+    for _ in 0..40 {
+        counts[sel.pick(&ms, &cx(None)).unwrap()] += 1;
+    }
+    assert_eq!(counts, [20, 10, 10]);
+}
+
+#[test]
 fn p2c_never_picks_the_busier_of_two() {
     let ms = members(2);
     let sel = build(Algorithm::P2c, 2, 0);

@@ -1,55 +1,82 @@
 //! Smooth weighted round-robin, as nginx does it: every pick adds each member's weight to its
 //! current score, takes the highest, and subtracts the total from the winner. Weights 5,1,1 give
 //! `a a b a c a a` instead of `a a a a a b c`.
+//!
+//! The scores are atomics, not a locked vector: every worker thread picks from the same
+//! selector, and a pick only ever adds to and subtracts from scores, so concurrent picks keep
+//! the scores' sum and the cycle stays fair (two racing picks may take the same member once,
+//! which the next picks make up for). [`Scores`] is also least-connections' tie-breaker.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use super::{PickContext, Select};
 use crate::pool::Member;
 
-/// Smooth WRR; the current scores are behind a mutex held only for the arithmetic.
+/// One smooth-WRR score per member (the selector is rebuilt with its member list).
 #[derive(Debug)]
-pub struct SmoothWeighted {
-    current: Mutex<Vec<i64>>,
+pub struct Scores {
+    current: Box<[AtomicI64]>,
 }
 
-impl SmoothWeighted {
-    /// State for `n` members.
+impl Scores {
+    /// Scores for `n` members, all 0.
     pub fn new(n: usize) -> Self {
-        SmoothWeighted {
-            current: Mutex::new(vec![0; n]),
+        Scores {
+            current: (0..n).map(|_| AtomicI64::new(0)).collect(),
         }
     }
-}
 
-impl Select for SmoothWeighted {
-    fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.len() != members.len() {
-            current.resize(members.len(), 0);
-        }
+    /// One smooth-WRR step over the usable members for which `candidate(i)` holds.
+    pub fn pick(
+        &self,
+        members: &[Arc<Member>],
+        cx: &PickContext<'_>,
+        candidate: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
         let mut total = 0i64;
-        let mut best: Option<usize> = None;
+        let mut best: Option<(usize, i64)> = None;
         for (i, m) in members.iter().enumerate() {
-            if !cx.usable(i, m) {
+            // A score per member: a list longer than the selector's has no slot for the rest.
+            let Some(score) = self.current.get(i) else {
+                break;
+            };
+            if !candidate(i) || !cx.usable(i, m) {
                 continue;
             }
             let w = i64::from(cx.weight(m));
             if w == 0 {
                 continue;
             }
-            current[i] += w;
+            let now = score.fetch_add(w, Ordering::Relaxed) + w;
             total += w;
-            if best.is_none_or(|b| current[i] > current[b]) {
-                best = Some(i);
+            if best.is_none_or(|(_, b)| now > b) {
+                best = Some((i, now));
             }
         }
-        if let Some(b) = best {
-            current[b] -= total;
+        let (winner, _) = best?;
+        self.current[winner].fetch_sub(total, Ordering::Relaxed);
+        Some(winner)
+    }
+}
+
+/// Smooth WRR over every usable member.
+#[derive(Debug)]
+pub struct SmoothWeighted {
+    scores: Scores,
+}
+
+impl SmoothWeighted {
+    /// State for `n` members.
+    pub fn new(n: usize) -> Self {
+        SmoothWeighted {
+            scores: Scores::new(n),
         }
-        best
+    }
+}
+
+impl Select for SmoothWeighted {
+    fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
+        self.scores.pick(members, cx, |_| true)
     }
 }

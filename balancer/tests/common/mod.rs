@@ -135,6 +135,17 @@ impl Backend {
     /// Starts a backend with options.
     pub fn start_with(name: &str, opts: BackendOpts) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::serve(name, listener, opts)
+    }
+
+    /// Starts a backend on `addr`, if it is free (replicas behind one DNS name share a port,
+    /// each on its own 127.0.0.N).
+    pub fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        Ok(Self::serve(name, listener, BackendOpts::default()))
+    }
+
+    fn serve(name: &str, listener: TcpListener, opts: BackendOpts) -> Self {
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(BackendState::default());
