@@ -38,14 +38,25 @@ function recent(m) {
   return m.latency ? m.latency.samples : 0;
 }
 
-// One table row per member, created once and then updated.
+// One table row per member, created once and then updated. Each cell carries its column's
+// label: narrow cards show the rows stacked, each value under its label (dashboard.css).
 const CELLS = ["addr", "state", "n weight", "n active", "share", "n ok", "n c4", "n c5",
   "n retries", "n p50", "n p95", "n p99", "check"];
+const LABELS = ["member", "state", "weight", "active", "requests · share of last %s s", "2xx",
+  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check"];
 
-function newRow(addr) {
+function label(i, window) {
+  return LABELS[i].replace("%s", window);
+}
+
+function newRow(addr, window) {
   const tr = el("tr");
   tr.dataset.member = addr;
-  for (const c of CELLS) tr.append(el("td", c));
+  CELLS.forEach((c, i) => {
+    const td = el("td", c);
+    td.dataset.label = label(i, window);
+    tr.append(td);
+  });
   const addrCell = tr.children[0];
   addrCell.append(document.createTextNode(addr), el("small"));
   tr.children[1].append(el("span", "pill"));
@@ -92,9 +103,14 @@ function newCard(pool, window) {
   head.append(el("h2", "", pool.name), el("span", "about"), total);
   const table = el("table");
   const tr = el("tr");
-  const heads = ["member", "state", "weight", "active", `requests · share of last ${window} s`,
-    "2xx", "4xx", "5xx", "retries", "p50", "p95", "p99", "last check"];
-  heads.forEach((h, i) => tr.append(el("th", CELLS[i].startsWith("n ") ? "n" : CELLS[i], h)));
+  CELLS.forEach((c, i) => {
+    const th = el("th", c.startsWith("n ") ? "n" : c);
+    const [first, rest] = label(i, window).split(" · ");
+    // Wide cards wrap the long heading at its dot, not inside "share of last N s".
+    if (rest) th.append(first + " · ", el("span", "nowrap", rest));
+    else th.textContent = first;
+    tr.append(th);
+  });
   const thead = el("thead");
   thead.append(tr);
   table.append(thead, el("tbody"));
@@ -116,7 +132,7 @@ function updateCard(card, pool, status) {
   tbody.querySelectorAll("tr.empty").forEach((e) => e.remove());
   pool.members.forEach((m, i) => {
     let tr = rows.get(m.addr);
-    if (!tr) tr = newRow(m.addr);
+    if (!tr) tr = newRow(m.addr, status.latency_window_seconds);
     rows.delete(m.addr);
     updateRow(tr, m, recentTotal);
     if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use fantoccini::Locator;
 use lab_tests::browser::{self, Browser};
-use lab_tests::docker;
 use lab_tests::stack::Stack;
+use lab_tests::{docker, http};
 use serde_json::Value;
 
 const API_REPLICAS: usize = 3;
@@ -43,6 +43,8 @@ async fn the_lab_page_in_headless_chromium() {
     static_replica_is_sticky_until_forget_my_backend(&mut b).await;
     form_shows_validation_errors(&mut b).await;
     form_adds_a_student_that_every_replica_sees(&mut b).await;
+    dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(&mut b, &stack).await;
+    b.client.goto(&url).await.unwrap();
     killed_replica_vanishes_from_the_bar(&mut b, &stack).await;
     page_fits_a_phone_width(&mut b).await;
     no_console_errors(&mut b).await;
@@ -422,6 +424,153 @@ async fn killed_replica_vanishes_from_the_bar(b: &mut Browser, stack: &Stack) {
     );
     b.js("window.scrollTo(0, 0); return null;").await.unwrap();
     b.screenshot("replica-killed").await.unwrap();
+}
+
+/// The balancer's last reload from its admin API: `Some(ok)`, or `None` before any reload.
+fn last_reload_ok(stack: &Stack) -> anyhow::Result<Option<bool>> {
+    let status: Value = serde_json::from_slice(&http::get(stack.admin_port, "/api/status")?.body)?;
+    Ok(status["reload"]["ok"]
+        .as_bool()
+        .filter(|_| status["reload"]["at"] != 0.0))
+}
+
+/// Writes the stack's mounted `balancer.toml`, sends the balancer SIGHUP (its reload signal, so
+/// the step does not hang on the file watch) and waits until a reload ended as `ok` says.
+async fn reload_config(b: &Browser, stack: &Stack, toml: &str, ok: bool) {
+    std::fs::write(stack.conf_dir.join("balancer.toml"), toml).unwrap();
+    let balancer = stack.containers("balancer").unwrap();
+    docker::docker(&["kill", "-s", "HUP", &balancer[0]]).unwrap();
+    b.wait_until(Duration::from_secs(20), "the reload's outcome", || async {
+        Ok((last_reload_ok(stack)? == Some(ok)).then_some(()))
+    })
+    .await
+    .unwrap();
+}
+
+/// What overflows on the dashboard: the page's and each card's widths, and how far the
+/// rightmost cell of each card sticks out of the card's content box (> 0: cut off).
+async fn dashboard_overflow(b: &Browser) -> Value {
+    b.js("function overhang(card) {
+            var box = card.getBoundingClientRect();
+            var right = box.left + card.clientLeft + card.clientWidth
+              - parseFloat(getComputedStyle(card).paddingRight);
+            var most = 0;
+            card.querySelectorAll('td, li').forEach(function (e) {
+              most = Math.max(most, e.getBoundingClientRect().right);
+            });
+            return most - right;
+          }
+          return {
+            page: document.documentElement.scrollWidth, inner: window.innerWidth,
+            cards: Array.from(document.querySelectorAll('.card')).map(function (c) {
+              var t = c.querySelector('table');
+              return { card: c.dataset.pool || c.className, scroll: c.scrollWidth,
+                       client: c.clientWidth, table: t ? t.scrollWidth : 0,
+                       overhang: overhang(c) };
+            })
+          };")
+        .await
+        .unwrap()
+}
+
+/// Nothing on the dashboard scrolls sideways at the window's width: not the page, not a card
+/// inside itself, and no table or event line is wider than its card.
+async fn assert_dashboard_fits(b: &Browser, width: u64) {
+    let v = dashboard_overflow(b).await;
+    assert_eq!(v["inner"], width, "the window is {width} px wide: {v}");
+    assert!(
+        v["page"].as_u64().unwrap() <= width,
+        "the dashboard scrolls sideways at {width} px: {v}"
+    );
+    let cards = v["cards"].as_array().unwrap();
+    assert_eq!(cards.len(), 3, "two pool cards and the events: {v}");
+    for c in cards {
+        let (scroll, client, table) = (
+            c["scroll"].as_u64().unwrap(),
+            c["client"].as_u64().unwrap(),
+            c["table"].as_u64().unwrap(),
+        );
+        assert!(
+            scroll <= client && table <= client && c["overhang"].as_f64().unwrap() <= 1.0,
+            "at {width} px the card {} overflows (its table {table} px, card {client} px, \
+             scrolls to {scroll} px, cells stick out {} px): {v}",
+            c["card"],
+            c["overhang"]
+        );
+    }
+}
+
+async fn dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(
+    b: &mut Browser,
+    stack: &Stack,
+) {
+    // The longest text the dashboard shows: a rejected reload's error, in the header and in
+    // the events (the lab guide's own example of a bad edit).
+    let good = std::fs::read_to_string(stack.conf_dir.join("balancer.toml")).unwrap();
+    let bad = good.replacen("algorithm = \"round-robin\"", "algorithm = \"fastest\"", 1);
+    assert_ne!(
+        bad, good,
+        "the dynamic pool's algorithm line is in balancer.toml"
+    );
+    reload_config(b, stack, &bad, false).await;
+
+    b.client.set_window_size(1280, 1000).await.unwrap();
+    b.client
+        .goto(&format!("http://127.0.0.1:{}/", stack.admin_port))
+        .await
+        .unwrap();
+    b.wait_until(
+        Duration::from_secs(15),
+        "the live dashboard with every member and the rejected reload",
+        || async {
+            let v = b
+                .js("return [document.getElementById('live').dataset.state,
+                             document.querySelectorAll('[data-pool=dynamic] tr[data-member]').length,
+                             document.getElementById('events').textContent.indexOf('rejected') >= 0];")
+                .await?;
+            Ok((v[0] == "live" && v[1] == API_REPLICAS && v[2] == true).then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_dashboard_fits(b, 1280).await;
+    // At 1280 px it is still a table: the last column's heading is on screen.
+    let heading = b
+        .js(
+            "var th = document.querySelectorAll('[data-pool=dynamic] th');
+             var last = th[th.length - 1].getBoundingClientRect();
+             return [th[th.length - 1].textContent, last.width, last.right <= window.innerWidth];",
+        )
+        .await
+        .unwrap();
+    assert!(
+        heading[0] == "last check" && heading[1].as_f64().unwrap() > 10.0 && heading[2] == true,
+        "the LAST CHECK heading is not shown at 1280 px: {heading}"
+    );
+    b.screenshot("dashboard-1280").await.unwrap();
+    b.js("document.getElementById('events').scrollIntoView(); return null;")
+        .await
+        .unwrap();
+    b.screenshot("dashboard-1280-events").await.unwrap();
+
+    b.client.set_window_size(390, 844).await.unwrap();
+    b.js("window.scrollTo(0, 0); return null;").await.unwrap();
+    assert_dashboard_fits(b, 390).await;
+    b.screenshot("dashboard-phone").await.unwrap();
+    b.js(
+        "document.querySelector('[data-pool=dynamic] tr[data-member]').scrollIntoView();
+          return null;",
+    )
+    .await
+    .unwrap();
+    b.screenshot("dashboard-phone-members").await.unwrap();
+    b.js("document.getElementById('events').scrollIntoView(); return null;")
+        .await
+        .unwrap();
+    b.screenshot("dashboard-phone-events").await.unwrap();
+
+    b.client.set_window_size(1280, 1000).await.unwrap();
+    reload_config(b, stack, &good, true).await;
 }
 
 async fn page_fits_a_phone_width(b: &mut Browser) {
