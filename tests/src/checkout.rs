@@ -38,8 +38,9 @@ pub struct Checkout {
 }
 
 impl Checkout {
-    /// Clones `HEAD` (committed work only) into `<tmp>/<folder>-<pid>` and writes its `.env`.
-    pub fn clone_as(folder: &str) -> Result<Self> {
+    /// Clones `HEAD` (committed work only) into `<tmp>/<folder>-<pid>` and points its `.env`
+    /// at a project and ports of its own; also returns the `.env` as the repository ships it.
+    pub fn clone_as(folder: &str) -> Result<(Self, String)> {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("{folder}-{pid}"));
         if dir.exists() {
@@ -59,9 +60,20 @@ impl Checkout {
                 .arg(workspace_root())
                 .arg(&checkout.dir),
         )?;
+        // Cargo rebuilds a workspace crate whose sources are newer than its last build, and
+        // a fresh clone's are: dated back, the clone's build reuses the workspace's release
+        // binaries (same target directory, same relative paths) instead of recompiling them,
+        // and the workspace's next build stays fresh too.
+        docker::run(
+            Command::new("find")
+                .arg(&checkout.dir)
+                .args([
+                    "-path", "*/.git", "-prune", "-o", "-exec", "touch", "-h", "-d",
+                ])
+                .args(["@946684800", "{}", "+"]),
+        )?;
         let env_file = checkout.dir.join(".env");
-        let shipped = std::fs::read_to_string(&env_file)
-            .context("the repository ships no .env beside compose.yaml")?;
+        let shipped = std::fs::read_to_string(&env_file).unwrap_or_default();
         let mut text: String = shipped
             .lines()
             .filter(|l| !l.starts_with("COMPOSE_PROJECT_NAME="))
@@ -72,7 +84,7 @@ impl Checkout {
             checkout.project
         ));
         std::fs::write(&env_file, text)?;
-        Ok(checkout)
+        Ok((checkout, shipped))
     }
 
     /// The project a compose tool would name after the folder (what must never appear).

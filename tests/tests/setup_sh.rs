@@ -124,7 +124,7 @@ fn a_crash_looping_balancer_stops_setup_at_once_with_its_log_and_the_file_to_fix
     )
     .unwrap();
     // Long enough that only the crash check, never the timeout, can end the wait.
-    let err = match stack.setup_with(&[("LAB_WAIT_SECS", "300".into())], &[]) {
+    let err = match stack.setup_with(&[("LAB_WAIT_SECS", "120".into())], &[]) {
         Ok(out) => panic!("setup.sh succeeded with a broken balancer.toml:\n{out}"),
         Err(e) => format!("{e:#}"),
     };
@@ -157,21 +157,49 @@ fn a_crash_looping_balancer_stops_setup_at_once_with_its_log_and_the_file_to_fix
 }
 
 #[test]
-fn setup_roll_replaces_replicas_losslessly_and_reruns_keep_the_chosen_replica_count() {
+fn reruns_keep_the_chosen_replica_count_and_setup_roll_replaces_replicas_losslessly() {
     let _serial = serial();
     if !available_or_skip(
-        "setup_roll_replaces_replicas_losslessly_and_reruns_keep_the_chosen_replica_count",
+        "reruns_keep_the_chosen_replica_count_and_setup_roll_replaces_replicas_losslessly",
     ) {
         return;
     }
     let stack = Stack::up("roll").unwrap();
+
+    // Two killed of four are still wanted: a re-run restarts them and keeps the others.
+    stack.scale_api(4).unwrap();
+    let four = stack.containers("student-api").unwrap();
+    for id in &four[..2] {
+        docker::docker(&["kill", id]).unwrap();
+    }
+    stack.setup(&[]).unwrap();
+    let running: BTreeSet<String> = stack
+        .containers("student-api")
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        running,
+        four.iter().cloned().collect(),
+        "the re-run did not restart exactly the four replicas it had"
+    );
+
+    // Zero is a choice too.
+    stack.setup(&["scale", "0"]).unwrap();
+    stack.setup(&[]).unwrap();
+    assert_eq!(
+        all_containers(&stack.project, "student-api").unwrap(),
+        Vec::<String>::new(),
+        "the re-run brought back API replicas after `scale 0`"
+    );
+    assert_eq!(stack.get("/").unwrap().status, 200);
+
+    // lab.md §1: replace every replica under a request loop.
     stack.scale_api(3).unwrap();
     assert_eq!(
         instances_within(stack.http_port, 3, Duration::from_secs(10)).len(),
         3
     );
-
-    // lab.md §1: replace every replica under a request loop.
     let old: BTreeSet<String> = stack
         .containers("student-api")
         .unwrap()
@@ -205,34 +233,6 @@ fn setup_roll_replaces_replicas_losslessly_and_reruns_keep_the_chosen_replica_co
             .all(|id| !old.iter().any(|o| o.starts_with(id.as_str()))),
         "old replicas are left: {old:?} -> {new:?}"
     );
-
-    // Two killed of four are still wanted: a re-run restarts them and keeps the others.
-    stack.scale_api(4).unwrap();
-    let four = stack.containers("student-api").unwrap();
-    for id in &four[..2] {
-        docker::docker(&["kill", id]).unwrap();
-    }
-    stack.setup(&[]).unwrap();
-    let running: BTreeSet<String> = stack
-        .containers("student-api")
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(
-        running,
-        four.iter().cloned().collect(),
-        "the re-run did not restart exactly the four replicas it had"
-    );
-
-    // Zero is a choice too.
-    stack.setup(&["scale", "0"]).unwrap();
-    stack.setup(&[]).unwrap();
-    assert_eq!(
-        all_containers(&stack.project, "student-api").unwrap(),
-        Vec::<String>::new(),
-        "the re-run brought back API replicas after `scale 0`"
-    );
-    assert_eq!(stack.get("/").unwrap().status, 200);
 }
 
 #[test]
@@ -244,7 +244,13 @@ fn plain_compose_scale_in_a_clone_named_otherwise_scales_the_one_lab_and_conf_ed
     ) {
         return;
     }
-    let clone = Checkout::clone_as("lab-kit").unwrap();
+    let (clone, shipped_env) = Checkout::clone_as("lab-kit").unwrap();
+    assert!(
+        shipped_env
+            .lines()
+            .any(|l| l == "COMPOSE_PROJECT_NAME=lab-stack"),
+        "the repository's .env does not name the project:\n{shipped_env}"
+    );
     let started = Instant::now();
     clone.setup(&[]).unwrap();
     eprintln!(
