@@ -251,6 +251,7 @@ fn plain_compose_scale_in_a_clone_named_otherwise_scales_the_one_lab_and_conf_ed
             .any(|l| l == "COMPOSE_PROJECT_NAME=lab-stack"),
         "the repository's .env does not name the project:\n{shipped_env}"
     );
+    let before: BTreeSet<String> = docker::container_projects().unwrap().into_iter().collect();
     let started = Instant::now();
     clone.setup(&[]).unwrap();
     eprintln!(
@@ -258,20 +259,29 @@ fn plain_compose_scale_in_a_clone_named_otherwise_scales_the_one_lab_and_conf_ed
         clone.project,
         started.elapsed().as_secs_f64()
     );
+    assert_eq!(
+        docker::containers(&clone.project, "balancer")
+            .unwrap()
+            .len(),
+        1,
+        "./setup.sh did not start the project that .env names"
+    );
 
     // What the newcomer typed, in the clone's folder, with no -p.
     clone
         .compose(&["up", "-d", "--scale", "student-api=4"])
         .unwrap();
-    let projects: BTreeSet<String> = docker::container_projects()
+    // New projects since the start, but not other tests' stacks (`labtest-<their pid>-...`).
+    let added: BTreeSet<String> = docker::container_projects()
         .unwrap()
         .into_iter()
-        .filter(|p| *p == clone.project || *p == clone.folder_project())
+        .filter(|p| !before.contains(p))
+        .filter(|p| *p == clone.project || !p.starts_with("labtest-"))
         .collect();
     assert_eq!(
-        projects,
+        added,
         BTreeSet::from([clone.project.clone()]),
-        "a second project appeared"
+        "setup.sh and the plain compose command did not act on one project"
     );
     wait_for(Duration::from_secs(30), || {
         Ok(docker::containers(&clone.project, "student-api")?.len() == 4)
