@@ -85,7 +85,7 @@ valid_port() { [[ $1 =~ ^[1-9][0-9]{0,4}$ ]] && [ "$1" -le 65535 ]; }
 # half-started lab.
 validate_inputs() {
     local v name sep='([._]|__|-+)'
-    local component="[a-z0-9]+($sep[a-z0-9]+)*"
+    local component="[a-z0-9]+(${sep}[a-z0-9]+)*"
     [[ $COMPOSE_PROJECT_NAME =~ ^[a-z0-9][a-z0-9_-]*$ ]] ||
         bad_input COMPOSE_PROJECT_NAME "lower-case letters, digits, '-' and '_', starting with a letter or digit (compose's rule)"
     for v in LAB_HTTP_PORT LAB_ADMIN_PORT; do
@@ -295,6 +295,7 @@ compose_up() {
 
 # Prints the HTTP status code of GET http://127.0.0.1:PORT/PATH, or nothing.
 http_status() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
     timeout 3 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" "$2" >&3
@@ -304,6 +305,7 @@ http_status() {
 # Prints the whole answer (headers and body) to GET http://127.0.0.1:PORT/PATH, or nothing.
 # HTTP/1.0, so the body is never chunked and ends when the connection closes.
 http_get() {
+    # shellcheck disable=SC2016 # expanded by the inner bash
     timeout 3 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
         printf "GET %s HTTP/1.0\r\nHost: localhost\r\n\r\n" "$2" >&3
@@ -350,6 +352,8 @@ fail_if_crashed() {
     done < <(container_states)
 }
 
+# restarts_at_start is read through a nameref by fail_if_crashed.
+# shellcheck disable=SC2034
 wait_ready() {
     local deadline=$((SECONDS + LAB_WAIT_SECS)) ok id svc state restarts code
     local -A restarts_at_start=()
@@ -362,7 +366,7 @@ wait_ready() {
     [ "$(replicas static-site)" -gt 0 ] && urls+=("$LAB_HTTP_PORT /")
     [ "$(replicas student-api)" -gt 0 ] && urls+=("$LAB_HTTP_PORT /api/student")
     [ "${#urls[@]}" -gt 0 ] || urls=("$LAB_ADMIN_PORT /healthz")
-    local what= url
+    local what='' url
     for url in "${urls[@]}"; do what+="http://localhost:${url% *}${url#* } "; done
     say "waiting for $what(up to ${LAB_WAIT_SECS}s)"
     while :; do
@@ -521,7 +525,7 @@ cmd_up() {
 }
 
 cmd_down() {
-    local volumes= containers networks left
+    local volumes='' containers networks left
     case "${1:-}" in
     "") ;;
     --volumes | -v) volumes=1 ;;
