@@ -83,3 +83,30 @@ pub fn containers(project: &str, service: &str) -> Result<Vec<String>> {
 pub fn inspect(what: &str, format: &str) -> Result<String> {
     Ok(docker(&["inspect", "-f", format, what])?.trim().to_owned())
 }
+
+/// The compose a person would type: `docker compose` (v2) when the plugin answers, else
+/// `docker-compose` (v1).
+pub fn compose_command() -> Command {
+    let v2 = Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if v2 {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    } else {
+        Command::new("docker-compose")
+    }
+}
+
+/// The compose project names of every container (running or not), one per container.
+pub fn container_projects() -> Result<Vec<String>> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Label \"com.docker.compose.project\"}}",
+    ])?;
+    Ok(out.lines().map(str::to_owned).collect())
+}

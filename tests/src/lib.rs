@@ -8,10 +8,13 @@
 //!   started by `./setup.sh` itself, and always torn down (`down -v`) by a `Drop` guard.
 //! - [`load`]: looping client threads that count every failed request and keep acknowledged
 //!   POSTs for a read-back.
+//! - [`checkout`]: a `git clone` of this repository under another folder name, driven by its
+//!   `.env` alone, as a newcomer's checkout is.
 //! - [`docker`]: the docker CLI calls the tests make, and whether docker can be used at all.
 //! - [`browser`]: headless Chromium through chromedriver (fantoccini), screenshots, console.
 
 pub mod browser;
+pub mod checkout;
 pub mod docker;
 pub mod http;
 pub mod load;

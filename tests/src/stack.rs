@@ -144,6 +144,13 @@ impl Stack {
         setup_sh(&self.env(), args)
     }
 
+    /// `./setup.sh ARGS` for this stack with some variables overridden (or added).
+    pub fn setup_with(&self, extra: &[(&'static str, String)], args: &[&str]) -> Result<String> {
+        let mut env = self.env();
+        env.extend(extra.iter().cloned());
+        setup_sh(&env, args)
+    }
+
     /// Runs `n` student-api replicas and waits until that many are running.
     pub fn scale_api(&self, n: usize) -> Result<()> {
         self.setup(&["scale", &n.to_string()])?;
@@ -177,7 +184,7 @@ impl Drop for Stack {
 }
 
 /// Two distinct free TCP ports (held together while picked, so they differ).
-fn free_ports() -> Result<(u16, u16)> {
+pub fn free_ports() -> Result<(u16, u16)> {
     let a = TcpListener::bind("0.0.0.0:0")?;
     let b = TcpListener::bind("0.0.0.0:0")?;
     Ok((a.local_addr()?.port(), b.local_addr()?.port()))
