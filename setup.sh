@@ -7,6 +7,10 @@
 #   ./setup.sh scale N         run N student-api replicas
 #   ./setup.sh logs [ARGS...]  compose logs (e.g. ./setup.sh logs -f balancer)
 #   ./setup.sh status          containers, health and URLs
+#   ./setup.sh swarm [status|down]  deploy the lab on the swarm DOCKER_HOST points at (see
+#                              deploy/swarm/swarm.sh; LAB_REGISTRY=host:port pushes the images)
+#   ./setup.sh cluster up [N]|down|status  an N-node swarm on this Linux machine (root; see
+#                              deploy/swarm/cluster.sh)
 #
 # Environment: COMPOSE_PROJECT_NAME (default lab-stack), LAB_HTTP_PORT (8888), LAB_ADMIN_PORT
 # (1936), LAB_BALANCER_CONF_DIR, LAB_IMAGE_PREFIX, LAB_IMAGE_TAG (see compose.yaml),
@@ -299,7 +303,13 @@ main() {
         compose logs --tail=200 "$@"
         ;;
     status | ps) cmd_status ;;
-    -h | --help | help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    swarm)
+        # shellcheck source=deploy/swarm/swarm.sh
+        . "$ROOT/deploy/swarm/swarm.sh"
+        cmd_swarm "$@"
+        ;;
+    cluster) exec "$ROOT/deploy/swarm/cluster.sh" "$@" ;;
+    -h | --help | help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
     *) die "unknown command '$cmd' (try ./setup.sh help)" ;;
     esac
 }
