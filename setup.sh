@@ -10,6 +10,10 @@
 #                              request fails and the replica count stays
 #   ./setup.sh logs [ARGS...]  compose logs (e.g. ./setup.sh logs -f balancer)
 #   ./setup.sh status          containers, health, restart counts and URLs
+#   ./setup.sh swarm [status|down]  deploy the lab on the swarm DOCKER_HOST points at (see
+#                              deploy/swarm/swarm.sh; LAB_REGISTRY=host:port pushes the images)
+#   ./setup.sh cluster up [N]|down|status|cut K|heal K|crash K  an N-node swarm on this
+#                              Linux machine (root; see deploy/swarm/cluster.sh)
 #
 # Environment, else the .env file beside compose.yaml (which compose reads too), else the
 # default: COMPOSE_PROJECT_NAME (lab-stack), LAB_HTTP_PORT (8888), LAB_ADMIN_PORT (1936),
@@ -107,6 +111,8 @@ validate_inputs() {
     for name in $(compgen -e | grep '^LAB_' || true); do
         case $name in
         LAB_HTTP_PORT | LAB_ADMIN_PORT | LAB_WAIT_SECS | LAB_IMAGE_PREFIX | LAB_IMAGE_TAG | LAB_BALANCER_CONF_DIR) ;;
+        # deploy/swarm/swarm.sh and cluster.sh check these themselves.
+        LAB_REGISTRY | LAB_CLUSTER_PREFIX | LAB_CLUSTER_SUBNET | LAB_CLUSTER_DIR) ;;
         *) say "warning: $name is not a setting of setup.sh or compose.yaml (a typo?); ignored" ;;
         esac
     done
@@ -293,13 +299,14 @@ compose_up() {
     rm -f "$err"
 }
 
-# Prints the HTTP status code of GET http://127.0.0.1:PORT/PATH, or nothing.
+# Prints the HTTP status code of GET http://HOST:PORT/PATH (HOST defaults to 127.0.0.1; a
+# swarm deploy asks the balancer's node), or nothing.
 http_status() {
     # shellcheck disable=SC2016 # expanded by the inner bash
     timeout 3 bash -c '
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        exec 3<>"/dev/tcp/$3/$1" || exit 1
         printf "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n" "$2" >&3
-        read -r _ code _ <&3 && printf "%s" "$code"' _ "$1" "$2" 2>/dev/null || true
+        read -r _ code _ <&3 && printf "%s" "$code"' _ "$1" "$2" "${3:-127.0.0.1}" 2>/dev/null || true
 }
 
 # Prints the whole answer (headers and body) to GET http://127.0.0.1:PORT/PATH, or nothing.
@@ -614,6 +621,12 @@ main() {
         compose logs --tail=200 "$@"
         ;;
     status | ps) cmd_status ;;
+    swarm)
+        # shellcheck source=deploy/swarm/swarm.sh
+        . "$ROOT/deploy/swarm/swarm.sh"
+        cmd_swarm "$@"
+        ;;
+    cluster) exec "$ROOT/deploy/swarm/cluster.sh" "$@" ;;
     *) die "unknown command '$cmd' (try ./setup.sh help)" ;;
     esac
 }

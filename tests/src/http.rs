@@ -42,7 +42,7 @@ impl Response {
     }
 }
 
-/// A client bound to one `127.0.0.1` port, reusing its connection.
+/// A client bound to one address (`127.0.0.1:PORT` for a compose lab), reusing its connection.
 #[derive(Debug)]
 pub struct Client {
     addr: SocketAddr,
@@ -58,10 +58,12 @@ struct Failure {
 impl Client {
     /// A client for `http://127.0.0.1:PORT`.
     pub fn new(port: u16) -> Self {
-        Self {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            conn: None,
-        }
+        Self::to(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+
+    /// A client for `http://ADDR` (a swarm node's published port, say).
+    pub fn to(addr: SocketAddr) -> Self {
+        Self { addr, conn: None }
     }
 
     /// `GET path`.

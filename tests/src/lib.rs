@@ -12,10 +12,15 @@
 //!   `.env` alone, as a newcomer's checkout is.
 //! - [`docker`]: the docker CLI calls the tests make, and whether docker can be used at all.
 //! - [`browser`]: headless Chromium through chromedriver (fantoccini), screenshots, console.
+//! - [`swarm`]: a real multi-node Docker Swarm on this machine (`./setup.sh cluster`) under a
+//!   test-only prefix, removed by a `Drop` guard.
+//! - [`postgres`]: a throwaway PostgreSQL server (the database a swarm operator provides).
 
 pub mod browser;
 pub mod checkout;
 pub mod docker;
 pub mod http;
 pub mod load;
+pub mod postgres;
 pub mod stack;
+pub mod swarm;

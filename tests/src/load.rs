@@ -4,6 +4,7 @@
 //! Loops are bounded: they stop when told, and in any case after [`MAX_RUN`].
 
 use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -23,8 +24,12 @@ pub struct Report {
     pub failures: Vec<String>,
     /// Emails of the students whose POST was acknowledged (201).
     pub acknowledged: Vec<String>,
+    /// Ids of those students, from the 201 bodies.
+    pub ids: Vec<String>,
     /// Distinct `X-Instance` values seen.
     pub instances: BTreeSet<String>,
+    /// The longest any request took, answered or not.
+    pub worst: Duration,
 }
 
 impl Report {
@@ -32,7 +37,9 @@ impl Report {
         self.ok += other.ok;
         self.failures.extend(other.failures);
         self.acknowledged.extend(other.acknowledged);
+        self.ids.extend(other.ids);
         self.instances.extend(other.instances);
+        self.worst = self.worst.max(other.worst);
     }
 }
 
@@ -47,12 +54,21 @@ impl Load {
     /// Starts `getters` threads looping `GET /api/student` and `posters` threads looping
     /// `POST /api/student` against `127.0.0.1:port`.
     pub fn start(port: u16, getters: usize, posters: usize) -> Self {
+        Self::start_at(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            getters,
+            posters,
+        )
+    }
+
+    /// [`Load::start`] against any address (a swarm node's published port).
+    pub fn start_at(addr: SocketAddr, getters: usize, posters: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..getters + posters)
             .map(|i| {
                 let stop = Arc::clone(&stop);
                 let post = i >= getters;
-                std::thread::spawn(move || worker(port, i, post, &stop))
+                std::thread::spawn(move || worker(addr, i, post, &stop))
             })
             .collect();
         Self { stop, workers }
@@ -72,13 +88,14 @@ impl Load {
     }
 }
 
-fn worker(port: u16, id: usize, post: bool, stop: &AtomicBool) -> Report {
-    let mut client = Client::new(port);
+fn worker(addr: SocketAddr, id: usize, post: bool, stop: &AtomicBool) -> Report {
+    let mut client = Client::to(addr);
     let mut report = Report::default();
     let started = Instant::now();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) && started.elapsed() < MAX_RUN {
         n += 1;
+        let sent = Instant::now();
         let (result, expected, email) = if post {
             let email = format!("e2e-{}-{id}-{n}@example.org", std::process::id());
             let body = format!(
@@ -88,12 +105,16 @@ fn worker(port: u16, id: usize, post: bool, stop: &AtomicBool) -> Report {
         } else {
             (client.get("/api/student"), 200, None)
         };
+        report.worst = report.worst.max(sent.elapsed());
         let at = started.elapsed().as_secs_f64();
         match result {
             Ok(r) if r.status == expected => {
                 report.ok += 1;
                 if let Some(i) = r.header("x-instance") {
                     report.instances.insert(i.to_owned());
+                }
+                if email.is_some() {
+                    report.ids.extend(student_id(&r.body));
                 }
                 report.acknowledged.extend(email);
             }
@@ -109,4 +130,10 @@ fn worker(port: u16, id: usize, post: bool, stop: &AtomicBool) -> Report {
         }
     }
     report
+}
+
+/// The `id` of a stored student's JSON.
+fn student_id(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get("id")?.as_str().map(str::to_owned)
 }
