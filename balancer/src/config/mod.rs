@@ -296,8 +296,12 @@ pub fn load_raw(file: &FileChoice) -> Result<RawConfig, ConfigError> {
 
 /// Loads and validates everything: what `main`, `--check-config` and reloads call.
 pub fn load(file: &FileChoice) -> Result<Settings, ConfigError> {
+    // Stamped before reading: an edit after this point is newer than what is loaded.
+    let version = reload::FileVersion::of(&file.path);
     let raw = load_raw(file)?;
-    Settings::build(&raw, &Origin::detect(Some(file)))
+    let mut settings = Settings::build(&raw, &Origin::detect(Some(file)))?;
+    settings.file_version = Some(version);
+    Ok(settings)
 }
 
 /// Joins an error with all its causes: confique shows only the first line of a file error.

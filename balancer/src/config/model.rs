@@ -153,6 +153,8 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
+    /// Which version of that file (set by [`super::load`]); the file watcher starts from it.
+    pub file_version: Option<super::reload::FileVersion>,
 }
 
 impl Settings {
@@ -201,6 +203,7 @@ impl Settings {
             pools,
             routes,
             file: origin.file.clone(),
+            file_version: None,
         })
     }
 
