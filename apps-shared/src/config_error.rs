@@ -235,7 +235,7 @@ fn in_file<C: Config>(
             key: dotted(&key),
             line,
         }),
-        value: value.map(|r| short(text[r].trim())),
+        value: value.and_then(|r| text.get(r)).map(|v| short(v.trim())),
         reason,
         expected,
     }
@@ -436,7 +436,7 @@ fn dotted(key: &[String]) -> String {
 }
 
 fn line_col(text: &str, at: usize) -> (usize, usize) {
-    let before = &text[..at.min(text.len())];
+    let before = text.get(..at).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
