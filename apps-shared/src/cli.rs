@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::{config, healthcheck};
+use super::healthcheck;
 
 /// Resolves when the process should shut down (SIGTERM or SIGINT). Boxed so that `run`, generic
 /// over its shutdown future, can be passed as a plain function.
@@ -29,7 +29,7 @@ pub struct Binary<C, R> {
     /// The `--help` text.
     pub help: &'static str,
     /// Loads the config from env vars, the optional file and defaults.
-    pub load: fn() -> Result<C, confique::Error>,
+    pub load: fn() -> Result<C, super::config_error::Problem>,
     /// The address the config says to listen on (also what `--healthcheck` probes).
     pub listen: fn(&C) -> SocketAddr,
     /// Serves an already-bound listener until the shutdown future resolves.
@@ -69,7 +69,7 @@ where
     let config = match (bin.load)() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{name}: configuration error: {}", config::describe(&e));
+            eprintln!("{name}: configuration error: {e}");
             return ExitCode::FAILURE;
         }
     };

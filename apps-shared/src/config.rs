@@ -5,17 +5,19 @@
 //! methods. The struct stays flat on purpose: confique's `nested` would move the registration
 //! keys into a TOML table, and the file keys (`register_url`, ...) are a contract.
 //!
-//! Every env value goes through a `parse_*` function so that a bad value is reported with the
-//! variable, the value and what was expected (confique adds the variable name).
+//! Every env value goes through a `parse_*` function that says what it expected; loading goes
+//! through [`super::config_error`], which names the variable or file key and the value.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use super::config_error::{self, Problem, Source};
 
 /// Declares an app's `Config`: the attributes and fields written at the call site, then the
 /// fields both apps share, and an `impl` with `registration`, `instance`,
-/// `check_registration` (for confique's struct-level `validate`) and `fmt_registration` (the
-/// tail of `Display`).
+/// `load_from` (every source, then the cross-field checks) and `fmt_registration` (the tail of
+/// `Display`).
 ///
 /// The caller's module must provide `parse_socket_addr` (its message shows the app's own
 /// port), used here for `REGISTER_ADVERTISE`.
@@ -81,12 +83,18 @@ macro_rules! app_config {
                     .unwrap_or_else(|| "unknown".to_owned())
             }
 
-            /// Cross-field checks, run by confique after merging all sources.
-            fn check_registration(&self) -> Result<(), &'static str> {
+            /// Loads env vars, then the TOML file named by the env var `file_env` (if set),
+            /// then defaults, and checks the values that only make sense together.
+            pub fn load_from(
+                file_env: &str,
+            ) -> Result<Self, crate::shared::config_error::Problem> {
+                let config: Self = crate::shared::config::load(file_env)?;
                 crate::shared::config::check_registration(
-                    self.register_url.is_some(),
-                    self.admin_token.is_some(),
-                )
+                    config.register_url.as_ref().map(ToString::to_string),
+                    config.admin_token.is_some(),
+                    file_env,
+                )?;
+                Ok(config)
             }
 
             /// confique `validate` for `register_interval` (see `register::check_interval`).
@@ -116,24 +124,50 @@ macro_rules! app_config {
 pub(crate) use app_config;
 
 /// Loads env vars, then the TOML file named by the env var `file_env` (if set and not empty),
-/// then defaults: earlier sources win.
-pub fn load<C: confique::Config>(file_env: &str) -> Result<C, confique::Error> {
-    let mut builder = C::builder().env();
-    if let Some(path) = std::env::var_os(file_env).filter(|p| !p.is_empty()) {
-        builder = builder.file(Path::new(&path));
+/// then defaults: earlier sources win. A named file that is missing is an error.
+pub fn load<C: confique::Config>(file_env: &str) -> Result<C, Problem> {
+    match config_file(file_env) {
+        Some(path) if !path.exists() => Err(Problem::invalid(
+            Source::Env(file_env.to_owned()),
+            Some(format!("{:?}", path.display().to_string())),
+            "the path of an existing TOML file (unset: no file)",
+        )),
+        path => config_error::load(path.as_deref()),
     }
-    builder.load()
+}
+
+fn config_file(file_env: &str) -> Option<PathBuf> {
+    std::env::var_os(file_env)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The balancer refuses registrations without its token: a URL without one is a config error.
-pub fn check_registration(has_url: bool, has_token: bool) -> Result<(), &'static str> {
-    if has_url && !has_token {
-        return Err(
-            "BALANCER_REGISTER_URL is set but BALANCER_ADMIN_TOKEN is not \
-                    (the balancer refuses registrations without its token)",
-        );
-    }
-    Ok(())
+pub fn check_registration(
+    url: Option<String>,
+    has_token: bool,
+    file_env: &str,
+) -> Result<(), Problem> {
+    let Some(url) = url.filter(|_| !has_token) else {
+        return Ok(());
+    };
+    const VAR: &str = "BALANCER_REGISTER_URL";
+    let origin = match (config_error::env_value(VAR), config_file(file_env)) {
+        (Some(_), _) | (None, None) => Source::Env(VAR.into()),
+        (None, Some(path)) => Source::File {
+            path,
+            key: "register_url".into(),
+            line: None,
+        },
+    };
+    Err(Problem {
+        origin: Box::new(origin),
+        value: Some(format!("{url:?}")),
+        reason: "set without BALANCER_ADMIN_TOKEN (admin_token), and the balancer refuses \
+                 registrations without its token"
+            .into(),
+        expected: Some("BALANCER_ADMIN_TOKEN set as well, or no register URL".into()),
+    })
 }
 
 /// Reads the hostname without libc: the kernel's view first, then the usual files and env.
@@ -231,8 +265,10 @@ mod tests {
 
     #[test]
     fn a_register_url_needs_the_token() {
-        assert!(check_registration(true, false).is_err());
-        assert!(check_registration(true, true).is_ok());
-        assert!(check_registration(false, false).is_ok());
+        let url = || Some("http://b/x".to_owned());
+        let env = "NO_SUCH_CONFIG_VAR";
+        assert!(check_registration(url(), false, env).is_err());
+        assert!(check_registration(url(), true, env).is_ok());
+        assert!(check_registration(None, false, env).is_ok());
     }
 }

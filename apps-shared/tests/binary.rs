@@ -118,34 +118,133 @@ fn healthcheck_exits_0_when_healthy_and_1_when_not() {
     assert!(String::from_utf8_lossy(&down.stderr).contains("cannot reach"));
 }
 
-/// A bad env value is named with its variable and what was expected; exit 1.
+/// Whether `s` names a Rust item by its path (`Config::listen`); `[::]` is an address.
+fn names_an_internal_path(s: &str) -> bool {
+    s.as_bytes()
+        .windows(4)
+        .any(|w| w[0].is_ascii_alphanumeric() && &w[1..3] == b"::" && w[3].is_ascii_alphabetic())
+}
+
+/// The binary run with `content` as its config file: (exit code, stderr, the file's path).
+fn with_file(name: &str, content: &str) -> (Option<i32>, String, String) {
+    let bin = &BIN;
+    let dir = TempDir::new(name);
+    let file = dir.file("app.toml");
+    std::fs::write(&file, content).unwrap();
+    let out = bin.bare().env(bin.config_env, &file).output().unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        path,
+    )
+}
+
+/// A bad env value is shown as `VAR="value" (environment)` with what was expected; exit 1.
 #[test]
 fn a_bad_env_value_names_the_variable_and_value_and_exits_nonzero() {
     let bin = &BIN;
     for (var, value, expected) in [
-        (bin.listen_env, "localhost", "socket address"),
-        ("DRAIN_GRACE", "soon", "duration"),
+        (bin.listen_env, "localhost", "expected a socket address"),
+        ("DRAIN_GRACE", "soon", "expected a duration"),
     ] {
         let out = bin.bare().env(var, value).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{var}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(var), "{err}");
-        assert!(err.contains(value), "{err}");
-        assert!(err.contains(expected), "{err}");
+        assert!(
+            err.contains(&format!("{var}=\"{value}\" (environment): {expected}")),
+            "{err}"
+        );
+        assert!(!names_an_internal_path(&err), "{err}");
     }
 }
 
-/// An unknown key in the TOML file is an error that names it; exit 1.
+/// A bad value in the file is shown with its key, the value, the file and what was expected.
+#[test]
+fn a_bad_file_value_names_the_key_the_value_and_the_file() {
+    let (code, err, path) = with_file("bin-value", "drain_grace = \"1s\"\nlisten = \"nowhere\"\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "app.toml key listen = \"nowhere\" (file {path}, line 2): invalid socket address"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("expected"), "{err}");
+    assert!(!names_an_internal_path(&err), "{err}");
+}
+
+/// A file that is not TOML is shown with its line and what was expected.
+#[test]
+fn a_file_that_is_not_toml_names_the_line() {
+    let (code, err, path) = with_file("bin-syntax", "listen = 127.0.0.1:0\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "app.toml line 1 `listen = 127.0.0.1:0` (file {path}, column"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("not valid TOML") && err.contains("expected `key = value`"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("TOML parse error") && !names_an_internal_path(&err),
+        "{err}"
+    );
+}
+
+/// An unknown key in the TOML file is an error that names it and the keys expected; exit 1.
 #[test]
 fn unknown_keys_in_the_config_file_are_rejected() {
+    let (code, err, path) = with_file("bin-toml", "listen = \"127.0.0.1:0\"\nlisten_port = 3\n");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(&format!(
+            "app.toml key listen_port = 3 (file {path}, line 2): unknown key `listen_port`"
+        )),
+        "{err}"
+    );
+    assert!(err.contains("expected one of `listen`"), "{err}");
+    assert!(!names_an_internal_path(&err), "{err}");
+}
+
+/// A config file that is named but missing is an error naming the variable, not ignored.
+#[test]
+fn a_named_config_file_that_is_missing_is_an_error() {
     let bin = &BIN;
-    let dir = TempDir::new("bin-toml");
-    let file = dir.file("app.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nlisten_port = 3\n").unwrap();
-    let out = bin.bare().env(bin.config_env, &file).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("listen_port"), "{err}");
+    let mut child = bin
+        .bare()
+        .env(bin.config_env, "/nonexistent/app.toml")
+        .env(bin.listen_env, "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = status.expect("started serving without its config file");
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}=\"/nonexistent/app.toml\" (environment)",
+            bin.config_env
+        )) && err.contains("expected"),
+        "{err}"
+    );
 }
 
 /// `--help` names every variable, `--version` the version, an unknown argument exits 2.

@@ -120,6 +120,7 @@ pub fn start(
     let shutdown = CancellationToken::new();
     let (tx, rx) = mpsc::channel(256);
     let watch_path = file.as_ref().map(|f| f.path.clone());
+    let loaded_version = settings.file_version.clone();
     let ctl = Control::new(
         Arc::clone(&shared),
         file,
@@ -134,6 +135,7 @@ pub fn start(
     if let Some(path) = watch_path {
         runtime.spawn(config::reload::watch_file(
             path,
+            loaded_version,
             Duration::from_secs(1),
             tx.clone(),
             background.clone(),

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use balancer::config::{self, FileChoice, Origin};
+use balancer::config::{self, FileChoice};
 use balancer::control::Command;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;
@@ -92,14 +92,13 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &FileChoice) -> ExitCode {
-    let raw = match config::load_raw(file) {
+    let (raw, origin) = match config::load_with_origin(file) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("balancer: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
-    let origin = Origin::detect(Some(file));
     match config::Settings::build(&raw, &origin) {
         Ok(s) => {
             let source = origin

@@ -102,6 +102,116 @@ fn bad_env_value_names_the_variable_the_value_and_the_choices() {
     );
 }
 
+/// Whether `s` names a Rust item by its path (`RawConfig::listen`); `[::]` is an address.
+fn names_an_internal_path(s: &str) -> bool {
+    s.contains("RawConfig")
+        || s.as_bytes().windows(4).any(|w| {
+            w[0].is_ascii_alphanumeric() && &w[1..3] == b"::" && w[3].is_ascii_alphabetic()
+        })
+}
+
+/// `--check-config` with `content` as the config file: (exit code, stderr, the file's path).
+fn check_file(name: &str, content: &str) -> (Option<i32>, String, String) {
+    let file = temp_dir(name).join("balancer.toml");
+    std::fs::write(&file, content).unwrap();
+    let path = file.to_str().unwrap().to_owned();
+    let out = run(&["--check-config"], &[("BALANCER_CONFIG", &path)]);
+    (out.status.code(), text(&out.stderr), path)
+}
+
+#[test]
+fn a_bad_env_value_shows_the_variable_the_value_and_what_was_expected() {
+    let out = run(&["--check-config"], &[("BALANCER_LISTEN", "foo")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("BALANCER_LISTEN=\"foo\" (environment): invalid socket address syntax"),
+        "{err}"
+    );
+    assert!(
+        err.contains("expected") && err.contains("0.0.0.0:80"),
+        "{err}"
+    );
+    assert!(!names_an_internal_path(&err), "{err}");
+
+    let out = run(&["--check-config"], &[("BALANCER_WORKERS", "many")]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("BALANCER_WORKERS=\"many\"") && err.contains("expected a whole number"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("u64") && !names_an_internal_path(&err),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_file_value_shows_the_key_the_value_the_file_and_what_was_expected() {
+    let (code, err, path) = check_file("file-value", "workers = 2\nlisten = \"foo\"\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!(
+            "balancer.toml key listen = \"foo\" (file {path}, line 2): invalid socket address"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("expected") && err.contains("0.0.0.0:80"),
+        "{err}"
+    );
+    assert!(!names_an_internal_path(&err), "{err}");
+
+    // A wrong type in a table of the file: TOML words, not Rust types.
+    let (code, err, _) = check_file("file-type", "[pools.x]\nmembers = \"a:1\"\nhealth = 5\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("key pools.x.health = 5") && err.contains("expected a table"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("HealthFile") && !names_an_internal_path(&err),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_file_that_is_not_toml_shows_the_line_and_what_was_expected() {
+    let (code, err, path) = check_file("syntax", "workers = 2\nlisten = 0.0.0.0:80\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!(
+            "balancer.toml line 2 `listen = 0.0.0.0:80` (file {path}, column"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("not valid TOML") && err.contains("expected") && err.contains("double quotes"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("TOML parse error") && !names_an_internal_path(&err),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_unknown_file_key_shows_the_key_the_file_and_the_keys_expected() {
+    let (code, err, path) = check_file("unknown", "[timeouts]\nconect = \"1s\"\n");
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(&format!(
+            "balancer.toml key timeouts.conect = \"1s\" (file {path}, line 2): unknown key"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean `connect`?") && err.contains("expected one of `connect`"),
+        "{err}"
+    );
+    assert!(!names_an_internal_path(&err), "{err}");
+}
+
 #[test]
 fn the_server_refuses_to_start_on_a_bad_value() {
     let out = run(&[], &[("BALANCER_LISTEN", "not-an-address")]);

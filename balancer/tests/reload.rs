@@ -317,3 +317,36 @@ fn member_arc_opt(lb: &Running, addr: std::net::SocketAddr) -> Option<Arc<balanc
     let pool = snap.pools.iter().find(|p| &*p.settings.name == "dynamic")?;
     pool.members.iter().find(|m| m.addr == addr).cloned()
 }
+
+#[test]
+fn an_edit_while_the_balancer_starts_is_applied() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let file = config_file("while-starting", &Conf::new(&[a.member()]).toml());
+    let settings = config::load(&file).unwrap();
+    // The edit lands after the file was read and before the watcher first looks at it, as
+    // when a busy machine schedules the watcher late. Renamed into place, as editors do.
+    let tmp = file.path.with_extension("tmp");
+    std::fs::write(&tmp, Conf::new(&[b.member()]).toml()).unwrap();
+    std::fs::rename(&tmp, &file.path).unwrap();
+    let lb = balancer::start(
+        settings,
+        Some(file.clone()),
+        Listeners {
+            proxy: vec![std::net::TcpListener::bind("127.0.0.1:0").unwrap()],
+            admin: std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        },
+        Some(Arc::new(StaticResolver::default())),
+    )
+    .unwrap();
+    assert!(
+        member_arc_opt(&lb, a.addr).is_some(),
+        "starts with what it read"
+    );
+    // No explicit reload: only the watcher can notice the edit.
+    assert!(
+        common::wait_until(Duration::from_secs(10), || {
+            member_arc_opt(&lb, b.addr).is_some() && member_arc_opt(&lb, a.addr).is_none()
+        }),
+        "the edit made while starting was never applied"
+    );
+}

@@ -19,7 +19,7 @@ pub const CONFIG_FILE_ENV: &str = "STATIC_SITE_CONFIG";
 app_config! {
     /// Runtime configuration of the static site.
     #[derive(Debug, Clone, confique::Config)]
-    #[config(layer_attr(serde(deny_unknown_fields)), validate = Self::check_registration)]
+    #[config(layer_attr(serde(deny_unknown_fields)))]
     pub struct Config {
         /// Socket address to listen on.
         #[config(env = "STATIC_SITE_LISTEN", parse_env = parse_socket_addr, default = "0.0.0.0:8080")]
@@ -37,8 +37,8 @@ app_config! {
 
 impl Config {
     /// Loads env vars, then the TOML file named by `STATIC_SITE_CONFIG` (if set), then defaults.
-    pub fn load() -> Result<Self, confique::Error> {
-        crate::shared::config::load(CONFIG_FILE_ENV)
+    pub fn load() -> Result<Self, crate::shared::config_error::Problem> {
+        Self::load_from(CONFIG_FILE_ENV)
     }
 }
 

@@ -72,7 +72,7 @@ pub fn check_interval(interval: &Duration) -> Result<(), &'static str> {
     if (INTERVALS.0..=INTERVALS.1).contains(interval) {
         Ok(())
     } else {
-        Err("REGISTER_INTERVAL (register_interval) must be between 100ms and 20m")
+        Err("expected a duration between 100ms and 20m, such as 2s")
     }
 }
 

@@ -22,7 +22,7 @@ pub enum UrlError {
     /// `https://`: the apps carry no TLS client, to stay small.
     #[error(
         "invalid value {0:?}: https:// is not supported (the apps have no TLS client); \
-         BALANCER_REGISTER_URL must be a plain http://host[:port]/path URL"
+         expected a plain http://host[:port]/path URL in BALANCER_REGISTER_URL"
     )]
     Https(String),
     /// Anything else that is not `http://host[:port]/path`.
@@ -34,7 +34,7 @@ pub enum UrlError {
         why: &'static str,
     },
     /// The token cannot travel in an `Authorization` header.
-    #[error("the admin token must be 1 to 1024 visible ASCII characters without spaces")]
+    #[error("expected an admin token of 1 to 1024 visible ASCII characters without spaces")]
     Token,
 }
 

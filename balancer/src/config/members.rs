@@ -120,17 +120,29 @@ impl fmt::Display for MemberList {
 
 impl<'de> Deserialize<'de> for MemberList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            One(String),
-            Many(Vec<String>),
+        // A visitor rather than an untagged enum, whose error would name the enum.
+        struct Members;
+        impl<'de> serde::de::Visitor<'de> for Members {
+            type Value = MemberList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"host:port host:port*weight\" or an array of such strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MemberList, E> {
+                MemberList::parse(s).map_err(E::custom)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<MemberList, A::Error> {
+                let mut text = String::new();
+                while let Some(entry) = seq.next_element::<String>()? {
+                    text.push_str(&entry);
+                    text.push(' ');
+                }
+                self.visit_str(&text)
+            }
         }
-        let text = match Raw::deserialize(d)? {
-            Raw::One(s) => s,
-            Raw::Many(v) => v.join(" "),
-        };
-        MemberList::parse(&text).map_err(serde::de::Error::custom)
+        d.deserialize_any(Members)
     }
 }
 

@@ -3,9 +3,12 @@
 //! [`RawConfig`] is the layered, typed input exactly as a person writes it (its field docs become
 //! `--print-default-config`). [`Settings`] is what the balancer runs on: validated, with the two
 //! default pools merged from file and env and every cross-reference checked. A bad value always
-//! names the field, where it came from and what was expected.
+//! names its variable or file key, the value and what was expected ([`error::Problem`]).
 
 pub mod check;
+// Shared with the two apps, so that all three binaries report a refused value alike.
+#[path = "../../../apps-shared/src/config_error.rs"]
+pub mod error;
 pub mod members;
 pub mod model;
 mod origin;
@@ -20,6 +23,7 @@ use std::time::Duration;
 use confique::Config;
 use serde::{Deserialize, Serialize};
 
+pub use error::{Problem, Source};
 pub use members::{MemberList, MemberSpec};
 pub use model::{HealthSettings, PoolSettings, RouteSettings, Settings, StickyMode};
 pub use origin::Origin;
@@ -34,11 +38,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/balancer/balancer.toml";
 #[derive(Config, Debug, Clone)]
 #[config(layer_attr(serde(deny_unknown_fields)))]
 pub struct RawConfig {
-    /// Public listener address (HTTP).
+    /// Public listener address (HTTP), as ip:port.
     #[config(env = "BALANCER_LISTEN", default = "0.0.0.0:80")]
     pub listen: SocketAddr,
 
-    /// Admin listener address: dashboard, /api/status, /metrics, runtime actions.
+    /// Admin listener address, as ip:port: dashboard, /api/status, /metrics, runtime actions.
     #[config(env = "BALANCER_ADMIN_LISTEN", default = "0.0.0.0:1936")]
     pub admin_listen: SocketAddr,
 
@@ -265,63 +269,63 @@ pub enum ConfigError {
     /// The file named by `BALANCER_CONFIG` or `--config` is not there.
     #[error("config file {0} does not exist (named by BALANCER_CONFIG or --config)")]
     MissingFile(PathBuf),
-    /// A value did not parse (the message names the env var or the file and key).
+    /// A value was refused: the message names its variable or file key, the value and what
+    /// was expected.
+    #[error("{0}")]
+    Invalid(Box<Problem>),
+    /// Nothing to load from.
     #[error("{0}")]
     Load(String),
-    /// A value parsed but makes no sense.
-    #[error("{field} = {value:?} (from {origin}): {expected}")]
-    Invalid {
-        /// Dotted key.
-        field: String,
-        /// `env STATIC_BACKEND`, `file /etc/... key pools.x.members`, or `default`.
-        origin: String,
-        /// The offending value.
-        value: String,
-        /// What was expected instead.
-        expected: String,
-    },
+}
+
+impl From<Problem> for ConfigError {
+    fn from(p: Problem) -> Self {
+        ConfigError::Invalid(Box::new(p))
+    }
 }
 
 /// Loads env + file + defaults from the process environment and `file`.
 pub fn load_raw(file: &FileChoice) -> Result<RawConfig, ConfigError> {
+    load_with_origin(file).map(|(raw, _)| raw)
+}
+
+/// [`load_raw`], and where each value came from (the file is read once for both).
+pub fn load_with_origin(file: &FileChoice) -> Result<(RawConfig, Origin), ConfigError> {
     if file.explicit && !file.path.exists() {
         return Err(ConfigError::MissingFile(file.path.clone()));
     }
-    RawConfig::builder()
-        .env()
-        .file(&file.path)
+    let mut builder = RawConfig::builder().preloaded(error::env_layer::<RawConfig>()?);
+    let mut origin = Origin::from_env();
+    // Without an explicit name the file is optional.
+    if file.path.exists() {
+        let text =
+            std::fs::read_to_string(&file.path).map_err(|e| Problem::unreadable(&file.path, &e))?;
+        builder = builder.preloaded(error::file_layer::<RawConfig>(&file.path, &text)?);
+        origin.file = Some(file.path.clone());
+        origin.table = text.parse().ok();
+    }
+    let raw = builder
         .load()
-        .map_err(|e| ConfigError::Load(error_chain(&e)))
+        .map_err(|e| error::from_merge::<RawConfig>(&e))?;
+    Ok((raw, origin))
 }
 
 /// Loads and validates everything: what `main`, `--check-config` and reloads call.
 pub fn load(file: &FileChoice) -> Result<Settings, ConfigError> {
-    let raw = load_raw(file)?;
-    Settings::build(&raw, &Origin::detect(Some(file)))
-}
-
-/// Joins an error with all its causes: confique shows only the first line of a file error.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !s.contains(text.trim()) {
-            s.push_str(": ");
-            s.push_str(text.trim());
-        }
-        cur = c.source();
-    }
-    s
+    // Stamped before reading: an edit after this point is newer than what is loaded.
+    let version = reload::FileVersion::of(&file.path);
+    let (raw, origin) = load_with_origin(file)?;
+    let mut settings = Settings::build(&raw, &origin)?;
+    settings.file_version = Some(version);
+    Ok(settings)
 }
 
 /// Loads a TOML text over the defaults with no environment: for tests and tools that build
 /// config in code.
 pub fn from_toml_str(text: &str) -> Result<RawConfig, ConfigError> {
-    let layer: <RawConfig as Config>::Layer =
-        toml::from_str(text).map_err(|e| ConfigError::Load(error_chain(&e)))?;
+    let layer = error::file_layer::<RawConfig>(std::path::Path::new("(inline)"), text)?;
     RawConfig::builder()
         .preloaded(layer)
         .load()
-        .map_err(|e| ConfigError::Load(error_chain(&e)))
+        .map_err(|e| error::from_merge::<RawConfig>(&e).into())
 }

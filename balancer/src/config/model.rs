@@ -153,6 +153,8 @@ pub struct Settings {
     pub routes: Vec<RouteSettings>,
     /// The config file that was read, if any.
     pub file: Option<PathBuf>,
+    /// Which version of that file (set by [`super::load`]); the file watcher starts from it.
+    pub file_version: Option<super::reload::FileVersion>,
 }
 
 impl Settings {
@@ -201,6 +203,7 @@ impl Settings {
             pools,
             routes,
             file: origin.file.clone(),
+            file_version: None,
         })
     }
 
@@ -255,43 +258,34 @@ fn pool(
     if sticky == StickyMode::IpHash {
         algorithm = Algorithm::IpHash;
     }
-    let members_src = origin.describe(members_env(name), &key("members"));
     if members.is_empty() {
-        return Err(ConfigError::Invalid {
-            field: format!("pools.{name}.members"),
-            origin: members_src,
-            value: String::new(),
-            expected: "at least one host:port (a DNS name is re-resolved, so one name can \
-                       stand for every replica)"
-                .into(),
-        });
+        return Err(origin.invalid(
+            members_env(name),
+            &key("members"),
+            "",
+            "at least one host:port (a DNS name is re-resolved, so one name can stand for \
+             every replica)",
+        ));
     }
     if members.iter().all(|m| m.weight == 0) {
-        return Err(ConfigError::Invalid {
-            field: format!("pools.{name}.members"),
-            origin: members_src,
-            value: super::MemberList(members).to_string(),
-            expected: "at least one member with a weight above 0".into(),
-        });
+        return Err(origin.invalid(
+            members_env(name),
+            &key("members"),
+            &super::MemberList(members).to_string(),
+            "at least one member with a weight above 0",
+        ));
     }
     let hash_header = match (&file.hash_header, algorithm) {
-        (Some(h), _) => {
-            Some(
-                HeaderName::from_bytes(h.as_bytes()).map_err(|_| ConfigError::Invalid {
-                    field: format!("pools.{name}.hash_header"),
-                    origin: origin.describe(None, &key("hash_header")),
-                    value: h.clone(),
-                    expected: "a valid HTTP header name".into(),
-                })?,
-            )
-        }
+        (Some(h), _) => Some(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+            origin.invalid(None, &key("hash_header"), h, "a valid HTTP header name")
+        })?),
         (None, Algorithm::HeaderHash) => {
-            return Err(ConfigError::Invalid {
-                field: format!("pools.{name}.hash_header"),
-                origin: "default".into(),
-                value: String::new(),
-                expected: "a header name, required by algorithm header-hash".into(),
-            });
+            return Err(origin.invalid(
+                None,
+                &key("hash_header"),
+                "",
+                "a header name, required by algorithm header-hash",
+            ));
         }
         (None, _) => None,
     };
@@ -304,12 +298,12 @@ fn pool(
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
     {
-        return Err(ConfigError::Invalid {
-            field: format!("pools.{name}.cookie_name"),
-            origin: origin.describe(None, &key("cookie_name")),
-            value: cookie_name,
-            expected: "letters, digits, `_`, `-` or `.`".into(),
-        });
+        return Err(origin.invalid(
+            None,
+            &key("cookie_name"),
+            &cookie_name,
+            "letters, digits, `_`, `-` or `.`",
+        ));
     }
     Ok(PoolSettings {
         name: name.into(),
@@ -351,21 +345,21 @@ fn health(
     }
     let path = f.path.unwrap_or_else(|| "/healthz".into());
     if !path.starts_with('/') {
-        return Err(ConfigError::Invalid {
-            field: format!("pools.{pool}.health.path"),
-            origin: origin.describe(None, &["pools", pool, "health", "path"]),
-            value: path,
-            expected: "a path starting with /".into(),
-        });
+        return Err(origin.invalid(
+            None,
+            &["pools", pool, "health", "path"],
+            &path,
+            "a path starting with /",
+        ));
     }
     let status = f.expect_status.unwrap_or(200);
     if !(100..=599).contains(&status) {
-        return Err(ConfigError::Invalid {
-            field: format!("pools.{pool}.health.expect_status"),
-            origin: origin.describe(None, &["pools", pool, "health", "expect_status"]),
-            value: status.to_string(),
-            expected: "an HTTP status from 100 to 599".into(),
-        });
+        return Err(origin.invalid(
+            None,
+            &["pools", pool, "health", "expect_status"],
+            &status.to_string(),
+            "an HTTP status from 100 to 599",
+        ));
     }
     Ok(Some(HealthSettings {
         path,
@@ -406,39 +400,36 @@ fn routes(
     let mut out = Vec::with_capacity(files.len());
     let mut seen = BTreeSet::new();
     for (i, r) in files.iter().enumerate() {
-        let src = origin.describe(None, &["routes"]);
+        let refuse = |field: &str, value: &str, expected: String| {
+            origin.invalid_named(
+                format!("routes[{i}]{field}"),
+                None,
+                &["routes"],
+                value,
+                expected,
+            )
+        };
         let pool = pools
             .iter()
             .position(|p| *p.name == r.pool)
-            .ok_or_else(|| ConfigError::Invalid {
-                field: format!("routes[{i}].pool"),
-                origin: src.clone(),
-                value: r.pool.clone(),
-                expected: format!(
-                    "the name of a pool ({})",
-                    pools
-                        .iter()
-                        .map(|p| &*p.name)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+            .ok_or_else(|| {
+                let names: Vec<&str> = pools.iter().map(|p| &*p.name).collect();
+                refuse(
+                    ".pool",
+                    &r.pool,
+                    format!("the name of a pool ({})", names.join(", ")),
+                )
             })?;
         if !r.path.starts_with('/') {
-            return Err(ConfigError::Invalid {
-                field: format!("routes[{i}].path"),
-                origin: src,
-                value: r.path.clone(),
-                expected: "a path starting with /".into(),
-            });
+            return Err(refuse(".path", &r.path, "a path starting with /".into()));
         }
         let host = r.host.as_ref().map(|h| h.to_ascii_lowercase());
         if !seen.insert((host.clone(), r.path.clone(), r.exact)) {
-            return Err(ConfigError::Invalid {
-                field: format!("routes[{i}]"),
-                origin: src,
-                value: r.path.clone(),
-                expected: "each host + path to appear once".into(),
-            });
+            return Err(refuse(
+                ".path",
+                &r.path,
+                "each host + path to appear once".into(),
+            ));
         }
         out.push(RouteSettings {
             host,
@@ -453,12 +444,12 @@ fn routes(
 
 fn check_listeners(raw: &RawConfig, origin: &Origin) -> Result<(), ConfigError> {
     if raw.listen == raw.admin_listen && raw.listen.port() != 0 {
-        return Err(ConfigError::Invalid {
-            field: "admin_listen".into(),
-            origin: origin.describe(Some("BALANCER_ADMIN_LISTEN"), &["admin_listen"]),
-            value: raw.admin_listen.to_string(),
-            expected: "an address different from `listen` (the public listener)".into(),
-        });
+        return Err(origin.invalid(
+            Some("BALANCER_ADMIN_LISTEN"),
+            &["admin_listen"],
+            &raw.admin_listen.to_string(),
+            "an address different from `listen` (the public listener)",
+        ));
     }
     Ok(())
 }
@@ -471,15 +462,12 @@ pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
 fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
     let n = raw.limits.max_header_bytes.0;
     if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
-        return Err(ConfigError::Invalid {
-            field: "limits.max_header_bytes".into(),
-            origin: origin.describe(
-                Some("BALANCER_MAX_HEADER_BYTES"),
-                &["limits", "max_header_bytes"],
-            ),
-            value: raw.limits.max_header_bytes.to_string(),
-            expected: "a size from 1KiB to 1MiB".into(),
-        });
+        return Err(origin.invalid(
+            Some("BALANCER_MAX_HEADER_BYTES"),
+            &["limits", "max_header_bytes"],
+            &raw.limits.max_header_bytes.to_string(),
+            "a size from 1KiB to 1MiB",
+        ));
     }
     // In range, so it fits any usize.
     Ok(n as usize)

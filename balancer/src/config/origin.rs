@@ -3,32 +3,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::FileChoice;
-
-/// Every environment variable the balancer reads.
-pub const ENV_VARS: &[&str] = &[
-    "BALANCER_CONFIG",
-    "BALANCER_LISTEN",
-    "BALANCER_ADMIN_LISTEN",
-    "BALANCER_ADMIN_TOKEN",
-    "BALANCER_ACCESS_LOG",
-    "BALANCER_UPSTREAM_HEADER",
-    "BALANCER_STICKY_SECRET",
-    "BALANCER_WORKERS",
-    "BALANCER_DISCOVERY_INTERVAL",
-    "STATIC_BACKEND",
-    "DYNAMIC_BACKEND",
-    "BALANCER_STATIC_ALGORITHM",
-    "BALANCER_DYNAMIC_ALGORITHM",
-    "BALANCER_STATIC_STICKY",
-    "BALANCER_DYNAMIC_STICKY",
-    "BALANCER_CONNECT_TIMEOUT",
-    "BALANCER_RESPONSE_TIMEOUT",
-    "BALANCER_IDLE_TIMEOUT",
-    "BALANCER_BACKEND_IDLE_TIMEOUT",
-    "BALANCER_MAX_HEADER_BYTES",
-    "BALANCER_MAX_BODY",
-];
+use super::error::{self, Problem, Source};
+use super::{ConfigError, FileChoice, RawConfig};
 
 /// What the environment and the file set, captured once per load.
 #[derive(Debug, Clone, Default)]
@@ -44,19 +20,7 @@ pub struct Origin {
 impl Origin {
     /// Reads which env vars are set and which keys the file sets.
     pub fn detect(file: Option<&FileChoice>) -> Self {
-        let env = ENV_VARS
-            .iter()
-            .filter_map(|k| {
-                std::env::var(k)
-                    .ok()
-                    .filter(|v| !v.is_empty())
-                    .map(|v| ((*k).to_owned(), v))
-            })
-            .collect();
-        let mut origin = Origin {
-            env,
-            ..Origin::default()
-        };
+        let mut origin = Origin::from_env();
         if let Some(f) = file.filter(|f| f.path.exists()) {
             origin.file = Some(f.path.clone());
             origin.table = std::fs::read_to_string(&f.path)
@@ -64,6 +28,24 @@ impl Origin {
                 .and_then(|t| t.parse::<toml::Table>().ok());
         }
         origin
+    }
+
+    /// The variables the balancer reads (its config's, and `BALANCER_CONFIG`) that are set.
+    pub fn from_env() -> Self {
+        let env = error::env_vars::<RawConfig>()
+            .into_iter()
+            .chain(["BALANCER_CONFIG"])
+            .filter_map(|k| {
+                std::env::var(k)
+                    .ok()
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (k.to_owned(), v))
+            })
+            .collect();
+        Origin {
+            env,
+            ..Origin::default()
+        }
     }
 
     /// An origin for config built in code from a TOML text (tests).
@@ -87,6 +69,57 @@ impl Origin {
             }
             _ => "default".to_owned(),
         }
+    }
+
+    /// A refused value of `key`: named by `env` if that variable set it, else by its file key,
+    /// else as a default.
+    pub fn invalid(
+        &self,
+        env: Option<&str>,
+        key: &[&str],
+        value: &str,
+        expected: impl Into<String>,
+    ) -> ConfigError {
+        self.invalid_named(key.join("."), env, key, value, expected)
+    }
+
+    /// [`Origin::invalid`] for a value shown under another `name` than its file `key`
+    /// (`routes[2].pool`, within `routes`).
+    pub fn invalid_named(
+        &self,
+        name: String,
+        env: Option<&str>,
+        key: &[&str],
+        value: &str,
+        expected: impl Into<String>,
+    ) -> ConfigError {
+        let quoted = (!value.is_empty()).then(|| error::shown(&name, value));
+        let (origin, value) = match (env.and_then(|v| self.env.get_key_value(v)), &self.file) {
+            (Some((var, set)), _) => (Source::Env(var.clone()), Some(error::shown(var, set))),
+            (None, Some(path)) if self.file_has(key) => {
+                let written = self
+                    .file_value(key)
+                    .filter(|v| !v.is_table() && name == key.join("."))
+                    .map(ToString::to_string);
+                let source = Source::File {
+                    path: path.clone(),
+                    key: name,
+                    line: None,
+                };
+                (source, written.or(quoted))
+            }
+            _ => (Source::Default(name), quoted),
+        };
+        Problem::invalid(origin, value, expected).into()
+    }
+
+    fn file_value(&self, key: &[&str]) -> Option<&toml::Value> {
+        let (last, path) = key.split_last()?;
+        let mut cur = self.table.as_ref()?;
+        for k in path {
+            cur = cur.get(*k)?.as_table()?;
+        }
+        cur.get(*last)
     }
 
     /// Whether the file sets this dotted key.
