@@ -29,7 +29,7 @@ pub struct Binary<C, R> {
     /// The `--help` text.
     pub help: &'static str,
     /// Loads the config from env vars, the optional file and defaults.
-    pub load: fn() -> Result<C, super::config_error::Problem>,
+    pub load: fn() -> Result<C, config_report::Problem>,
     /// The address the config says to listen on (also what `--healthcheck` probes).
     pub listen: fn(&C) -> SocketAddr,
     /// Serves an already-bound listener until the shutdown future resolves.

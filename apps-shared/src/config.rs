@@ -6,13 +6,13 @@
 //! keys into a TOML table, and the file keys (`register_url`, ...) are a contract.
 //!
 //! Every env value goes through a `parse_*` function that says what it expected; loading goes
-//! through [`super::config_error`], which names the variable or file key and the value.
+//! through the `config-report` crate, which names the variable or file key and the value.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::config_error::{self, Problem, Source};
+use config_report::{self as config_error, Problem, Source};
 
 /// Declares an app's `Config`: the attributes and fields written at the call site, then the
 /// fields both apps share, and an `impl` with `registration`, `instance`,
@@ -87,7 +87,7 @@ macro_rules! app_config {
             /// then defaults, and checks the values that only make sense together.
             pub fn load_from(
                 file_env: &str,
-            ) -> Result<Self, crate::shared::config_error::Problem> {
+            ) -> Result<Self, config_report::Problem> {
                 let config: Self = crate::shared::config::load(file_env)?;
                 crate::shared::config::check_registration(
                     config.register_url.as_ref().map(ToString::to_string),

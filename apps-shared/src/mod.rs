@@ -18,9 +18,9 @@
 //!
 //! - [`config`]: the settings both apps read (drain, instance name, registration) declared once
 //!   by [`config::app_config!`], and the value parsers that name what they expected.
-//! - [`config_error`]: how a refused config value is reported (variable or file key, value,
-//!   what was expected). The balancer compiles this one file in too, so all three binaries
-//!   word config errors alike.
+//! - How a refused config value is reported (variable or file key, value, what was expected)
+//!   is the crate `config-report`, which the balancer uses too, so all three binaries word
+//!   config errors alike.
 //! - [`cli`]: the whole `main`: arguments, config errors, tracing, runtime, bind, signals.
 //! - [`serve`]: deregister first, then drain, then a graceful shutdown.
 //! - [`web`]: `X-Instance`, access log, `/healthz` and draining, JSON 404/405.
@@ -31,7 +31,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod config_error;
 pub mod healthcheck;
 pub mod register;
 pub mod serve;

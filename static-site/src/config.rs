@@ -37,7 +37,7 @@ app_config! {
 
 impl Config {
     /// Loads env vars, then the TOML file named by `STATIC_SITE_CONFIG` (if set), then defaults.
-    pub fn load() -> Result<Self, crate::shared::config_error::Problem> {
+    pub fn load() -> Result<Self, config_report::Problem> {
         Self::load_from(CONFIG_FILE_ENV)
     }
 }

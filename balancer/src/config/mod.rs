@@ -6,9 +6,8 @@
 //! names its variable or file key, the value and what was expected ([`error::Problem`]).
 
 pub mod check;
-// Shared with the two apps, so that all three binaries report a refused value alike.
-#[path = "../../../apps-shared/src/config_error.rs"]
-pub mod error;
+// The crate shared with the two apps, so that all three binaries report a refused value alike.
+pub use config_report as error;
 pub mod members;
 pub mod model;
 mod origin;

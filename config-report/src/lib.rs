@@ -14,8 +14,8 @@
 //! them with the defaults. What was expected comes from the parser's message when it says,
 //! else from the field's doc comment and default in `Config::META`.
 //!
-//! Compiled into the balancer as well as into both apps (see `mod.rs`): it needs only
-//! confique, serde and toml, and names nothing of either.
+//! Used by the balancer and both apps: it needs only confique and toml, and names nothing of
+//! any of them.
 
 use std::fmt;
 use std::ops::Range;
