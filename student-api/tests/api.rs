@@ -333,6 +333,23 @@ async fn replicas_starting_together_seed_exactly_once(store: TestStore) {
     assert_eq!(store.stored_ids().await.len(), 50);
 }
 
+/// The operator created the table beforehand (empty): still one seeding, not six.
+#[tokio::test]
+async fn replicas_starting_together_seed_an_existing_empty_table_once() {
+    let Some(store) = TestStore::new(common::Kind::Postgres, "empty-table") else {
+        return;
+    };
+    let url = &store.db.as_ref().unwrap().url;
+    let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(student_api::store::postgres::SCHEMA)
+        .await
+        .unwrap();
+    replicas_starting_together_seed_exactly_once(store).await;
+}
+
 async fn healthz_turns_draining_after_the_signal_while_still_serving(store: TestStore) {
     let mut cfg = store.config("api-a");
     cfg.drain_grace = std::time::Duration::from_secs(1);

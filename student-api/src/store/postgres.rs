@@ -32,7 +32,9 @@ const POOL_SIZE: usize = 8;
 /// race with itself, which PostgreSQL reports as a duplicate key in `pg_type`).
 const SEED_LOCK: i64 = 0x5354_5544_454e_5453; // "STUDENTS"
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS students (
+/// The table, created when missing. An operator may create it beforehand (with more
+/// columns, or constraints of their own) as long as these columns exist.
+pub const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS students (
     id text PRIMARY KEY,
     first_name text NOT NULL,
     last_name text NOT NULL,

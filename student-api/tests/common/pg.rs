@@ -22,13 +22,16 @@ use std::time::{Duration, Instant};
 use tokio_postgres::NoTls;
 
 /// Runs postgres (`$0 "$@"`) in the background, prints its pid, and when stdin closes
-/// stops it with SIGQUIT (immediate shutdown), waits, and removes `$PG_CLEANUP` if set.
+/// stops it with SIGQUIT (immediate shutdown; woken first should a test have frozen it:
+/// postgres then SIGKILLs its still frozen children after 5 s), waits, and removes
+/// `$PG_CLEANUP` if set.
 const WRAPPER: &str = r#"
 "$0" "$@" </dev/null >>"$PG_LOG" 2>&1 &
 pg=$!
 echo "$pg"
 read _ignored
 kill -QUIT "$pg" 2>/dev/null
+kill -CONT "$pg" 2>/dev/null
 wait "$pg"
 [ -z "$PG_CLEANUP" ] || rm -rf "$PG_CLEANUP"
 "#;
@@ -124,17 +127,23 @@ impl PgServer {
 
     /// Freezes every process of the server (SIGSTOP): connections hang, nothing is refused.
     pub fn pause(&self) {
-        self.signal_group("STOP");
+        self.signal_all("STOP");
     }
 
     /// Undoes [`PgServer::pause`].
     pub fn resume(&self) {
-        self.signal_group("CONT");
+        self.signal_all("CONT");
     }
 
-    fn signal_group(&self, sig: &str) {
-        if let Some(run) = self.lock().as_ref() {
-            signal(sig, &format!("-{}", run.wrapper.id()));
+    /// Signals the postmaster and its children. Not a process group: each backend leads a
+    /// session of its own (postgres calls `setsid`).
+    fn signal_all(&self, sig: &str) {
+        let Some(postmaster) = self.lock().as_ref().map(|r| r.postmaster) else {
+            return;
+        };
+        signal(sig, &postmaster.to_string());
+        for child in children(postmaster) {
+            signal(sig, &child.to_string());
         }
     }
 
@@ -220,7 +229,7 @@ impl PgServer {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            // Its own process group, so that pause/resume reach every backend.
+            // Its own process group: a Ctrl-C of the tests reaches it only through the pipe.
             .process_group(0);
         let mut wrapper = cmd.spawn().map_err(|e| format!("starting postgres: {e}"))?;
         let stdin = wrapper.stdin.take().ok_or("no stdin")?;
@@ -312,6 +321,31 @@ fn run_as() -> Result<Option<(u32, u32)>, String> {
         (Some(uid), Some(gid)) => Ok(Some((uid, gid))),
         _ => Err("running as root and there is no `postgres` user to run PostgreSQL as".into()),
     }
+}
+
+/// The pids whose parent is `pid`, from `/proc`.
+fn children(pid: u32) -> Vec<u32> {
+    let parent_of = |stat: &str| -> Option<u32> {
+        // `pid (comm) state ppid ...`: comm may hold spaces, so split after its `)`.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| parent_of(&s))
+                == Some(pid)
+        })
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -415,7 +449,7 @@ impl Drop for TestDb {
 }
 
 /// Runs `sql` on a connection of its own, on a thread of its own (callers may be inside a
-/// runtime already).
+/// runtime already), giving up after 10 s (a test may have stopped or frozen the server).
 fn admin_sql(admin_url: &str, sql: String) -> Result<(), String> {
     let url = admin_url.to_owned();
     std::thread::spawn(move || {
@@ -423,7 +457,7 @@ fn admin_sql(admin_url: &str, sql: String) -> Result<(), String> {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        rt.block_on(async {
+        let work = async {
             let (client, conn) = tokio_postgres::connect(&url, NoTls)
                 .await
                 .map_err(|e| format!("{e:?}"))?;
@@ -432,6 +466,11 @@ fn admin_sql(admin_url: &str, sql: String) -> Result<(), String> {
                 .batch_execute(&sql)
                 .await
                 .map_err(|e| format!("{e:?}"))
+        };
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), work)
+                .await
+                .unwrap_or_else(|_| Err("no answer within 10 s".into()))
         })
     })
     .join()
