@@ -2,7 +2,6 @@
 //! student by id on `GET /api/student/{id}`.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -13,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use crate::generate;
-use crate::roster::{Roster, StoreError};
+use crate::store::{Store, StoreError};
 use crate::student::validate;
 use crate::web::json_response as error;
 
@@ -24,7 +23,7 @@ pub const MAX_COUNT: usize = 100;
 
 /// `GET /api/student?count=N`: `N` students picked at random (1..=100, default 5).
 pub async fn list(
-    State(roster): State<Arc<Roster>>,
+    State(store): State<Store>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Response {
     let count = match query {
@@ -41,17 +40,9 @@ pub async fn list(
             }),
         );
     };
-    let picked = tokio::task::spawn_blocking(move || {
-        roster.refresh();
-        roster.sample(count)
-    })
-    .await;
-    let Ok(students) = picked else {
-        tracing::error!("roster read task failed");
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            json!({"error": "internal error"}),
-        );
+    let students = match store.sample(count).await {
+        Ok(students) => students,
+        Err(err) => return store_error(&err),
     };
     let mut res = Json(students).into_response();
     // Every poll must reach a replica: a cached answer would hide the balancing.
@@ -60,17 +51,11 @@ pub async fn list(
     res
 }
 
-/// `GET /api/student/{id}`: the stored student with that id, or a JSON 404. Re-reads what
-/// other replicas appended first, so a student posted anywhere is found everywhere (the lab
-/// page uses this to show that every replica sees a new student).
-pub async fn get_one(State(roster): State<Arc<Roster>>, Path(id): Path<String>) -> Response {
-    let lookup = id.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        roster.refresh();
-        roster.find(&lookup)
-    })
-    .await;
-    match found {
+/// `GET /api/student/{id}`: the stored student with that id, or a JSON 404. Sees what other
+/// replicas stored, so a student posted anywhere is found everywhere (the lab page uses this
+/// to show that every replica sees a new student).
+pub async fn get_one(State(store): State<Store>, Path(id): Path<String>) -> Response {
+    match store.find(&id).await {
         Ok(Some(student)) => {
             let mut res = Json(student).into_response();
             res.headers_mut()
@@ -81,14 +66,29 @@ pub async fn get_one(State(roster): State<Arc<Roster>>, Path(id): Path<String>) 
             StatusCode::NOT_FOUND,
             json!({"error": "student not found", "id": id}),
         ),
-        Err(_) => {
-            tracing::error!("roster read task failed");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                json!({"error": "internal error"}),
-            )
-        }
+        Err(err) => store_error(&err),
     }
+}
+
+/// 503 with the reason when the storage is unavailable; 500 without details for a bug here.
+fn store_error(err: &StoreError) -> Response {
+    if err.is_unavailable() {
+        // The store logs an outage once; per request this is detail.
+        tracing::debug!("read refused: {err}");
+        return unavailable(err);
+    }
+    tracing::error!("roster read task failed: {err}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        json!({"error": "internal error"}),
+    )
+}
+
+fn unavailable(err: &StoreError) -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "storage unavailable", "message": err.to_string()}),
+    )
 }
 
 fn parse_count(raw: Option<&str>) -> Result<usize, ()> {
@@ -103,7 +103,7 @@ fn parse_count(raw: Option<&str>) -> Result<usize, ()> {
 
 /// `POST /api/student`: validate, append durably, answer 201 with the stored record.
 pub async fn create(
-    State(roster): State<Arc<Roster>>,
+    State(store): State<Store>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -133,21 +133,14 @@ pub async fn create(
         Ok(s) => s,
         Err(fields) => return invalid(json!(fields)),
     };
-    let stored = student.clone();
-    let result = tokio::task::spawn_blocking(move || roster.append(&stored))
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Unavailable(format!("write task failed: {e}"))));
-    match result {
+    match store.append(&student).await {
         Ok(()) => {
             tracing::info!(id = %student.id, "student stored");
             (StatusCode::CREATED, Json(student)).into_response()
         }
         Err(err) => {
             tracing::error!("POST refused: {err}");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "storage unavailable", "message": err.to_string()}),
-            )
+            unavailable(&err)
         }
     }
 }

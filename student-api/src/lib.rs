@@ -1,4 +1,5 @@
-//! lab-stack's student API: random students from a roster file shared by all replicas.
+//! lab-stack's student API: random students from a roster shared by all replicas (a file,
+//! or PostgreSQL for replicas on several hosts).
 //!
 //! # Layout
 //!
@@ -6,6 +7,7 @@
 //! - [`student`]: the record and its validation (every bad field listed at once).
 //! - [`generate`]: made-up students for seeding and for running without a data dir.
 //! - [`roster`]: the JSONL file: locked fsynced appends, incremental re-reads, torn lines.
+//! - [`store`]: what the handlers call: the roster file or PostgreSQL (`store::postgres`).
 //! - [`api`]: the `/api/student` handlers.
 //!
 //! Shared with static-site (from `apps-shared/`, see `shared` below):
@@ -23,6 +25,7 @@ pub mod api;
 pub mod config;
 pub mod generate;
 pub mod roster;
+pub mod store;
 pub mod student;
 
 // Both apps do their plumbing the same way: one copy of that code, compiled into both (its
@@ -41,6 +44,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 use roster::Roster;
+use store::Store;
 use web::{Draining, Identity};
 
 /// Largest accepted request body: a student is a few hundred bytes.
@@ -52,7 +56,7 @@ pub enum Error {
     /// The instance name cannot be sent as a header value.
     #[error("instance name {0:?} is not a valid header value")]
     InstanceName(String),
-    /// Opening the roster panicked or was cancelled.
+    /// Opening the roster file panicked or was cancelled.
     #[error("roster setup failed")]
     Setup(#[from] tokio::task::JoinError),
     /// Serving failed.
@@ -63,31 +67,38 @@ pub enum Error {
 /// Everything the handlers share.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The roster and this replica's cache of it.
-    pub roster: Arc<Roster>,
+    /// Where the students live.
+    pub store: Store,
     /// `X-Instance` value and the draining flag.
     pub identity: Identity,
 }
 
 impl AppState {
-    /// Opens (and if needed seeds) the roster named in `config`. Blocks on file I/O.
-    pub fn new(config: &Config) -> Result<Self, Error> {
-        Self::with_roster(&config.instance(), Roster::open(&config.data))
+    /// Opens (and if needed seeds) the store named in `config`; a database that does not
+    /// answer yet is not an error (see [`Store::open`]).
+    pub async fn open(config: &Config) -> Result<Self, Error> {
+        let store = Store::open(config).await?;
+        Self::with_store(&config.instance(), store)
     }
 
-    /// A state around an existing roster, named `instance`.
+    /// A state around an existing roster file, named `instance`.
     pub fn with_roster(instance: &str, roster: Roster) -> Result<Self, Error> {
+        Self::with_store(instance, Store::File(Arc::new(roster)))
+    }
+
+    /// A state around an existing store, named `instance`.
+    pub fn with_store(instance: &str, store: Store) -> Result<Self, Error> {
         Ok(Self {
-            roster: Arc::new(roster),
+            store,
             identity: Identity::new(instance)
                 .ok_or_else(|| Error::InstanceName(instance.to_owned()))?,
         })
     }
 }
 
-impl FromRef<AppState> for Arc<Roster> {
+impl FromRef<AppState> for Store {
     fn from_ref(state: &AppState) -> Self {
-        state.roster.clone()
+        state.store.clone()
     }
 }
 
@@ -122,15 +133,14 @@ pub async fn run<F>(listener: TcpListener, config: Config, shutdown: F) -> Resul
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    let cfg = config.clone();
-    let state = tokio::task::spawn_blocking(move || AppState::new(&cfg)).await??;
-    tracing::info!(instance = ?state.identity.instance, students = state.roster.len(), %config, "serving");
+    let state = AppState::open(&config).await?;
+    tracing::info!(instance = ?state.identity.instance, store = %state.store.describe(), %config, "serving");
     let shutdown =
         shared::serve::deregistering_first(config.registration(), listener.local_addr()?, shutdown);
     serve(listener, state, config.drain_grace, shutdown).await
 }
 
-/// Like [`run`] with a ready-made state (tests use it to share one roster).
+/// Like [`run`] with a ready-made state (tests use it to share one store).
 pub async fn serve<F>(
     listener: TcpListener,
     state: AppState,

@@ -20,6 +20,10 @@ OPTIONS:
 ENVIRONMENT (defaults in brackets):
     STUDENT_API_LISTEN   listen address [0.0.0.0:3000]
     STUDENT_DATA         roster file, JSON Lines [/data/students.jsonl]
+    STUDENT_DATABASE_URL keep the roster in PostgreSQL instead of the file, for replicas
+                         on several hosts: postgres://user:password@host:5432/database
+                         (no TLS) [unset: the file]
+    STUDENT_DATABASE_TIMEOUT  longest wait for the database before a 503 [5s]
     DRAIN_GRACE          time /healthz reports draining before shutdown [2s]
     INSTANCE_NAME        X-Instance value [hostname]
     BALANCER_REGISTER_URL  announce this replica to the balancer, e.g.

@@ -1,4 +1,5 @@
 //! The HTTP contract of the student API, through a real client against the real router.
+//! Every test that touches the roster runs against both stores (`file::` and `postgres::`).
 
 // Helpers outside #[test] fns panic on setup failure too: that is the point in tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,7 +8,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{TempDir, client, config, start, valid_student};
+use common::{TempDir, TestStore, client, config, for_each_store, start, valid_student};
 use serde_json::Value;
 
 const KEYS: [&str; 7] = [
@@ -20,10 +21,19 @@ const KEYS: [&str; 7] = [
     "city",
 ];
 
-#[tokio::test]
-async fn get_returns_an_array_of_five_students_by_default() {
-    let dir = TempDir::new("shape");
-    let srv = start(config(&dir.file("s.jsonl"), "api-a")).await;
+for_each_store! {
+    get_returns_an_array_of_five_students_by_default,
+    count_is_honoured_from_1_to_100,
+    selections_change_between_calls,
+    post_rejects_wrong_content_type_bad_json_and_invalid_fields,
+    post_is_durable_and_visible_from_a_second_instance,
+    concurrent_posts_from_two_instances_lose_and_tear_nothing,
+    replicas_starting_together_seed_exactly_once,
+    healthz_turns_draining_after_the_signal_while_still_serving,
+}
+
+async fn get_returns_an_array_of_five_students_by_default(store: TestStore) {
+    let srv = start(store.config("api-a")).await;
     for path in ["/api/student", "/api/student/"] {
         let res = client()
             .get(format!("{}{path}", srv.url))
@@ -43,10 +53,8 @@ async fn get_returns_an_array_of_five_students_by_default() {
     }
 }
 
-#[tokio::test]
-async fn count_is_honoured_from_1_to_100() {
-    let dir = TempDir::new("count");
-    let srv = start(config(&dir.file("s.jsonl"), "api-a")).await;
+async fn count_is_honoured_from_1_to_100(store: TestStore) {
+    let srv = start(store.config("api-a")).await;
     for n in [1, 7, 50, 100] {
         let body: Value = client()
             .get(format!("{}/api/student?count={n}", srv.url))
@@ -60,10 +68,8 @@ async fn count_is_honoured_from_1_to_100() {
     }
 }
 
-#[tokio::test]
-async fn selections_change_between_calls() {
-    let dir = TempDir::new("fresh");
-    let srv = start(config(&dir.file("s.jsonl"), "api-a")).await;
+async fn selections_change_between_calls(store: TestStore) {
+    let srv = start(store.config("api-a")).await;
     let mut seen = HashSet::new();
     for _ in 0..5 {
         let body: Value = client()
@@ -142,10 +148,8 @@ async fn every_response_carries_x_instance() {
     }
 }
 
-#[tokio::test]
-async fn post_rejects_wrong_content_type_bad_json_and_invalid_fields() {
-    let dir = TempDir::new("post-bad");
-    let srv = start(config(&dir.file("s.jsonl"), "api-a")).await;
+async fn post_rejects_wrong_content_type_bad_json_and_invalid_fields(store: TestStore) {
+    let srv = start(store.config("api-a")).await;
     let url = format!("{}/api/student", srv.url);
     let post = |ct: &'static str, body: &'static str| {
         client()
@@ -183,12 +187,9 @@ async fn post_rejects_wrong_content_type_bad_json_and_invalid_fields() {
     assert_eq!(fields["email"], "must be a valid email address");
 }
 
-#[tokio::test]
-async fn post_is_durable_and_visible_from_a_second_instance() {
-    let dir = TempDir::new("shared");
-    let path = dir.file("s.jsonl");
-    let a = start(config(&path, "api-a")).await;
-    let b = start(config(&path, "api-b")).await;
+async fn post_is_durable_and_visible_from_a_second_instance(store: TestStore) {
+    let a = start(store.config("api-a")).await;
+    let b = start(store.config("api-b")).await;
     let res = client()
         .post(format!("{}/api/student", a.url))
         .json(&valid_student(1))
@@ -200,9 +201,8 @@ async fn post_is_durable_and_visible_from_a_second_instance() {
     let id = stored["id"].as_str().unwrap().to_owned();
     assert_eq!(stored["firstName"], "Test1");
 
-    // On disk before the 201 was sent.
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(&id));
+    // Stored (on disk, or committed) before the 201 was sent.
+    assert!(store.stored_ids().await.contains(&id));
 
     // B sees it: with 51 students, count=100 always includes every one of them.
     let body: Value = client()
@@ -221,12 +221,9 @@ async fn post_is_durable_and_visible_from_a_second_instance() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_posts_from_two_instances_lose_and_tear_nothing() {
-    let dir = TempDir::new("concurrent");
-    let path = dir.file("s.jsonl");
-    let a = start(config(&path, "api-a")).await;
-    let b = start(config(&path, "api-b")).await;
+async fn concurrent_posts_from_two_instances_lose_and_tear_nothing(store: TestStore) {
+    let a = start(store.config("api-a")).await;
+    let b = start(store.config("api-b")).await;
     let http = client();
     let mut tasks = Vec::new();
     for i in 0..100 {
@@ -247,15 +244,9 @@ async fn concurrent_posts_from_two_instances_lose_and_tear_nothing() {
     }
     assert_eq!(acked.len(), 100, "ids must be distinct");
 
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.ends_with('\n'));
     let mut ids = HashSet::new();
-    for line in text.lines() {
-        let v: Value = serde_json::from_str(line).expect("every line parses");
-        assert!(
-            ids.insert(v["id"].as_str().unwrap().to_owned()),
-            "duplicate id"
-        );
+    for id in store.stored_ids().await {
+        assert!(ids.insert(id), "duplicate id");
     }
     assert_eq!(ids.len(), 150, "50 seeded + 100 posted");
     assert!(acked.is_subset(&ids));
@@ -328,10 +319,39 @@ async fn unwritable_data_dir_serves_generated_students_but_post_is_503() {
     );
 }
 
+/// Six replicas opening the same empty store at once: 50 students, not 300.
+async fn replicas_starting_together_seed_exactly_once(store: TestStore) {
+    let opening: Vec<_> = (0..6)
+        .map(|i| {
+            let cfg = store.config(&format!("api-{i}"));
+            tokio::spawn(async move { student_api::AppState::open(&cfg).await.unwrap() })
+        })
+        .collect();
+    for replica in opening {
+        replica.await.unwrap();
+    }
+    assert_eq!(store.stored_ids().await.len(), 50);
+}
+
+/// The operator created the table beforehand (empty): still one seeding, not six.
 #[tokio::test]
-async fn healthz_turns_draining_after_the_signal_while_still_serving() {
-    let dir = TempDir::new("drain");
-    let mut cfg = config(&dir.file("s.jsonl"), "api-a");
+async fn replicas_starting_together_seed_an_existing_empty_table_once() {
+    let Some(store) = TestStore::new(common::Kind::Postgres, "empty-table") else {
+        return;
+    };
+    let url = &store.db.as_ref().unwrap().url;
+    let (db, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute(student_api::store::postgres::SCHEMA)
+        .await
+        .unwrap();
+    replicas_starting_together_seed_exactly_once(store).await;
+}
+
+async fn healthz_turns_draining_after_the_signal_while_still_serving(store: TestStore) {
+    let mut cfg = store.config("api-a");
     cfg.drain_grace = std::time::Duration::from_secs(1);
     let mut srv = start(cfg).await;
     let res = client()

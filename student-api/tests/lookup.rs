@@ -1,20 +1,22 @@
 //! `GET /api/student/{id}`: one stored student by id, found by every replica sharing the
-//! roster file, and a JSON 404 for anything else.
+//! roster (file or database: each test runs against both), and a JSON 404 for anything else.
 
 // Helpers outside #[test] fns panic on setup failure too: that is the point in tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use common::{TempDir, client, config, start, valid_student};
+use common::{TestStore, client, for_each_store, start, valid_student};
 use serde_json::Value;
 
-#[tokio::test]
-async fn a_student_posted_to_one_replica_is_found_by_id_on_another() {
-    let dir = TempDir::new("lookup");
-    let roster = dir.file("s.jsonl");
-    let a = start(config(&roster, "api-a")).await;
-    let b = start(config(&roster, "api-b")).await;
+for_each_store! {
+    a_student_posted_to_one_replica_is_found_by_id_on_another,
+    an_unknown_id_is_a_json_404_naming_it,
+}
+
+async fn a_student_posted_to_one_replica_is_found_by_id_on_another(store: TestStore) {
+    let a = start(store.config("api-a")).await;
+    let b = start(store.config("api-b")).await;
 
     let res = client()
         .post(format!("{}/api/student", a.url))
@@ -40,10 +42,8 @@ async fn a_student_posted_to_one_replica_is_found_by_id_on_another() {
     }
 }
 
-#[tokio::test]
-async fn an_unknown_id_is_a_json_404_naming_it() {
-    let dir = TempDir::new("lookup-404");
-    let srv = start(config(&dir.file("s.jsonl"), "api-a")).await;
+async fn an_unknown_id_is_a_json_404_naming_it(store: TestStore) {
+    let srv = start(store.config("api-a")).await;
     for id in ["0123456789abcdef", "not-an-id"] {
         let res = client()
             .get(format!("{}/api/student/{id}", srv.url))
