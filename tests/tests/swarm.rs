@@ -127,6 +127,24 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
     .expect("a PostgreSQL server for the swarm's roster");
     let addr = cluster.http_addr(HTTP_PORT);
 
+    // Refusals come before any build or deploy, each naming what to fix.
+    let refused = |env: &[(&str, String)], says: &str| {
+        let err = cluster
+            .setup_swarm(env, &[])
+            .expect_err("./setup.sh swarm should have refused");
+        assert!(
+            format!("{err:#}").contains(says),
+            "expected {says:?} in: {err:#}"
+        );
+    };
+    let worker = format!("unix:///var/tmp/{}/n2/docker.sock", swarm::PREFIX);
+    refused(&[("DOCKER_HOST", worker)], "swarm worker, not a manager");
+    refused(&[], "Push them through a registry: LAB_REGISTRY=host:port");
+    refused(
+        &[("LAB_REGISTRY", "not a registry".into())],
+        "LAB_REGISTRY='not a registry' is not a registry address",
+    );
+
     // Deploy through the registry.
     let started = Instant::now();
     let env = [
