@@ -231,8 +231,9 @@ cmd_up() {
         node_docker "$n" swarm join --token "$token" "$(node_ip 1):2377" >/dev/null ||
             die "node $n could not join the swarm; its log: $DIR/n$n/dockerd.log"
     done
-    wait_until "" 60 bash -c "[ \"\$(docker -H $(node_sock 1) node ls -q --filter role=worker | wc -l)\" -eq $((nodes - 1)) ]" ||
-        die "not every node joined; see docker -H $(node_sock 1) node ls"
+    # Ready, not just listed: a stack deployed before a node is Ready puts every task elsewhere.
+    wait_until "" 60 bash -c "[ \"\$(docker -H $(node_sock 1) node ls --format '{{.Status}}' | grep -cx Ready)\" -eq $nodes ]" ||
+        die "not every node joined and became Ready; see docker -H $(node_sock 1) node ls"
     # The balancer is placed on node 1 (a manager), so the lab answers at node 1's address.
     node_docker 1 node update --label-add lab-stack.balancer=true "${PREFIX}-node1" >/dev/null
     cmd_status

@@ -92,8 +92,8 @@ swarm_failed_tasks() {
 }
 
 swarm_wait_ready() {
-    local port=${LAB_HTTP_PORT:-8888} deadline=$((SECONDS + WAIT_SECS)) addr ok path failed svc
-    say "waiting for the lab to answer on the balancer's node (up to ${WAIT_SECS}s)"
+    local port=${LAB_HTTP_PORT:-8888} deadline=$((SECONDS + LAB_WAIT_SECS)) addr ok path failed svc
+    say "waiting for the lab to answer on the balancer's node (up to ${LAB_WAIT_SECS}s)"
     while :; do
         addr=$(swarm_balancer_addr)
         if [ -n "$addr" ]; then
@@ -113,7 +113,7 @@ swarm_wait_ready() {
                 docker service ps --no-trunc "${STACK}_$svc" >&2 || true
             done
             [ -n "$failed" ] && die "tasks of $(echo "$failed" | paste -sd, -) failed (errors above). Fix the cause and run ./setup.sh swarm again."
-            die "the lab did not answer 200 on / and /api/student${addr:+ at $addr:$port} within ${WAIT_SECS}s (task states above)."
+            die "the lab did not answer 200 on / and /api/student${addr:+ at $addr:$port} within ${LAB_WAIT_SECS}s (task states above)."
         fi
         sleep 1
     done
@@ -126,7 +126,8 @@ swarm_up() {
     if [ -z "${LAB_REGISTRY:-}" ] && [ "$(swarm_nodes)" -gt 1 ]; then
         die "this swarm has $(swarm_nodes) nodes, and the other nodes cannot see this engine's images. Push them through a registry: LAB_REGISTRY=host:port ./setup.sh swarm (./setup.sh cluster up prints one)."
     fi
-    conf=${LAB_BALANCER_CONF_DIR:-$ROOT/balancer/conf}/balancer.toml
+    # Absolute: `stack deploy` resolves a relative path from the stack file's directory.
+    conf=$(cd "${LAB_BALANCER_CONF_DIR:-$ROOT/balancer/conf}" && pwd)/balancer.toml
     [ -f "$conf" ] || die "the balancer's config $conf does not exist (LAB_BALANCER_CONF_DIR)."
     check_rust
     build_binaries

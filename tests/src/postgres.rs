@@ -112,7 +112,7 @@ impl Postgres {
         let ready = bin.join("pg_isready");
         wait_for(Duration::from_secs(30), || {
             Ok(Command::new(&ready)
-                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-h", "127.0.0.1", "-U", "lab", "-p", &port.to_string()])
                 .output()
                 .is_ok_and(|o| o.status.success()))
         })

@@ -5,7 +5,8 @@
 //! One test walks every phase in order, because making the swarm and deploying costs more than
 //! any phase: deploy; tasks spread over nodes; every API task answers through the balancer; a
 //! student posted through one node's replica is read through another node's; scale 2 -> 6 -> 2
-//! under load; a rolling update under GET+POST load; a node crash under load; a node cut off
+//! under GET+POST load; a rolling update under GET+POST load; a node crash under load (no GET
+//! fails; a POST in flight on the dying node may, as it would behind nginx); a node cut off
 //! under load (reported, not asserted: see docs/benchmarks.md). Every phase's duration is
 //! printed, for the benchmarks page. Everything is removed by `Drop` guards, also on failure.
 
@@ -173,7 +174,18 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
         let nodes: BTreeSet<String> = task_nodes(&cluster, service).into_values().collect();
         assert!(
             nodes.len() >= 2,
-            "{service}'s tasks run on {nodes:?}, not on two nodes"
+            "{service}'s tasks run on {nodes:?}, not on two nodes:\n{}\n{}",
+            cluster
+                .docker(&["node", "ls"])
+                .unwrap_or_else(|e| e.to_string()),
+            cluster
+                .docker(&[
+                    "service",
+                    "ps",
+                    "--no-trunc",
+                    &format!("{}_{service}", swarm::STACK)
+                ])
+                .unwrap_or_else(|e| e.to_string())
         );
     }
     all_tasks_answer(&cluster, addr, 2, Duration::from_secs(30));
@@ -269,9 +281,14 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
     assert_no_failures("rolling update", &report);
     assert_posts_kept("rolling update", addr, &report);
 
-    // A node crash (daemon and containers killed) under load: the swarm reschedules.
+    // A node crash (daemon and containers killed) under load: the swarm reschedules. GETs
+    // lose nothing: one that cannot connect or is reset is retried on another member. A POST
+    // already sent to a task that dies is answered 502 and not resent (it may have been
+    // stored: only the client can tell, as with nginx's and HAProxy's defaults), so the one
+    // POST client may see at most the one POST it had in flight; what was acknowledged stays.
     let victim = crash_victim(&cluster);
-    let load = Load::start_at(addr, 4, 1);
+    let load = Load::start_at(addr, 4, 0);
+    let posts = Load::start_at(addr, 0, 1);
     std::thread::sleep(Duration::from_secs(1));
     let started = Instant::now();
     cluster
@@ -293,7 +310,19 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
     );
     let report = load.stop();
     assert_no_failures("node crash", &report);
-    assert_posts_kept("node crash", addr, &report);
+    let posted = posts.stop();
+    eprintln!(
+        "node crash: {} POSTs acknowledged, {} failed: {:?}",
+        posted.ok,
+        posted.failures.len(),
+        posted.failures
+    );
+    assert!(
+        posted.failures.len() <= 1 && posted.failures.iter().all(|f| f.contains("status 502")),
+        "node crash: more POSTs failed than the one in flight: {:#?}",
+        posted.failures
+    );
+    assert_posts_kept("node crash", addr, &posted);
 
     // A node cut off under load: in-flight requests to it hang. Reported, not asserted yet.
     if let Some(cut) = (2..=cluster.nodes).find(|n| {
