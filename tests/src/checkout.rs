@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use crate::docker;
 use crate::stack::{free_ports, workspace_root};
@@ -112,25 +112,11 @@ impl Checkout {
 
     /// `./setup.sh ARGS` in the clone; its combined output, or an error that carries it.
     pub fn setup(&self, args: &[&str]) -> Result<String> {
-        let out = self
-            .command(Command::new(self.dir.join("setup.sh")))
-            .args(args)
-            .output()
-            .context("cannot run the clone's setup.sh")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !out.status.success() {
-            bail!(
-                "./setup.sh {} in {} failed ({}):\n{text}",
-                args.join(" "),
-                self.dir.display(),
-                out.status
-            );
-        }
-        Ok(text)
+        docker::run_combined(
+            self.command(Command::new(self.dir.join("setup.sh")))
+                .args(args),
+            &format!("./setup.sh {} in {}", args.join(" "), self.dir.display()),
+        )
     }
 
     /// A plain compose command typed in the clone (`docker compose ARGS` or `docker-compose

@@ -15,6 +15,21 @@ pub fn run(cmd: &mut Command) -> Result<String> {
     check(cmd, out)
 }
 
+/// Runs a command and returns its stdout and stderr together (what a person running it sees),
+/// or an error that names it as `what` and carries that text.
+pub fn run_combined(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("{what} failed ({}):\n{text}", out.status);
+    }
+    Ok(text)
+}
+
 fn check(cmd: &Command, out: Output) -> Result<String> {
     if !out.status.success() {
         bail!(

@@ -46,25 +46,13 @@ pub fn image(service: &str) -> String {
 /// error that carries it.
 pub fn setup_sh(env: &[(&str, String)], args: &[&str]) -> Result<String> {
     let root = workspace_root();
-    let out = Command::new(root.join("setup.sh"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .current_dir(&root)
-        .output()
-        .context("cannot run setup.sh")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        bail!(
-            "./setup.sh {} failed ({}):\n{text}",
-            args.join(" "),
-            out.status
-        );
-    }
-    Ok(text)
+    docker::run_combined(
+        Command::new(root.join("setup.sh"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .current_dir(&root),
+        &format!("./setup.sh {}", args.join(" ")),
+    )
 }
 
 /// A running lab under its own compose project; `down -v --remove-orphans` when dropped.

@@ -6,10 +6,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::docker::{in_ci, run};
-use crate::stack::{wait_for, workspace_root};
+use crate::stack::{setup_sh, wait_for, workspace_root};
 
 /// Names and addresses of the test cluster (a learner's default is `labsw` on 10.77.0.0/24).
 pub const PREFIX: &str = "labswt";
@@ -113,26 +113,16 @@ impl Cluster {
             .args(args))
     }
 
-    /// `./setup.sh swarm ARGS` against this cluster with extra environment.
+    /// `./setup.sh swarm ARGS` against this cluster with extra environment (which may point
+    /// DOCKER_HOST elsewhere).
     pub fn setup_swarm(&self, env: &[(&str, String)], args: &[&str]) -> Result<String> {
-        let root = workspace_root();
-        let out = Command::new(root.join("setup.sh"))
-            .arg("swarm")
-            .args(args)
-            .env("DOCKER_HOST", self.docker_host())
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .current_dir(&root)
-            .output()
-            .context("cannot run setup.sh swarm")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if !out.status.success() {
-            bail!("./setup.sh swarm {} failed:\n{text}", args.join(" "));
-        }
-        Ok(text)
+        let env: Vec<(&str, String)> = std::iter::once(("DOCKER_HOST", self.docker_host()))
+            .chain(env.iter().cloned())
+            .collect();
+        let args: Vec<&str> = std::iter::once("swarm")
+            .chain(args.iter().copied())
+            .collect();
+        setup_sh(&env, &args)
     }
 
     /// Running tasks of a stack service: (container id, node hostname).
@@ -183,6 +173,55 @@ impl Cluster {
             .with_context(|| format!("{service} did not reach {n} running tasks"))?;
         Ok(started.elapsed())
     }
+}
+
+/// What of a test cluster is still on this machine: namespaces, interfaces, the iptables
+/// rule, its directory, processes that name it.
+pub fn leftovers() -> Vec<String> {
+    let mut left = Vec::new();
+    let ok = |program: &str, args: &[&str]| run(Command::new(program).args(args));
+    if let Ok(list) = ok("ip", &["netns", "list"]) {
+        left.extend(
+            list.lines()
+                .filter(|l| l.starts_with(PREFIX))
+                .map(|l| format!("network namespace {l}")),
+        );
+    }
+    if let Ok(links) = ok("ip", &["-o", "link", "show"]) {
+        left.extend(
+            links
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .filter(|name| name.starts_with(PREFIX))
+                .map(|name| format!("interface {name}")),
+        );
+    }
+    let bridge = format!("{PREFIX}br0");
+    if ok(
+        "iptables",
+        &[
+            "-C",
+            "DOCKER-USER",
+            "-i",
+            &bridge,
+            "-o",
+            &bridge,
+            "-j",
+            "ACCEPT",
+        ],
+    )
+    .is_ok()
+    {
+        left.push("iptables rule in DOCKER-USER".into());
+    }
+    let dir = format!("/var/tmp/{PREFIX}");
+    if std::path::Path::new(&dir).exists() {
+        left.push(format!("directory {dir}"));
+    }
+    if let Ok(pids) = ok("pgrep", &["-af", &format!("{dir}/")]) {
+        left.extend(pids.lines().map(|p| format!("process {p}")));
+    }
+    left
 }
 
 impl Drop for Cluster {

@@ -158,7 +158,7 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
         ("LAB_WAIT_SECS", "180".to_owned()),
     ];
     let out = cluster.setup_swarm(&env, &[]);
-    let _stack = StackGuard(&cluster);
+    let stack = StackGuard(&cluster);
     let out = out.unwrap_or_else(|e| panic!("{e:#}\npostgres log:\n{}", db.log()));
     eprintln!(
         "deploy: ./setup.sh swarm took {:.1}s",
@@ -346,6 +346,14 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
             report.worst.as_secs_f64()
         );
     }
+
+    // `cluster down` cleans up after a crash: with node 1 killed as well (its daemon cannot
+    // stop anything), nothing of the cluster may be left.
+    drop(stack);
+    cluster.script(&["crash", "1"]).expect("crash node 1");
+    cluster.script(&["down"]).expect("cluster down");
+    let leftovers = swarm::leftovers();
+    assert!(leftovers.is_empty(), "cluster down left {leftovers:#?}");
 }
 
 /// A worker node (not the balancer's) that runs an API task.
