@@ -184,6 +184,13 @@ impl Settings {
         let routes = routes(raw, &pools, origin)?;
         check_listeners(raw, origin)?;
         let max_header_bytes = header_limit(raw, origin)?;
+        let discovery_interval = at_least(
+            raw.discovery_interval,
+            MIN_DISCOVERY_INTERVAL,
+            origin,
+            Some("BALANCER_DISCOVERY_INTERVAL"),
+            &["discovery_interval"],
+        )?;
         let workers = match raw.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -196,7 +203,7 @@ impl Settings {
             upstream_header: raw.upstream_header,
             sticky_key: sticky_key(&raw.sticky_secret),
             workers,
-            discovery_interval: raw.discovery_interval.max(Duration::from_millis(250)),
+            discovery_interval,
             client_idle_timeout: raw.timeouts.client_idle,
             backend_idle_timeout: raw.timeouts.backend_idle,
             max_header_bytes,
@@ -315,7 +322,7 @@ fn pool(
         cookie_max_age: file.cookie_max_age,
         connect_timeout: file.connect_timeout.unwrap_or(raw.timeouts.connect),
         response_timeout: file.response_timeout.unwrap_or(raw.timeouts.response),
-        retries: file.retries.unwrap_or(2).min(10),
+        retries: retries(file.retries.unwrap_or(2), origin, &key("retries"))?,
         retry_budget: file.retry_budget.unwrap_or(Duration::from_secs(10)),
         max_fails: file.max_fails.unwrap_or(1),
         fail_timeout: file.fail_timeout.unwrap_or(Duration::from_secs(10)),
@@ -361,17 +368,63 @@ fn health(
             "an HTTP status from 100 to 599",
         ));
     }
+    let key = |k: &'static str| ["pools", pool, "health", k];
+    let interval = f.interval.unwrap_or(Duration::from_secs(1));
     Ok(Some(HealthSettings {
         path,
-        interval: f
-            .interval
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_millis(100)),
+        interval: at_least(interval, MIN_CHECK_INTERVAL, origin, None, &key("interval"))?,
         timeout: f.timeout.unwrap_or(Duration::from_secs(1)),
         expect_status: status,
-        rise: f.rise.unwrap_or(2).max(1),
-        fall: f.fall.unwrap_or(1).max(1),
+        rise: streak(f.rise.unwrap_or(2), origin, &key("rise"))?,
+        fall: streak(f.fall.unwrap_or(1), origin, &key("fall"))?,
     }))
+}
+
+/// Shortest `discovery_interval`: DNS is asked at most four times a second per name.
+pub const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_millis(250);
+/// Shortest health-check `interval`.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Most `retries` of a pool: more attempts than this only multiply the load on a failing pool.
+pub const MAX_RETRIES: u32 = 10;
+
+/// `value`, refused below `min` (not rounded up) naming `key` and `env`.
+fn at_least(
+    value: Duration,
+    min: Duration,
+    origin: &Origin,
+    env: Option<&str>,
+    key: &[&str],
+) -> Result<Duration, ConfigError> {
+    if value < min {
+        return Err(origin.invalid(
+            env,
+            key,
+            &humantime::format_duration(value).to_string(),
+            format!("a duration of at least {}", humantime::format_duration(min)),
+        ));
+    }
+    Ok(value)
+}
+
+/// A pool's `retries`, refused above [`MAX_RETRIES`].
+fn retries(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {
+    if n > MAX_RETRIES {
+        return Err(origin.invalid(
+            None,
+            key,
+            &n.to_string(),
+            format!("a whole number from 0 to {MAX_RETRIES}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// A health check's `rise` or `fall`: zero checks cannot change a state.
+fn streak(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {
+    if n == 0 {
+        return Err(origin.invalid(None, key, "0", "a whole number of at least 1"));
+    }
+    Ok(n)
 }
 
 fn routes(
