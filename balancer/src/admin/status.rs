@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::AdminCtx;
 use crate::health::health_name;
-use crate::pool::{AdminState, Health, Member, Pool, Presence};
+use crate::pool::{AdminState, CheckResult, Health, Member, Pool, Presence};
 use crate::state::{ReloadStatus, Shared};
 use crate::{clock, events::Event, stats};
 
@@ -125,7 +125,7 @@ pub struct Latency {
 #[derive(Debug, Serialize)]
 pub struct CheckStatus {
     /// `pass`, `fail` or `draining`.
-    pub result: &'static str,
+    pub result: CheckResult,
     /// What the probe saw when it did not pass.
     pub detail: String,
     /// Seconds since it completed.
