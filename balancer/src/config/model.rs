@@ -9,25 +9,26 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile};
+use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var};
 use crate::select::Algorithm;
 
-/// The two pools that exist without any file, with the env vars that fill them.
+/// The two pools that exist without any file, with the top-level fields (and so the env vars)
+/// that fill them.
 pub(crate) const DEFAULT_POOLS: [DefaultPool; 2] = [
     DefaultPool {
         name: "static",
         members: "static-site:8080",
-        members_env: "STATIC_BACKEND",
-        algorithm_env: "BALANCER_STATIC_ALGORITHM",
-        sticky_env: "BALANCER_STATIC_STICKY",
+        members_field: "static_backend",
+        algorithm_field: "static_algorithm",
+        sticky_field: "static_sticky",
         sticky: StickyMode::Cookie,
     },
     DefaultPool {
         name: "dynamic",
         members: "student-api:3000",
-        members_env: "DYNAMIC_BACKEND",
-        algorithm_env: "BALANCER_DYNAMIC_ALGORITHM",
-        sticky_env: "BALANCER_DYNAMIC_STICKY",
+        members_field: "dynamic_backend",
+        algorithm_field: "dynamic_algorithm",
+        sticky_field: "dynamic_sticky",
         sticky: StickyMode::None,
     },
 ];
@@ -35,10 +36,27 @@ pub(crate) const DEFAULT_POOLS: [DefaultPool; 2] = [
 pub(crate) struct DefaultPool {
     pub(crate) name: &'static str,
     members: &'static str,
-    pub(crate) members_env: &'static str,
-    pub(crate) algorithm_env: &'static str,
-    pub(crate) sticky_env: &'static str,
+    members_field: &'static str,
+    algorithm_field: &'static str,
+    sticky_field: &'static str,
     sticky: StickyMode,
+}
+
+impl DefaultPool {
+    /// The variable that sets the pool's members (`STATIC_BACKEND`).
+    pub(crate) fn members_env(&self) -> Option<&'static str> {
+        env_var(&[self.members_field])
+    }
+
+    /// The variable that sets the pool's algorithm.
+    pub(crate) fn algorithm_env(&self) -> Option<&'static str> {
+        env_var(&[self.algorithm_field])
+    }
+
+    /// The variable that sets the pool's sticky mode.
+    pub(crate) fn sticky_env(&self) -> Option<&'static str> {
+        env_var(&[self.sticky_field])
+    }
 }
 
 /// How a pool keeps a client on the same member.
@@ -188,7 +206,6 @@ impl Settings {
             raw.discovery_interval,
             MIN_DISCOVERY_INTERVAL,
             origin,
-            Some("BALANCER_DISCOVERY_INTERVAL"),
             &["discovery_interval"],
         )?;
         let workers = match raw.workers {
@@ -336,7 +353,7 @@ fn members_env(pool: &str) -> Option<&'static str> {
     DEFAULT_POOLS
         .iter()
         .find(|d| d.name == pool)
-        .map(|d| d.members_env)
+        .and_then(DefaultPool::members_env)
 }
 
 fn health(
@@ -372,7 +389,7 @@ fn health(
     let interval = f.interval.unwrap_or(Duration::from_secs(1));
     Ok(Some(HealthSettings {
         path,
-        interval: at_least(interval, MIN_CHECK_INTERVAL, origin, None, &key("interval"))?,
+        interval: at_least(interval, MIN_CHECK_INTERVAL, origin, &key("interval"))?,
         timeout: f.timeout.unwrap_or(Duration::from_secs(1)),
         expect_status: status,
         rise: streak(f.rise.unwrap_or(2), origin, &key("rise"))?,
@@ -387,17 +404,16 @@ pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Most `retries` of a pool: more attempts than this only multiply the load on a failing pool.
 pub const MAX_RETRIES: u32 = 10;
 
-/// `value`, refused below `min` (not rounded up) naming `key` and `env`.
+/// `value`, refused below `min` (not rounded up) naming `key` or its env var.
 fn at_least(
     value: Duration,
     min: Duration,
     origin: &Origin,
-    env: Option<&str>,
     key: &[&str],
 ) -> Result<Duration, ConfigError> {
     if value < min {
         return Err(origin.invalid(
-            env,
+            None,
             key,
             &humantime::format_duration(value).to_string(),
             format!("a duration of at least {}", humantime::format_duration(min)),
@@ -498,7 +514,7 @@ fn routes(
 fn check_listeners(raw: &RawConfig, origin: &Origin) -> Result<(), ConfigError> {
     if raw.listen == raw.admin_listen && raw.listen.port() != 0 {
         return Err(origin.invalid(
-            Some("BALANCER_ADMIN_LISTEN"),
+            None,
             &["admin_listen"],
             &raw.admin_listen.to_string(),
             "an address different from `listen` (the public listener)",
@@ -516,7 +532,7 @@ fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> 
     let n = raw.limits.max_header_bytes.0;
     if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
         return Err(origin.invalid(
-            Some("BALANCER_MAX_HEADER_BYTES"),
+            None,
             &["limits", "max_header_bytes"],
             &raw.limits.max_header_bytes.to_string(),
             "a size from 1KiB to 1MiB",
@@ -537,4 +553,32 @@ fn sticky_key(secret: &str) -> [u8; 16] {
     key[..8].copy_from_slice(&a.finish().to_le_bytes());
     key[8..].copy_from_slice(&b.finish().to_le_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DEFAULT_POOLS;
+
+    #[test]
+    fn each_default_pool_field_has_its_env_var() {
+        let names: Vec<_> = DEFAULT_POOLS
+            .iter()
+            .map(|d| (d.members_env(), d.algorithm_env(), d.sticky_env()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    Some("STATIC_BACKEND"),
+                    Some("BALANCER_STATIC_ALGORITHM"),
+                    Some("BALANCER_STATIC_STICKY")
+                ),
+                (
+                    Some("DYNAMIC_BACKEND"),
+                    Some("BALANCER_DYNAMIC_ALGORITHM"),
+                    Some("BALANCER_DYNAMIC_STICKY")
+                ),
+            ]
+        );
+    }
 }
