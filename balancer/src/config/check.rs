@@ -3,12 +3,14 @@
 
 use std::fmt::Write;
 
-use super::model::{DEFAULT_POOLS, DefaultPool};
+use super::model::{DEFAULT_POOLS, DefaultPool, pool_defaults as pd};
 use super::{Origin, RawConfig, Settings};
 
 /// A commented TOML template of every key, generated from the config's field docs.
 pub fn default_template() -> String {
-    let mut out = String::from(
+    // The pool example shows the defaults the balancer applies (one table, `pool_defaults`).
+    let d = |v| humantime::format_duration(v);
+    let mut out = format!(
         "# balancer configuration (TOML). Precedence: built-in defaults < this file < env vars.\n\
          # Durations are human (500ms, 2s, 1m); sizes take units (16KiB, 10MB).\n\
          # Member lists: \"host:port host:port*3\" (weight after *), or an array of such strings.\n\
@@ -20,23 +22,34 @@ pub fn default_template() -> String {
          # algorithm = \"least-connections\"  # round-robin | weighted-round-robin | least-connections | p2c | random | ip-hash | header-hash\n\
          # sticky = \"none\"                   # none | cookie | ip-hash\n\
          # cookie_name = \"lb_dynamic\"\n\
-         # retries = 2\n\
-         # retry_budget = \"10s\"\n\
-         # max_fails = 1\n\
-         # fail_timeout = \"10s\"\n\
-         # slow_start = \"0s\"\n\
+         # retries = {}\n\
+         # retry_budget = \"{}\"\n\
+         # max_fails = {}\n\
+         # fail_timeout = \"{}\"\n\
+         # slow_start = \"{}\"\n\
          # max_body = \"100MiB\"\n\
          # [pools.dynamic.health]\n\
-         # path = \"/healthz\"\n\
-         # interval = \"1s\"\n\
-         # timeout = \"1s\"\n\
-         # expect_status = 200\n\
-         # rise = 2\n\
-         # fall = 1\n\
+         # path = \"{}\"\n\
+         # interval = \"{}\"\n\
+         # timeout = \"{}\"\n\
+         # expect_status = {}\n\
+         # rise = {}\n\
+         # fall = {}\n\
          #\n\
          # [[routes]]\n\
          # path = \"/api/\"\n\
          # pool = \"dynamic\"\n\n",
+        pd::RETRIES,
+        d(pd::RETRY_BUDGET),
+        pd::MAX_FAILS,
+        d(pd::FAIL_TIMEOUT),
+        d(pd::SLOW_START),
+        pd::CHECK_PATH,
+        d(pd::CHECK_INTERVAL),
+        d(pd::CHECK_TIMEOUT),
+        pd::EXPECT_STATUS,
+        pd::RISE,
+        pd::FALL,
     );
     out.push_str(&confique::toml::template::<RawConfig>(
         confique::toml::FormatOptions::default(),

@@ -59,6 +59,24 @@ impl DefaultPool {
     }
 }
 
+/// Defaults of a pool's file keys, shared with the template `--print-default-config` prints.
+pub(crate) mod pool_defaults {
+    use std::time::Duration;
+
+    pub(crate) const RETRIES: u32 = 2;
+    pub(crate) const RETRY_BUDGET: Duration = Duration::from_secs(10);
+    pub(crate) const MAX_FAILS: u32 = 1;
+    pub(crate) const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const SLOW_START: Duration = Duration::ZERO;
+    pub(crate) const CHECK_PATH: &str = "/healthz";
+    pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+    pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+    pub(crate) const EXPECT_STATUS: u16 = 200;
+    pub(crate) const RISE: u32 = 2;
+    pub(crate) const FALL: u32 = 1;
+}
+use pool_defaults as pd;
+
 /// How a pool keeps a client on the same member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -339,12 +357,12 @@ fn pool(
         cookie_max_age: file.cookie_max_age,
         connect_timeout: file.connect_timeout.unwrap_or(raw.timeouts.connect),
         response_timeout: file.response_timeout.unwrap_or(raw.timeouts.response),
-        retries: retries(file.retries.unwrap_or(2), origin, &key("retries"))?,
-        retry_budget: file.retry_budget.unwrap_or(Duration::from_secs(10)),
-        max_fails: file.max_fails.unwrap_or(1),
-        fail_timeout: file.fail_timeout.unwrap_or(Duration::from_secs(10)),
+        retries: retries(file.retries.unwrap_or(pd::RETRIES), origin, &key("retries"))?,
+        retry_budget: file.retry_budget.unwrap_or(pd::RETRY_BUDGET),
+        max_fails: file.max_fails.unwrap_or(pd::MAX_FAILS),
+        fail_timeout: file.fail_timeout.unwrap_or(pd::FAIL_TIMEOUT),
         max_body: file.max_body.unwrap_or(raw.limits.max_body).0,
-        slow_start: file.slow_start.unwrap_or_default(),
+        slow_start: file.slow_start.unwrap_or(pd::SLOW_START),
         health: health(name, file.health.as_ref(), origin)?,
     })
 }
@@ -367,7 +385,7 @@ fn health(
     if f.enabled == Some(false) {
         return Ok(None);
     }
-    let path = f.path.unwrap_or_else(|| "/healthz".into());
+    let path = f.path.unwrap_or_else(|| pd::CHECK_PATH.into());
     if !path.starts_with('/') {
         return Err(origin.invalid(
             None,
@@ -376,7 +394,7 @@ fn health(
             "a path starting with /",
         ));
     }
-    let status = f.expect_status.unwrap_or(200);
+    let status = f.expect_status.unwrap_or(pd::EXPECT_STATUS);
     if !(100..=599).contains(&status) {
         return Err(origin.invalid(
             None,
@@ -386,14 +404,14 @@ fn health(
         ));
     }
     let key = |k: &'static str| ["pools", pool, "health", k];
-    let interval = f.interval.unwrap_or(Duration::from_secs(1));
+    let interval = f.interval.unwrap_or(pd::CHECK_INTERVAL);
     Ok(Some(HealthSettings {
         path,
         interval: at_least(interval, MIN_CHECK_INTERVAL, origin, &key("interval"))?,
-        timeout: f.timeout.unwrap_or(Duration::from_secs(1)),
+        timeout: f.timeout.unwrap_or(pd::CHECK_TIMEOUT),
         expect_status: status,
-        rise: streak(f.rise.unwrap_or(2), origin, &key("rise"))?,
-        fall: streak(f.fall.unwrap_or(1), origin, &key("fall"))?,
+        rise: streak(f.rise.unwrap_or(pd::RISE), origin, &key("rise"))?,
+        fall: streak(f.fall.unwrap_or(pd::FALL), origin, &key("fall"))?,
     }))
 }
 
