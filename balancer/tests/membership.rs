@@ -302,7 +302,7 @@ async fn a_member_reporting_draining_gets_nothing_new() {
         status.pools[1]
             .members
             .iter()
-            .any(|m| m.state == "draining")
+            .any(|m| m.state == balancer::admin::status::MemberState::Draining)
     );
 }
 

@@ -294,7 +294,7 @@ fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
         } else {
             m.origin.clone()
         },
-        state: m.state,
+        state: m.state.as_str(),
         weight: if m.effective_weight != m.weight {
             format!("{} → {}", m.effective_weight, m.weight)
         } else {

@@ -14,7 +14,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminCtx;
-use super::status::{MEMBER_STATES, member_state};
+use super::status::{MemberState, member_state};
 use crate::clock;
 use crate::events::{EventKind, MembershipChange};
 use crate::pool::{CheckResult, Member};
@@ -322,10 +322,10 @@ fn member_metrics(o: &mut Out, rows: &[Row], now: u64) {
     for r in rows {
         let current = member_state(&r.m, now, r.slow_start_ms);
         let [p, m] = lbl(r);
-        for s in MEMBER_STATES {
+        for s in MemberState::ALL {
             o.sample(
                 "balancer_member_state",
-                &[p, m, ("state", s)],
+                &[p, m, ("state", s.as_str())],
                 u8::from(s == current),
             );
         }
