@@ -92,6 +92,14 @@ pub enum Command {
     },
 }
 
+/// A member's registration over the admin API.
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    weight: u32,
+    /// It lapses unless a heartbeat renews it before this.
+    until: Instant,
+}
+
 /// State owned by the control loop.
 #[derive(Debug)]
 pub struct Control {
@@ -99,7 +107,7 @@ pub struct Control {
     file: Option<FileChoice>,
     settings: Arc<Settings>,
     found: Discovered,
-    registered: HashMap<(String, SocketAddr), (u32, Instant)>,
+    registered: HashMap<(String, SocketAddr), Registration>,
     resolver: Arc<dyn Resolve>,
     watchers: HashMap<(String, u16), CancellationToken>,
     /// Leaving members whose probe is under way, by (pool, address).
@@ -182,8 +190,14 @@ impl Control {
                 }
                 let fresh = self
                     .registered
-                    .insert((pool, addr), (weight, Instant::now() + ttl))
-                    .is_none_or(|(w, _)| w != weight);
+                    .insert(
+                        (pool, addr),
+                        Registration {
+                            weight,
+                            until: Instant::now() + ttl,
+                        },
+                    )
+                    .is_none_or(|old| old.weight != weight);
                 if fresh {
                     self.publish();
                 }
@@ -215,8 +229,8 @@ impl Control {
     fn expire_registrations(&mut self) {
         let now = Instant::now();
         let before = self.registered.len();
-        self.registered.retain(|(pool, addr), (_, until)| {
-            let keep = *until > now;
+        self.registered.retain(|(pool, addr), r| {
+            let keep = r.until > now;
             if !keep {
                 tracing::info!(pool, %addr, "registration expired (no heartbeat within its TTL)");
             }
@@ -229,8 +243,8 @@ impl Control {
 
     fn registered(&self) -> Registered {
         let mut out = Registered::new();
-        for ((pool, addr), (w, _)) in &self.registered {
-            out.entry(pool.clone()).or_default().push((*addr, *w));
+        for ((pool, addr), r) in &self.registered {
+            out.entry(pool.clone()).or_default().push((*addr, r.weight));
         }
         for v in out.values_mut() {
             v.sort();
