@@ -11,6 +11,7 @@ pub use config_report as error;
 pub mod members;
 pub mod model;
 mod origin;
+mod ranges;
 pub mod reload;
 mod units;
 
