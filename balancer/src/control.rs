@@ -19,16 +19,37 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, FileChoice, Settings};
 use crate::discovery::{self, Resolve};
+use crate::events::EventKind;
 use crate::health::{self, Probe};
 use crate::pool::{Member, Presence};
 use crate::state::{Discovered, Registered, Shared};
+
+/// Why a reload was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The configuration was refused (the message names the value); the old one keeps
+    /// serving. The message is rendered once: it also goes to the status page and the events.
+    #[error("{0}")]
+    Rejected(String),
+    /// The control loop has stopped: the balancer is shutting down.
+    #[error("control loop stopped")]
+    Stopped,
+}
+
+/// Why a registration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    /// The pool named in the request does not exist.
+    #[error("no pool named `{0}`")]
+    NoSuchPool(String),
+}
 
 /// A request to the control loop.
 #[derive(Debug)]
 pub enum Command {
     /// Reload the configuration (SIGHUP, file change, admin action); the reply says whether it
     /// was applied.
-    Reload(Option<oneshot::Sender<Result<bool, String>>>),
+    Reload(Option<oneshot::Sender<Result<bool, ReloadError>>>),
     /// Discovery resolved `host` to `ips`.
     Found {
         /// DNS name.
@@ -49,7 +70,7 @@ pub enum Command {
         /// How long the announcement holds.
         ttl: Duration,
         /// Whether the pool exists.
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), RegisterError>>,
     },
     /// The one probe of a member that discovery stopped listing has an answer.
     Departed {
@@ -71,6 +92,14 @@ pub enum Command {
     },
 }
 
+/// A member's registration over the admin API.
+#[derive(Debug, Clone, Copy)]
+struct Registration {
+    weight: u32,
+    /// It lapses unless a heartbeat renews it before this.
+    until: Instant,
+}
+
 /// State owned by the control loop.
 #[derive(Debug)]
 pub struct Control {
@@ -78,7 +107,7 @@ pub struct Control {
     file: Option<FileChoice>,
     settings: Arc<Settings>,
     found: Discovered,
-    registered: HashMap<(String, SocketAddr), (u32, Instant)>,
+    registered: HashMap<(String, SocketAddr), Registration>,
     resolver: Arc<dyn Resolve>,
     watchers: HashMap<(String, u16), CancellationToken>,
     /// Leaving members whose probe is under way, by (pool, address).
@@ -156,13 +185,19 @@ impl Control {
                 reply,
             } => {
                 if self.settings.pool_index(&pool).is_none() {
-                    let _ = reply.send(Err(format!("no pool named `{pool}`")));
+                    let _ = reply.send(Err(RegisterError::NoSuchPool(pool)));
                     return;
                 }
                 let fresh = self
                     .registered
-                    .insert((pool, addr), (weight, Instant::now() + ttl))
-                    .is_none_or(|(w, _)| w != weight);
+                    .insert(
+                        (pool, addr),
+                        Registration {
+                            weight,
+                            until: Instant::now() + ttl,
+                        },
+                    )
+                    .is_none_or(|old| old.weight != weight);
                 if fresh {
                     self.publish();
                 }
@@ -194,8 +229,8 @@ impl Control {
     fn expire_registrations(&mut self) {
         let now = Instant::now();
         let before = self.registered.len();
-        self.registered.retain(|(pool, addr), (_, until)| {
-            let keep = *until > now;
+        self.registered.retain(|(pool, addr), r| {
+            let keep = r.until > now;
             if !keep {
                 tracing::info!(pool, %addr, "registration expired (no heartbeat within its TTL)");
             }
@@ -208,8 +243,8 @@ impl Control {
 
     fn registered(&self) -> Registered {
         let mut out = Registered::new();
-        for ((pool, addr), (w, _)) in &self.registered {
-            out.entry(pool.clone()).or_default().push((*addr, *w));
+        for ((pool, addr), r) in &self.registered {
+            out.entry(pool.clone()).or_default().push((*addr, r.weight));
         }
         for v in out.values_mut() {
             v.sort();
@@ -244,7 +279,7 @@ impl Control {
                     continue;
                 }
                 self.shared.events.push_member(
-                    "membership",
+                    EventKind::Membership,
                     name,
                     m,
                     format!(
@@ -272,7 +307,7 @@ impl Control {
     }
 
     /// Loads, validates and applies the configuration; the old one keeps serving on error.
-    async fn reload(&mut self) -> Result<bool, String> {
+    async fn reload(&mut self) -> Result<bool, ReloadError> {
         let loaded = match &self.file {
             Some(f) => config::load(f),
             None => Err(config::ConfigError::Load(
@@ -308,8 +343,8 @@ impl Control {
                 tracing::error!(error = %msg, "config reload rejected; the previous config keeps serving");
                 self.shared
                     .events
-                    .push("reload", None, None, format!("rejected: {msg}"));
-                Err(msg)
+                    .push(EventKind::Reload, None, None, format!("rejected: {msg}"));
+                Err(ReloadError::Rejected(msg))
             }
             Ok(next) => {
                 status.ok = true;
@@ -339,7 +374,7 @@ impl Control {
                     .applied += 1;
                 let version = self.shared.snapshot().version;
                 self.shared.events.push(
-                    "reload",
+                    EventKind::Reload,
                     None,
                     None,
                     format!("applied (snapshot {version})"),

@@ -40,6 +40,17 @@ pub trait Resolve: Send + Sync + std::fmt::Debug + 'static {
     fn lookup<'a>(&'a self, host: &'a str) -> LookupFuture<'a>;
 }
 
+/// Why the system resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    /// /etc/resolv.conf (or the platform's equivalent) could not be read.
+    #[error("cannot read the system DNS configuration: {0}")]
+    SystemConfig(hickory_resolver::net::NetError),
+    /// The resolver could not be built from it.
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(hickory_resolver::net::NetError),
+}
+
 /// The real resolver: hickory, reading /etc/resolv.conf and /etc/hosts (works in a scratch
 /// image), with its cache cleared before each lookup because Docker's DNS answers with a
 /// 600 s TTL and replicas come and go much faster than that.
@@ -50,11 +61,11 @@ pub struct DnsResolver {
 
 impl DnsResolver {
     /// Reads the system configuration.
-    pub fn from_system() -> Result<Self, String> {
+    pub fn from_system() -> Result<Self, ResolverError> {
         let inner = hickory_resolver::Resolver::builder_tokio()
-            .map_err(|e| format!("cannot read the system DNS configuration: {e}"))?
+            .map_err(ResolverError::SystemConfig)?
             .build()
-            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+            .map_err(ResolverError::Build)?;
         Ok(DnsResolver { inner })
     }
 }

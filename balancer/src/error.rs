@@ -70,3 +70,49 @@ impl ProxyError {
         }
     }
 }
+
+/// Whether hyper refused a request head because its URI is too long (it answers 414; a head
+/// over the size limit gets 431).
+///
+/// hyper 1.x has no public predicate for this: its `Parse` kinds are private, and
+/// `is_parse_too_large()` is true for both `Parse::TooLarge` (431) and `Parse::UriTooLong` (414),
+/// on purpose (hyperium/hyper#2706 folded the new kind into it). What tells them apart is the
+/// `Display` text, which is exactly the kind's fixed description ("URI too long", hyper
+/// `src/error.rs`). So this compares the whole text, without allocating; the 414-versus-431
+/// tests in `tests/requests.rs` catch a hyper upgrade that changes it.
+pub fn is_uri_too_long(e: &hyper::Error) -> bool {
+    e.is_parse_too_large() && displays_as(e, "URI too long")
+}
+
+/// Whether `value` formats to exactly `expected`.
+fn displays_as(value: &dyn std::fmt::Display, expected: &str) -> bool {
+    /// Consumes `rest` as the text arrives; fails at the first difference.
+    struct Match<'a> {
+        rest: &'a str,
+    }
+    impl std::fmt::Write for Match<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.rest = self.rest.strip_prefix(s).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+    let mut m = Match { rest: expected };
+    std::fmt::write(&mut m, format_args!("{value}")).is_ok() && m.rest.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::displays_as;
+
+    #[test]
+    fn displays_as_matches_the_whole_text_only() {
+        assert!(displays_as(&"URI too long", "URI too long"));
+        assert!(displays_as(
+            &format_args!("{}{}", "URI ", "too long"),
+            "URI too long"
+        ));
+        assert!(!displays_as(&"URI too long!", "URI too long"));
+        assert!(!displays_as(&"URI too", "URI too long"));
+        assert!(!displays_as(&"message head is too large", "URI too long"));
+    }
+}

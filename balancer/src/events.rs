@@ -16,13 +16,79 @@ use crate::pool::{Member, Presence};
 /// How many events the feed keeps.
 pub const CAPACITY: usize = 200;
 
+/// What an event is about; serialized (API, logs, metrics labels) as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A member joined, is leaving or left a pool.
+    Membership,
+    /// An active health check changed a member's state.
+    Health,
+    /// Passive detection ejected a member.
+    Passive,
+    /// A config reload was applied or rejected.
+    Reload,
+    /// An admin action (enable, disable, drain, weight).
+    Admin,
+}
+
+impl EventKind {
+    /// Every kind, in the order `/metrics` lists them.
+    pub const ALL: [EventKind; 5] = [
+        EventKind::Membership,
+        EventKind::Health,
+        EventKind::Passive,
+        EventKind::Reload,
+        EventKind::Admin,
+    ];
+
+    /// The lower-case name (API, dashboard, metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Membership => "membership",
+            EventKind::Health => "health",
+            EventKind::Passive => "passive",
+            EventKind::Reload => "reload",
+            EventKind::Admin => "admin",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A change in a pool's membership, counted for `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum MembershipChange {
+    /// A member was added.
+    Joined,
+    /// A member was removed.
+    Left,
+}
+
+impl MembershipChange {
+    /// Both changes, in the order `/metrics` lists them.
+    pub const ALL: [MembershipChange; 2] = [MembershipChange::Joined, MembershipChange::Left];
+
+    /// The metrics label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipChange::Joined => "joined",
+            MembershipChange::Left => "left",
+        }
+    }
+}
+
 /// One thing that happened to the balancer's view of the world.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     /// Seconds since the Unix epoch.
     pub at: f64,
-    /// `membership`, `health`, `passive`, `reload`, `admin`.
-    pub kind: &'static str,
+    /// What it is about.
+    pub kind: EventKind,
     /// Pool name, if the event concerns one.
     pub pool: Option<String>,
     /// Member address, if the event concerns one.
@@ -42,13 +108,13 @@ pub struct EventLog {
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
     /// Events by kind.
-    pub by_kind: BTreeMap<&'static str, u64>,
-    /// Membership changes by (pool, `joined` | `left`).
-    pub membership: BTreeMap<(String, &'static str), u64>,
+    pub by_kind: BTreeMap<EventKind, u64>,
+    /// Membership changes by pool and change.
+    pub membership: BTreeMap<(String, MembershipChange), u64>,
 }
 
 /// An event stamped now.
-fn event(kind: &'static str, pool: Option<&str>, member: Option<&str>, message: String) -> Event {
+fn event(kind: EventKind, pool: Option<&str>, member: Option<&str>, message: String) -> Event {
     let at = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
@@ -63,13 +129,7 @@ fn event(kind: &'static str, pool: Option<&str>, member: Option<&str>, message: 
 
 impl EventLog {
     /// Records an event and logs it at info.
-    pub fn push(
-        &self,
-        kind: &'static str,
-        pool: Option<&str>,
-        member: Option<&str>,
-        message: String,
-    ) {
+    pub fn push(&self, kind: EventKind, pool: Option<&str>, member: Option<&str>, message: String) {
         let ev = event(kind, pool, member, message);
         self.append(&mut self.lock(), ev);
     }
@@ -79,7 +139,7 @@ impl EventLog {
     /// was recorded.
     pub fn push_member(
         &self,
-        kind: &'static str,
+        kind: EventKind,
         pool: &str,
         member: &Member,
         message: String,
@@ -97,7 +157,7 @@ impl EventLog {
     /// event: the last event about it.
     pub fn push_left(&self, pool: &str, member: &Member, message: String) {
         let ev = event(
-            "membership",
+            EventKind::Membership,
             Some(pool),
             Some(&member.addr.to_string()),
             message,
@@ -116,7 +176,7 @@ impl EventLog {
     fn append(&self, q: &mut VecDeque<Event>, ev: Event) {
         tracing::info!(
             target: "balancer::events",
-            kind = ev.kind,
+            kind = ev.kind.as_str(),
             pool = ev.pool.as_deref().unwrap_or("-"),
             member = ev.member.as_deref().unwrap_or("-"),
             "{}",
@@ -140,8 +200,8 @@ impl EventLog {
         self.lock().iter().cloned().collect()
     }
 
-    /// Counts a member joining or leaving `pool` (`change` is `joined` or `left`).
-    pub fn count_membership(&self, pool: &str, change: &'static str) {
+    /// Counts a member joining or leaving `pool`.
+    pub fn count_membership(&self, pool: &str, change: MembershipChange) {
         *self
             .totals
             .lock()
@@ -173,10 +233,20 @@ mod tests {
             crate::pool::MemberId(1),
             1,
         );
-        assert!(log.push_member("health", "p", &m, "up -> down".into()));
+        assert!(log.push_member(EventKind::Health, "p", &m, "up -> down".into()));
         log.push_left("p", &m, "member left".into());
-        assert!(!log.push_member("passive", "p", &m, "ejected".into()));
+        assert!(!log.push_member(EventKind::Passive, "p", &m, "ejected".into()));
         let kinds: Vec<_> = log.recent().iter().map(|e| e.message.clone()).collect();
         assert_eq!(kinds, ["up -> down", "member left"]);
+    }
+
+    #[test]
+    fn kinds_are_written_as_their_lower_case_names() {
+        for kind in EventKind::ALL {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json, kind.as_str());
+            assert_eq!(kind.to_string(), kind.as_str());
+        }
+        assert_eq!(EventKind::Membership.as_str(), "membership");
     }
 }

@@ -25,43 +25,50 @@ const MAX_LINE: usize = 4096;
 /// connection's service, which answers it 400 and closes), and whether the connection became
 /// a tunnel.
 #[derive(Debug)]
-pub struct Verdict(AtomicU64, AtomicU64, AtomicBool);
+pub struct Verdict {
+    /// Number of the first ambiguous request; `u64::MAX` while there is none.
+    first_bad: AtomicU64,
+    /// Requests the service has seen so far.
+    seen: AtomicU64,
+    /// The connection switched protocols: the rest is tunnel data.
+    tunnel: AtomicBool,
+}
 
 impl Default for Verdict {
     fn default() -> Self {
-        Verdict(
-            AtomicU64::new(u64::MAX),
-            AtomicU64::new(0),
-            AtomicBool::new(false),
-        )
+        Verdict {
+            first_bad: AtomicU64::new(u64::MAX),
+            seen: AtomicU64::new(0),
+            tunnel: AtomicBool::new(false),
+        }
     }
 }
 
 impl Verdict {
     /// Numbers the next request the connection's service sees (0-based).
     pub fn next_request(&self) -> u64 {
-        self.1.fetch_add(1, Ordering::Relaxed)
+        self.seen.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether request number `n` (0-based) on this connection, or one before it, was
     /// ambiguous.
     pub fn is_bad(&self, n: u64) -> bool {
-        self.0.load(Ordering::Acquire) <= n
+        self.first_bad.load(Ordering::Acquire) <= n
     }
 
     fn mark(&self, n: u64) {
-        self.0.fetch_min(n, Ordering::AcqRel);
+        self.first_bad.fetch_min(n, Ordering::AcqRel);
     }
 
     /// Records that the service answered 101 (or 2xx to CONNECT): what follows is tunnel
     /// data, not requests. Until then an upgrade request is followed like any other, so a
     /// refused upgrade cannot switch the checks off for the rest of the connection.
     pub fn tunnel(&self) {
-        self.2.store(true, Ordering::Release);
+        self.tunnel.store(true, Ordering::Release);
     }
 
     fn is_tunnel(&self) -> bool {
-        self.2.load(Ordering::Acquire)
+        self.tunnel.load(Ordering::Acquire)
     }
 }
 
@@ -375,7 +382,7 @@ mod tests {
         for piece in input.as_bytes().chunks(step) {
             t.feed(piece);
         }
-        let bad = v.0.load(Ordering::SeqCst);
+        let bad = v.first_bad.load(Ordering::SeqCst);
         ((bad != u64::MAX).then_some(bad), t.heads)
     }
 
@@ -469,6 +476,6 @@ mod tests {
         t.feed(b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
         v.tunnel();
         t.feed(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
-        assert_eq!((v.0.load(Ordering::SeqCst), t.heads), (u64::MAX, 1));
+        assert_eq!((v.first_bad.load(Ordering::SeqCst), t.heads), (u64::MAX, 1));
     }
 }

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock;
 use crate::config::HealthSettings;
-use crate::pool::{Health, LastCheck, Member, Presence};
+use crate::events::EventKind;
+use crate::pool::{CheckResult, Health, LastCheck, Member, Presence};
 use crate::state::Shared;
 
 /// What one probe saw.
@@ -237,7 +238,7 @@ fn apply(
         Probe::Fail(e) => e.clone(),
     };
     shared.events.push_member(
-        "health",
+        EventKind::Health,
         &r.pool,
         &r.member,
         format!("{} -> {}: {reason}", health_name(before), health_name(next)),
@@ -247,9 +248,9 @@ fn apply(
 /// Records a probe's outcome on the member (last check, last failure).
 fn note_probe(member: &Member, probe: &Probe, now_ms: u64) {
     let (result, detail) = match probe {
-        Probe::Pass => ("pass", String::new()),
-        Probe::Draining => ("draining", "member reports draining".to_owned()),
-        Probe::Fail(e) => ("fail", e.clone()),
+        Probe::Pass => (CheckResult::Pass, String::new()),
+        Probe::Draining => (CheckResult::Draining, "member reports draining".to_owned()),
+        Probe::Fail(e) => (CheckResult::Fail, e.clone()),
     };
     if matches!(probe, Probe::Fail(_)) {
         member.note_failure(now_ms);
@@ -272,7 +273,7 @@ pub fn departure_probe(shared: &Shared, pool: &str, member: &Member, probe: &Pro
     let before = member.set_health(Health::Down);
     if before != Health::Down {
         shared.events.push_member(
-            "health",
+            EventKind::Health,
             pool,
             member,
             format!(

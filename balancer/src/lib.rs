@@ -35,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod framing;
 pub mod health;
+pub mod local_responses;
 pub mod pool;
 pub mod proxy;
 pub mod routes;
@@ -52,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{FileChoice, Settings};
-use crate::control::{Command, Control};
+use crate::control::{Command, Control, ReloadError};
 use crate::discovery::Resolve;
 use crate::state::Shared;
 
@@ -96,11 +97,7 @@ pub fn start(
         .build()?;
     let resolver: Arc<dyn Resolve> = match resolver {
         Some(r) => r,
-        None => Arc::new(
-            runtime
-                .block_on(async { discovery::DnsResolver::from_system() })
-                .map_err(anyhow::Error::msg)?,
-        ),
+        None => Arc::new(runtime.block_on(async { discovery::DnsResolver::from_system() })?),
     };
     let settings = Arc::new(settings);
     let found = runtime.block_on(control::initial_resolution(
@@ -117,7 +114,7 @@ pub fn start(
         .local_addr()?;
     let admin_addr = listeners.admin.local_addr()?;
     let background = CancellationToken::new();
-    let shutdown = CancellationToken::new();
+    let shutdown = shared.shutdown_token().clone();
     let (tx, rx) = mpsc::channel(256);
     let watch_path = file.as_ref().map(|f| f.path.clone());
     let loaded_version = settings.file_version.clone();
@@ -181,13 +178,12 @@ pub fn start(
 
 impl Running {
     /// Reloads the configuration; `Ok(true)` when something changed. Blocking.
-    pub fn reload(&self) -> Result<bool, String> {
+    pub fn reload(&self) -> Result<bool, ReloadError> {
         let (tx, rx) = oneshot::channel();
         self.control
             .blocking_send(Command::Reload(Some(tx)))
-            .map_err(|_| "control loop stopped".to_owned())?;
-        rx.blocking_recv()
-            .map_err(|_| "control loop stopped".to_owned())?
+            .map_err(|_| ReloadError::Stopped)?;
+        rx.blocking_recv().map_err(|_| ReloadError::Stopped)?
     }
 
     /// A sender to the control loop (signals, tests).
@@ -197,9 +193,6 @@ impl Running {
 
     /// Begins a graceful shutdown: stop accepting, finish in-flight requests.
     pub fn shutdown(&self) {
-        self.shared
-            .shutting_down
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.shutdown.cancel();
     }
 

@@ -279,16 +279,12 @@ fn install_signals(running: &balancer::Running) -> std::io::Result<()> {
             }
         }
     });
-    let shared = std::sync::Arc::clone(&running.shared);
     let stop = running.stopper();
     rt.spawn(async move {
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining, then exiting"),
             _ = int.recv() => tracing::info!("SIGINT: draining, then exiting"),
         }
-        shared
-            .shutting_down
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         stop.cancel();
     });
     Ok(())

@@ -130,13 +130,36 @@ pub struct Member {
     last_check: Mutex<Option<LastCheck>>,
 }
 
+/// What an active health probe concluded; serialized as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckResult {
+    /// The member answered with the expected status.
+    Pass,
+    /// It did not (status, refused, timeout).
+    Fail,
+    /// It said it is shutting down (503 `draining`).
+    Draining,
+}
+
+impl CheckResult {
+    /// The lower-case name (API, dashboard).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckResult::Pass => "pass",
+            CheckResult::Fail => "fail",
+            CheckResult::Draining => "draining",
+        }
+    }
+}
+
 /// What the last active health probe of a member saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LastCheck {
     /// When it completed, in [`clock::now_ms`] units.
     pub at_ms: u64,
-    /// `pass`, `fail` or `draining`.
-    pub result: &'static str,
+    /// What it concluded.
+    pub result: CheckResult,
     /// What was seen (`status 500`, `connection refused`), empty on a pass.
     pub detail: String,
 }

@@ -9,14 +9,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::events::EventLog;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventKind, EventLog, MembershipChange};
+use crate::local_responses::{LocalCount, LocalResponses};
 use crate::pool::{Member, PassivePolicy, Pool, Presence};
 use crate::routes::RouteTable;
 use crate::server::spread::Load;
@@ -66,12 +69,12 @@ pub struct Shared {
     pub events: EventLog,
     /// Last reload outcome.
     pub reload: Mutex<ReloadStatus>,
-    /// Set when the process is shutting down.
-    pub shutting_down: AtomicBool,
+    /// Cancelled when the process begins shutting down: the one shutdown signal.
+    shutdown: CancellationToken,
     /// Open client connections per proxy worker.
     pub clients: Arc<Load>,
     /// Responses the balancer answered itself (no member did), by pool and status.
-    local: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
+    local: LocalResponses,
     next_version: AtomicU64,
 }
 
@@ -79,39 +82,37 @@ impl Shared {
     /// State around a first snapshot, for `workers` proxy workers.
     pub fn new(first: Snapshot, workers: usize) -> Arc<Self> {
         let next = first.version + 1;
+        let local = LocalResponses::default();
+        local.add_pools(first.settings.pools.iter().map(|p| &*p.name));
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(first),
             events: EventLog::default(),
             reload: Mutex::new(ReloadStatus::default()),
-            shutting_down: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
             clients: Arc::new(Load::new(workers)),
-            local: Mutex::new(BTreeMap::new()),
+            local,
             next_version: AtomicU64::new(next),
         })
     }
 
     /// Counts a response the balancer made itself (`pool` is `-` before routing).
     pub fn count_local(&self, pool: &str, status: u16) {
-        let mut m = self
-            .local
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let per_pool = match m.get_mut(pool) {
-            Some(p) => p,
-            None => m.entry(pool.to_owned()).or_default(),
-        };
-        *per_pool.entry(status).or_default() += 1;
+        self.local.count(pool, status);
     }
 
     /// Responses the balancer made itself, by pool and status.
-    pub fn local_responses(&self) -> Vec<(String, u16, u64)> {
-        let m = self
-            .local
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.iter()
-            .flat_map(|(p, codes)| codes.iter().map(move |(c, n)| (p.clone(), *c, *n)))
-            .collect()
+    pub fn local_responses(&self) -> Vec<LocalCount> {
+        self.local.snapshot()
+    }
+
+    /// The token whose cancellation begins the graceful shutdown.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Whether the graceful shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
     }
 
     /// The current snapshot.
@@ -124,6 +125,8 @@ impl Shared {
     pub fn rebuild(&self, settings: Arc<Settings>, found: &Discovered, registered: &Registered) {
         let prev = self.snapshot();
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
+        self.local
+            .add_pools(settings.pools.iter().map(|p| &*p.name));
         let next = build(settings, found, registered, Some(&prev), version);
         self.log_changes(&prev, &next);
         self.snapshot.store(Arc::new(next));
@@ -136,15 +139,19 @@ impl Shared {
             for m in &pool.members {
                 if old.is_none_or(|o| !o.members.iter().any(|x| x.addr == m.addr)) {
                     let msg = format!("member joined (from {})", m.origin);
-                    self.events.count_membership(name, "joined");
-                    self.events
-                        .push("membership", Some(name), Some(&m.addr.to_string()), msg);
+                    self.events.count_membership(name, MembershipChange::Joined);
+                    self.events.push(
+                        EventKind::Membership,
+                        Some(name),
+                        Some(&m.addr.to_string()),
+                        msg,
+                    );
                 }
             }
             if let Some(o) = old {
                 for m in &o.members {
                     if !pool.members.iter().any(|x| x.addr == m.addr) {
-                        self.events.count_membership(name, "left");
+                        self.events.count_membership(name, MembershipChange::Left);
                         let msg = format!(
                             "member left (was {}); in-flight requests finish: {}",
                             m.origin,

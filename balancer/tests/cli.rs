@@ -343,3 +343,58 @@ fn default_template_documents_every_env_var_and_parses() {
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[test]
+fn out_of_range_values_are_refused_naming_the_key_the_value_and_the_range() {
+    let cases = [
+        (
+            "discovery_interval = \"100ms\"\n",
+            ["key discovery_interval", "100ms", "at least 250ms"],
+        ),
+        (
+            "[pools.dynamic]\nretries = 11\n",
+            ["key pools.dynamic.retries", "11", "from 0 to 10"],
+        ),
+        (
+            "[pools.static.health]\ninterval = \"50ms\"\n",
+            ["key pools.static.health.interval", "50ms", "at least 100ms"],
+        ),
+        (
+            "[pools.static.health]\nrise = 0\n",
+            ["key pools.static.health.rise", "0", "at least 1"],
+        ),
+        (
+            "[pools.dynamic.health]\nfall = 0\n",
+            ["key pools.dynamic.health.fall", "0", "at least 1"],
+        ),
+    ];
+    for (content, needles) in cases {
+        let (code, err, path) = check_file("ranges", content);
+        assert_eq!(code, Some(2), "{content}: {err}");
+        for needle in needles.iter().chain([&path.as_str()]) {
+            assert!(
+                err.contains(needle),
+                "{content}: expected {needle:?} in {err}"
+            );
+        }
+        assert!(!names_an_internal_path(&err), "{err}");
+    }
+    let out = run(
+        &["--check-config"],
+        &[("BALANCER_DISCOVERY_INTERVAL", "200ms")],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("BALANCER_DISCOVERY_INTERVAL=\"200ms\" (environment)")
+            && err.contains("at least 250ms"),
+        "{err}"
+    );
+    // The bounds themselves are in range.
+    let (code, err, _) = check_file(
+        "ranges-edges",
+        "discovery_interval = \"250ms\"\n[pools.dynamic]\nretries = 10\n\
+         [pools.dynamic.health]\ninterval = \"100ms\"\nrise = 1\nfall = 1\n",
+    );
+    assert_eq!(code, Some(0), "{err}");
+}

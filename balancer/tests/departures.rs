@@ -97,7 +97,7 @@ fn events_of(lb: &Lb, member: SocketAddr) -> Vec<Event> {
 }
 
 fn is_left(e: &Event) -> bool {
-    e.kind == "membership" && e.message.starts_with("member left")
+    e.kind == balancer::events::EventKind::Membership && e.message.starts_with("member left")
 }
 
 #[test]
@@ -170,9 +170,9 @@ fn a_replica_that_is_gone_is_seen_down_before_it_leaves_and_nothing_is_said_afte
 
     let events = events_of(&lb, gone);
     let left = events.iter().position(is_left).unwrap();
-    let down = events
-        .iter()
-        .position(|e| e.kind == "health" && e.message.contains("-> down"));
+    let down = events.iter().position(|e| {
+        e.kind == balancer::events::EventKind::Health && e.message.contains("-> down")
+    });
     assert!(
         down.is_some_and(|d| d < left),
         "not seen down before it left: {events:?}"

@@ -131,7 +131,7 @@ fn weighted_round_robin_follows_weights_and_interleaves() {
 fn a_discovery_change_in_another_pool_keeps_the_weighted_cycle() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let lb = Conf::new(&[format!("{}*3", a.member()), b.member()])
-        .top("discovery_interval = \"50ms\"")
+        .top("discovery_interval = \"250ms\"")
         .pool("algorithm = \"weighted-round-robin\"")
         .start();
     let rt = runtime();

@@ -217,12 +217,13 @@ async fn dns_discovery_follows_scale_up_down_and_keeps_the_last_set_on_failure()
     assert!(
         events
             .iter()
-            .any(|e| e.kind == "membership" && e.message.contains("joined"))
+            .any(|e| e.kind == balancer::events::EventKind::Membership
+                && e.message.contains("joined"))
     );
     assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "membership" && e.message.contains("left"))
+        events.iter().any(
+            |e| e.kind == balancer::events::EventKind::Membership && e.message.contains("left")
+        )
     );
 }
 
@@ -263,13 +264,15 @@ async fn failing_checks_take_a_member_out_until_it_rises_again() {
     assert!(
         events
             .iter()
-            .any(|e| e.kind == "health" && e.message.starts_with("up -> down")),
+            .any(|e| e.kind == balancer::events::EventKind::Health
+                && e.message.starts_with("up -> down")),
         "{events:?}"
     );
     assert!(
         events
             .iter()
-            .any(|e| e.kind == "health" && e.message.starts_with("down -> up")),
+            .any(|e| e.kind == balancer::events::EventKind::Health
+                && e.message.starts_with("down -> up")),
         "{events:?}"
     );
 }
@@ -299,7 +302,7 @@ async fn a_member_reporting_draining_gets_nothing_new() {
         status.pools[1]
             .members
             .iter()
-            .any(|m| m.state == "draining")
+            .any(|m| m.state == balancer::admin::status::MemberState::Draining)
     );
 }
 

@@ -33,6 +33,7 @@ use super::{AdminCtx, ApiError};
 use crate::clock;
 use crate::config::members::MAX_WEIGHT;
 use crate::control::Command;
+use crate::events::EventKind;
 use crate::pool::{AdminState, Member};
 use crate::state::Shared;
 
@@ -125,9 +126,12 @@ pub(super) async fn drain(
         "drained by operator; {} in-flight request(s) finish",
         m.in_flight()
     );
-    s.shared
-        .events
-        .push("admin", Some(&pool), Some(&m.addr.to_string()), msg);
+    s.shared.events.push(
+        EventKind::Admin,
+        Some(&pool),
+        Some(&m.addr.to_string()),
+        msg,
+    );
     Ok(member_reply(&pool, &m))
 }
 
@@ -145,7 +149,7 @@ pub(super) async fn enable(
         }
         m.set_admin_state(AdminState::Enabled);
         s.shared.events.push(
-            "admin",
+            EventKind::Admin,
             Some(&pool),
             Some(&m.addr.to_string()),
             "enabled by operator".to_owned(),
@@ -206,7 +210,7 @@ pub(super) async fn weight(
     m.set_weight(w);
     if before != w {
         s.shared.events.push(
-            "admin",
+            EventKind::Admin,
             Some(&pool),
             Some(&m.addr.to_string()),
             format!("weight {before} -> {w} by operator"),
@@ -239,7 +243,7 @@ pub(super) async fn reload(
             StatusCode::UNPROCESSABLE_ENTITY,
             Json(serde_json::json!({
                 "result": "rejected",
-                "error": e,
+                "error": e.to_string(),
                 "version": s.shared.snapshot().version,
             })),
         )
@@ -306,7 +310,7 @@ pub(super) async fn register(
         Ok(Ok(())) => Ok(
             Json(serde_json::json!({"registered": addr.to_string(), "ttl": ttl})).into_response(),
         ),
-        Ok(Err(e)) => Err(ApiError::new(StatusCode::NOT_FOUND, e)),
+        Ok(Err(e)) => Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string())),
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down",

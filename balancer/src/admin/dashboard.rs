@@ -195,7 +195,7 @@ impl Page {
             .take(EVENTS_SHOWN)
             .map(|e| EventView {
                 at: e.at,
-                kind: e.kind,
+                kind: e.kind.as_str(),
                 subject: [e.pool.as_deref(), e.member.as_deref()]
                     .into_iter()
                     .flatten()
@@ -275,7 +275,7 @@ fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
     let (check, check_detail) = match &m.last_check {
         None => ("none", "no check".to_owned()),
         Some(c) => (
-            c.result,
+            c.result.as_str(),
             format!(
                 "{}{} s ago",
                 if c.detail.is_empty() {
@@ -294,7 +294,7 @@ fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
         } else {
             m.origin.clone()
         },
-        state: m.state,
+        state: m.state.as_str(),
         weight: if m.effective_weight != m.weight {
             format!("{} → {}", m.effective_weight, m.weight)
         } else {

@@ -14,9 +14,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::AdminCtx;
-use super::status::{MEMBER_STATES, member_state};
+use super::status::{MemberState, member_state};
 use crate::clock;
-use crate::pool::Member;
+use crate::events::{EventKind, MembershipChange};
+use crate::pool::{CheckResult, Member};
 use crate::state::Shared;
 use crate::stats::LATENCY_BUCKETS_MS;
 
@@ -133,11 +134,11 @@ pub fn render(shared: &Shared) -> String {
         "Responses the balancer made itself because no member answered (400, 404, 413, 502, \
          503, 504), by pool (`-` before a route matched) and status code.",
     );
-    for (pool, code, n) in shared.local_responses() {
+    for c in shared.local_responses() {
         o.sample(
             "balancer_local_responses_total",
-            &[("pool", &pool), ("code", &code.to_string())],
-            n,
+            &[("pool", &c.pool), ("code", &c.code.to_string())],
+            c.count,
         );
     }
 
@@ -199,7 +200,7 @@ pub fn render(shared: &Shared) -> String {
         "Members that joined or left a pool (discovery, registration, reload) since start.",
     );
     for p in &snap.pools {
-        for change in ["joined", "left"] {
+        for change in MembershipChange::ALL {
             let n = totals
                 .membership
                 .get(&(p.settings.name.to_string(), change))
@@ -207,7 +208,7 @@ pub fn render(shared: &Shared) -> String {
                 .unwrap_or(0);
             o.sample(
                 "balancer_membership_events_total",
-                &[("pool", &p.settings.name), ("kind", change)],
+                &[("pool", &p.settings.name), ("kind", change.as_str())],
                 n,
             );
         }
@@ -217,9 +218,9 @@ pub fn render(shared: &Shared) -> String {
         "counter",
         "Entries of the event feed by kind (membership, health, passive, reload, admin).",
     );
-    for kind in ["membership", "health", "passive", "reload", "admin"] {
-        let n = totals.by_kind.get(kind).copied().unwrap_or(0);
-        o.sample("balancer_events_total", &[("kind", kind)], n);
+    for kind in EventKind::ALL {
+        let n = totals.by_kind.get(&kind).copied().unwrap_or(0);
+        o.sample("balancer_events_total", &[("kind", kind.as_str())], n);
     }
     o.0
 }
@@ -321,10 +322,10 @@ fn member_metrics(o: &mut Out, rows: &[Row], now: u64) {
     for r in rows {
         let current = member_state(&r.m, now, r.slow_start_ms);
         let [p, m] = lbl(r);
-        for s in MEMBER_STATES {
+        for s in MemberState::ALL {
             o.sample(
                 "balancer_member_state",
-                &[p, m, ("state", s)],
+                &[p, m, ("state", s.as_str())],
                 u8::from(s == current),
             );
         }
@@ -340,7 +341,7 @@ fn member_metrics(o: &mut Out, rows: &[Row], now: u64) {
             o.sample(
                 "balancer_member_last_check_success",
                 &lbl(r),
-                u8::from(c.result == "pass"),
+                u8::from(c.result == CheckResult::Pass),
             );
         }
     }

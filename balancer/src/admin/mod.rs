@@ -91,10 +91,7 @@ impl IntoResponse for ApiError {
 }
 
 async fn healthz(State(s): State<AdminCtx>) -> Response {
-    if s.shared
-        .shutting_down
-        .load(std::sync::atomic::Ordering::Relaxed)
-    {
+    if s.shared.shutting_down() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(serde_json::json!({"status": "draining"})),

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::AdminCtx;
 use crate::health::health_name;
-use crate::pool::{AdminState, Health, Member, Pool, Presence};
+use crate::pool::{AdminState, CheckResult, Health, Member, Pool, Presence};
 use crate::state::{ReloadStatus, Shared};
 use crate::{clock, events::Event, stats};
 
@@ -81,7 +81,7 @@ pub struct MemberStatus {
     /// Sticky id.
     pub id: String,
     /// `up`, `down`, `draining`, `drained`, `ejected` or `slow-start` (see [`member_state`]).
-    pub state: &'static str,
+    pub state: MemberState,
     /// Whether it may receive new requests now.
     pub in_rotation: bool,
     /// Health-check verdict: `unknown`, `up`, `down` or `draining`.
@@ -125,7 +125,7 @@ pub struct Latency {
 #[derive(Debug, Serialize)]
 pub struct CheckStatus {
     /// `pass`, `fail` or `draining`.
-    pub result: &'static str,
+    pub result: CheckResult,
     /// What the probe saw when it did not pass.
     pub detail: String,
     /// Seconds since it completed.
@@ -139,34 +139,69 @@ pub(super) async fn handler(State(s): State<AdminCtx>) -> Json<Status> {
 /// A member's state in one word, most significant first: an operator's drain, the backend
 /// leaving, failing checks, discovery no longer listing it, passive ejection, slow-start
 /// ramp, else up.
-pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> &'static str {
+pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> MemberState {
     if m.admin_state() == AdminState::Drained {
-        "drained"
+        MemberState::Drained
     } else if m.health() == Health::Draining {
-        "draining"
+        MemberState::Draining
     } else if m.health() == Health::Down {
-        "down"
+        MemberState::Down
     } else if m.presence() != Presence::Listed {
-        "leaving"
+        MemberState::Leaving
     } else if m.ejected(now_ms) {
-        "ejected"
+        MemberState::Ejected
     } else if m.ramping(now_ms, slow_start_ms) {
-        "slow-start"
+        MemberState::SlowStart
     } else {
-        "up"
+        MemberState::Up
     }
 }
 
-/// Every value [`member_state`] can return.
-pub const MEMBER_STATES: [&str; 7] = [
-    "up",
-    "slow-start",
-    "down",
-    "draining",
-    "drained",
-    "leaving",
-    "ejected",
-];
+/// A member's state in one word; serialized (API, metrics label, dashboard) in kebab case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MemberState {
+    /// In rotation.
+    Up,
+    /// In rotation, its weight ramping up.
+    SlowStart,
+    /// Failing its health checks.
+    Down,
+    /// The backend said it is shutting down.
+    Draining,
+    /// An operator drained it.
+    Drained,
+    /// Discovery no longer lists it.
+    Leaving,
+    /// Passive detection took it out for a while.
+    Ejected,
+}
+
+impl MemberState {
+    /// Every state, in the order `/metrics` lists them.
+    pub const ALL: [MemberState; 7] = [
+        MemberState::Up,
+        MemberState::SlowStart,
+        MemberState::Down,
+        MemberState::Draining,
+        MemberState::Drained,
+        MemberState::Leaving,
+        MemberState::Ejected,
+    ];
+
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Up => "up",
+            MemberState::SlowStart => "slow-start",
+            MemberState::Down => "down",
+            MemberState::Draining => "draining",
+            MemberState::Drained => "drained",
+            MemberState::Leaving => "leaving",
+            MemberState::Ejected => "ejected",
+        }
+    }
+}
 
 /// Builds the status document from the current snapshot.
 pub fn build_status(shared: &Shared) -> Status {
@@ -266,4 +301,17 @@ fn member_status(m: &Member, now: u64, slow: u64, second: u64) -> MemberStatus {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemberState;
+
+    #[test]
+    fn member_states_are_written_in_kebab_case() {
+        for s in MemberState::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+        assert_eq!(MemberState::SlowStart.as_str(), "slow-start");
+    }
 }

@@ -3,12 +3,14 @@
 
 use std::fmt::Write;
 
-use super::model::DEFAULT_POOLS;
+use super::model::{DEFAULT_POOLS, DefaultPool, pool_defaults as pd};
 use super::{Origin, RawConfig, Settings};
 
 /// A commented TOML template of every key, generated from the config's field docs.
 pub fn default_template() -> String {
-    let mut out = String::from(
+    // The pool example shows the defaults the balancer applies (one table, `pool_defaults`).
+    let d = |v| humantime::format_duration(v);
+    let mut out = format!(
         "# balancer configuration (TOML). Precedence: built-in defaults < this file < env vars.\n\
          # Durations are human (500ms, 2s, 1m); sizes take units (16KiB, 10MB).\n\
          # Member lists: \"host:port host:port*3\" (weight after *), or an array of such strings.\n\
@@ -20,23 +22,34 @@ pub fn default_template() -> String {
          # algorithm = \"least-connections\"  # round-robin | weighted-round-robin | least-connections | p2c | random | ip-hash | header-hash\n\
          # sticky = \"none\"                   # none | cookie | ip-hash\n\
          # cookie_name = \"lb_dynamic\"\n\
-         # retries = 2\n\
-         # retry_budget = \"10s\"\n\
-         # max_fails = 1\n\
-         # fail_timeout = \"10s\"\n\
-         # slow_start = \"0s\"\n\
+         # retries = {}\n\
+         # retry_budget = \"{}\"\n\
+         # max_fails = {}\n\
+         # fail_timeout = \"{}\"\n\
+         # slow_start = \"{}\"\n\
          # max_body = \"100MiB\"\n\
          # [pools.dynamic.health]\n\
-         # path = \"/healthz\"\n\
-         # interval = \"1s\"\n\
-         # timeout = \"1s\"\n\
-         # expect_status = 200\n\
-         # rise = 2\n\
-         # fall = 1\n\
+         # path = \"{}\"\n\
+         # interval = \"{}\"\n\
+         # timeout = \"{}\"\n\
+         # expect_status = {}\n\
+         # rise = {}\n\
+         # fall = {}\n\
          #\n\
          # [[routes]]\n\
          # path = \"/api/\"\n\
          # pool = \"dynamic\"\n\n",
+        pd::RETRIES,
+        d(pd::RETRY_BUDGET),
+        pd::MAX_FAILS,
+        d(pd::FAIL_TIMEOUT),
+        d(pd::SLOW_START),
+        pd::CHECK_PATH,
+        d(pd::CHECK_INTERVAL),
+        d(pd::CHECK_TIMEOUT),
+        pd::EXPECT_STATUS,
+        pd::RISE,
+        pd::FALL,
     );
     out.push_str(&confique::toml::template::<RawConfig>(
         confique::toml::FormatOptions::default(),
@@ -47,95 +60,75 @@ pub fn default_template() -> String {
 /// The effective configuration as TOML-like text, each value followed by its source.
 pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
     let mut out = String::new();
-    let top = |env: &str, key: &str| origin.describe(Some(env), &[key]);
-    line(
-        &mut out,
-        "listen",
-        q(s.listen),
-        top("BALANCER_LISTEN", "listen"),
-    );
+    let top = |key: &str| origin.describe(None, &[key]);
+    line(&mut out, "listen", q(s.listen), top("listen"));
     line(
         &mut out,
         "admin_listen",
         q(s.admin_listen),
-        top("BALANCER_ADMIN_LISTEN", "admin_listen"),
+        top("admin_listen"),
     );
     let token = if s.admin_token.is_some() {
         "\"<set>\""
     } else {
         "\"<unset>\""
     };
-    line(
-        &mut out,
-        "admin_token",
-        token.into(),
-        top("BALANCER_ADMIN_TOKEN", "admin_token"),
-    );
+    line(&mut out, "admin_token", token.into(), top("admin_token"));
     let log = s
         .access_log
         .as_ref()
         .map_or("\"<stdout only>\"".into(), |p| q(p.display()));
-    line(
-        &mut out,
-        "access_log",
-        log,
-        top("BALANCER_ACCESS_LOG", "access_log"),
-    );
+    line(&mut out, "access_log", log, top("access_log"));
     line(
         &mut out,
         "upstream_header",
         s.upstream_header.to_string(),
-        top("BALANCER_UPSTREAM_HEADER", "upstream_header"),
+        top("upstream_header"),
     );
-    line(
-        &mut out,
-        "workers",
-        s.workers.to_string(),
-        top("BALANCER_WORKERS", "workers"),
-    );
+    line(&mut out, "workers", s.workers.to_string(), top("workers"));
     line(
         &mut out,
         "discovery_interval",
         q(humantime::format_duration(s.discovery_interval)),
-        top("BALANCER_DISCOVERY_INTERVAL", "discovery_interval"),
+        top("discovery_interval"),
     );
     let t = &raw.timeouts;
-    let nested = |env: &str, a: &str, b: &str| origin.describe(Some(env), &[a, b]);
+    let nested = |a: &str, b: &str| origin.describe(None, &[a, b]);
     line(
         &mut out,
         "timeouts.connect",
         q(humantime::format_duration(t.connect)),
-        nested("BALANCER_CONNECT_TIMEOUT", "timeouts", "connect"),
+        nested("timeouts", "connect"),
     );
     line(
         &mut out,
         "timeouts.response",
         q(humantime::format_duration(t.response)),
-        nested("BALANCER_RESPONSE_TIMEOUT", "timeouts", "response"),
+        nested("timeouts", "response"),
     );
     line(
         &mut out,
         "timeouts.client_idle",
         q(humantime::format_duration(t.client_idle)),
-        nested("BALANCER_IDLE_TIMEOUT", "timeouts", "client_idle"),
+        nested("timeouts", "client_idle"),
     );
     line(
         &mut out,
         "timeouts.backend_idle",
         q(humantime::format_duration(t.backend_idle)),
-        nested("BALANCER_BACKEND_IDLE_TIMEOUT", "timeouts", "backend_idle"),
+        nested("timeouts", "backend_idle"),
     );
     line(
         &mut out,
         "limits.max_header_bytes",
         q(raw.limits.max_header_bytes),
-        nested("BALANCER_MAX_HEADER_BYTES", "limits", "max_header_bytes"),
+        nested("limits", "max_header_bytes"),
     );
     line(
         &mut out,
         "limits.max_body",
         q(raw.limits.max_body),
-        nested("BALANCER_MAX_BODY", "limits", "max_body"),
+        nested("limits", "max_body"),
     );
     for p in &s.pools {
         let _ = writeln!(out, "\n[pools.{}]", p.name);
@@ -146,17 +139,17 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
         lines.push((
             "members",
             format!("[{}]", members.join(", ")),
-            src(d.map(|d| d.members_env), "members"),
+            src(d.and_then(DefaultPool::members_env), "members"),
         ));
         lines.push((
             "algorithm",
             q(p.algorithm),
-            src(d.map(|d| d.algorithm_env), "algorithm"),
+            src(d.and_then(DefaultPool::algorithm_env), "algorithm"),
         ));
         lines.push((
             "sticky",
             q(serde_plain(&p.sticky)),
-            src(d.map(|d| d.sticky_env), "sticky"),
+            src(d.and_then(DefaultPool::sticky_env), "sticky"),
         ));
         lines.push(("cookie_name", q(&p.cookie_name), src(None, "cookie_name")));
         lines.push(("retries", p.retries.to_string(), src(None, "retries")));

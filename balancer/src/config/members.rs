@@ -9,6 +9,49 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Largest weight accepted; keeps smooth-WRR arithmetic far from overflow.
 pub const MAX_WEIGHT: u32 = 1000;
 
+/// Why a member entry was refused; the message quotes the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemberError {
+    /// The text after `*` is not a number.
+    #[error("`{entry}`: weight `{weight}` is not a whole number")]
+    WeightNotANumber {
+        /// The whole entry.
+        entry: String,
+        /// The text after `*`.
+        weight: String,
+    },
+    /// The weight is above [`MAX_WEIGHT`].
+    #[error("`{entry}`: weight {weight} is above the maximum {MAX_WEIGHT}")]
+    WeightTooHigh {
+        /// The whole entry.
+        entry: String,
+        /// The weight.
+        weight: u32,
+    },
+    /// No `:port`.
+    #[error("`{0}`: expected host:port (e.g. student-api:3000)")]
+    NoPort(String),
+    /// The port is not a number from 1 to 65535.
+    #[error("`{entry}`: port `{port}` is not a number from 1 to 65535")]
+    BadPort {
+        /// The whole entry.
+        entry: String,
+        /// The text after the last `:`.
+        port: String,
+    },
+    /// Port 0.
+    #[error("`{0}`: port 0 is not a valid port")]
+    PortZero(String),
+    /// Neither an IP address nor a DNS name.
+    #[error("`{entry}`: `{host}` is not an IP address or DNS name")]
+    BadHost {
+        /// The whole entry.
+        entry: String,
+        /// The host part.
+        host: String,
+    },
+}
+
 /// One configured member: a host (IP or DNS name), a port and a weight.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MemberSpec {
@@ -49,31 +92,34 @@ impl fmt::Display for MemberSpec {
 }
 
 impl std::str::FromStr for MemberSpec {
-    type Err = String;
+    type Err = MemberError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, MemberError> {
         let (addr, weight) = match s.split_once('*') {
             Some((a, w)) => {
-                let w: u32 = w
-                    .parse()
-                    .map_err(|_| format!("`{s}`: weight `{w}` is not a whole number"))?;
-                if w > MAX_WEIGHT {
-                    return Err(format!(
-                        "`{s}`: weight {w} is above the maximum {MAX_WEIGHT}"
-                    ));
+                let weight: u32 = w.parse().map_err(|_| MemberError::WeightNotANumber {
+                    entry: s.to_owned(),
+                    weight: w.to_owned(),
+                })?;
+                if weight > MAX_WEIGHT {
+                    return Err(MemberError::WeightTooHigh {
+                        entry: s.to_owned(),
+                        weight,
+                    });
                 }
-                (a, w)
+                (a, weight)
             }
             None => (s, 1),
         };
         let (host, port) = addr
             .rsplit_once(':')
-            .ok_or_else(|| format!("`{s}`: expected host:port (e.g. student-api:3000)"))?;
-        let port: u16 = port
-            .parse()
-            .map_err(|_| format!("`{s}`: port `{port}` is not a number from 1 to 65535"))?;
+            .ok_or_else(|| MemberError::NoPort(s.to_owned()))?;
+        let port: u16 = port.parse().map_err(|_| MemberError::BadPort {
+            entry: s.to_owned(),
+            port: port.to_owned(),
+        })?;
         if port == 0 {
-            return Err(format!("`{s}`: port 0 is not a valid port"));
+            return Err(MemberError::PortZero(s.to_owned()));
         }
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let valid_host = !bare.is_empty()
@@ -82,7 +128,10 @@ impl std::str::FromStr for MemberSpec {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_'));
         if !valid_host {
-            return Err(format!("`{s}`: `{host}` is not an IP address or DNS name"));
+            return Err(MemberError::BadHost {
+                entry: s.to_owned(),
+                host: host.to_owned(),
+            });
         }
         Ok(MemberSpec {
             host: bare.to_owned(),
@@ -98,7 +147,7 @@ pub struct MemberList(pub Vec<MemberSpec>);
 
 impl MemberList {
     /// Parses `a:1 b:2*3` with any whitespace between entries.
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, MemberError> {
         s.split_whitespace()
             .map(str::parse)
             .collect::<Result<Vec<_>, _>>()
@@ -174,18 +223,11 @@ mod tests {
 
     #[test]
     fn bad_entries_say_what_is_wrong() {
-        assert!(
-            MemberList::parse("nohost")
-                .unwrap_err()
-                .contains("host:port")
-        );
-        assert!(MemberList::parse("a:http").unwrap_err().contains("port"));
-        assert!(MemberList::parse("a:1*x").unwrap_err().contains("weight"));
-        assert!(
-            MemberList::parse("a:1*5000")
-                .unwrap_err()
-                .contains("maximum")
-        );
+        let err = |s: &str| MemberList::parse(s).unwrap_err().to_string();
+        assert!(err("nohost").contains("host:port"));
+        assert!(err("a:http").contains("port"));
+        assert!(err("a:1*x").contains("weight"));
+        assert!(err("a:1*5000").contains("maximum"));
         assert!(MemberList::parse("a b:1").is_err());
         assert!(MemberList::parse("bad!host:1").is_err());
     }

@@ -11,6 +11,7 @@ pub use config_report as error;
 pub mod members;
 pub mod model;
 mod origin;
+mod ranges;
 pub mod reload;
 mod units;
 
@@ -25,10 +26,13 @@ use serde::{Deserialize, Serialize};
 pub use error::{Problem, Source};
 pub use members::{MemberList, MemberSpec};
 pub use model::{HealthSettings, PoolSettings, RouteSettings, Settings, StickyMode};
-pub use origin::Origin;
+pub use origin::{Origin, env_var};
 pub use units::ByteSize;
 
 use crate::select::Algorithm;
+
+/// The variable naming the config file (not a config field, so not in `RawConfig`'s metadata).
+pub const CONFIG_ENV: &str = "BALANCER_CONFIG";
 
 /// Where the config file is read from when `BALANCER_CONFIG` is not set (only if it exists).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/balancer/balancer.toml";
@@ -249,7 +253,7 @@ impl FileChoice {
                 explicit: true,
             };
         }
-        match std::env::var_os("BALANCER_CONFIG").filter(|v| !v.is_empty()) {
+        match std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
             Some(p) => FileChoice {
                 path: p.into(),
                 explicit: true,
@@ -266,7 +270,7 @@ impl FileChoice {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file named by `BALANCER_CONFIG` or `--config` is not there.
-    #[error("config file {0} does not exist (named by BALANCER_CONFIG or --config)")]
+    #[error("config file {0} does not exist (named by {CONFIG_ENV} or --config)", CONFIG_ENV = CONFIG_ENV)]
     MissingFile(PathBuf),
     /// A value was refused: the message names its variable or file key, the value and what
     /// was expected.

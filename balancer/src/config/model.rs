@@ -9,25 +9,29 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile};
+use super::ranges::{
+    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, retries, streak,
+};
+use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var};
 use crate::select::Algorithm;
 
-/// The two pools that exist without any file, with the env vars that fill them.
+/// The two pools that exist without any file, with the top-level fields (and so the env vars)
+/// that fill them.
 pub(crate) const DEFAULT_POOLS: [DefaultPool; 2] = [
     DefaultPool {
         name: "static",
         members: "static-site:8080",
-        members_env: "STATIC_BACKEND",
-        algorithm_env: "BALANCER_STATIC_ALGORITHM",
-        sticky_env: "BALANCER_STATIC_STICKY",
+        members_field: "static_backend",
+        algorithm_field: "static_algorithm",
+        sticky_field: "static_sticky",
         sticky: StickyMode::Cookie,
     },
     DefaultPool {
         name: "dynamic",
         members: "student-api:3000",
-        members_env: "DYNAMIC_BACKEND",
-        algorithm_env: "BALANCER_DYNAMIC_ALGORITHM",
-        sticky_env: "BALANCER_DYNAMIC_STICKY",
+        members_field: "dynamic_backend",
+        algorithm_field: "dynamic_algorithm",
+        sticky_field: "dynamic_sticky",
         sticky: StickyMode::None,
     },
 ];
@@ -35,11 +39,46 @@ pub(crate) const DEFAULT_POOLS: [DefaultPool; 2] = [
 pub(crate) struct DefaultPool {
     pub(crate) name: &'static str,
     members: &'static str,
-    pub(crate) members_env: &'static str,
-    pub(crate) algorithm_env: &'static str,
-    pub(crate) sticky_env: &'static str,
+    members_field: &'static str,
+    algorithm_field: &'static str,
+    sticky_field: &'static str,
     sticky: StickyMode,
 }
+
+impl DefaultPool {
+    /// The variable that sets the pool's members (`STATIC_BACKEND`).
+    pub(crate) fn members_env(&self) -> Option<&'static str> {
+        env_var(&[self.members_field])
+    }
+
+    /// The variable that sets the pool's algorithm.
+    pub(crate) fn algorithm_env(&self) -> Option<&'static str> {
+        env_var(&[self.algorithm_field])
+    }
+
+    /// The variable that sets the pool's sticky mode.
+    pub(crate) fn sticky_env(&self) -> Option<&'static str> {
+        env_var(&[self.sticky_field])
+    }
+}
+
+/// Defaults of a pool's file keys, shared with the template `--print-default-config` prints.
+pub(crate) mod pool_defaults {
+    use std::time::Duration;
+
+    pub(crate) const RETRIES: u32 = 2;
+    pub(crate) const RETRY_BUDGET: Duration = Duration::from_secs(10);
+    pub(crate) const MAX_FAILS: u32 = 1;
+    pub(crate) const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+    pub(crate) const SLOW_START: Duration = Duration::ZERO;
+    pub(crate) const CHECK_PATH: &str = "/healthz";
+    pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+    pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+    pub(crate) const EXPECT_STATUS: u16 = 200;
+    pub(crate) const RISE: u32 = 2;
+    pub(crate) const FALL: u32 = 1;
+}
+use pool_defaults as pd;
 
 /// How a pool keeps a client on the same member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +223,12 @@ impl Settings {
         let routes = routes(raw, &pools, origin)?;
         check_listeners(raw, origin)?;
         let max_header_bytes = header_limit(raw, origin)?;
+        let discovery_interval = at_least(
+            raw.discovery_interval,
+            MIN_DISCOVERY_INTERVAL,
+            origin,
+            &["discovery_interval"],
+        )?;
         let workers = match raw.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -196,7 +241,7 @@ impl Settings {
             upstream_header: raw.upstream_header,
             sticky_key: sticky_key(&raw.sticky_secret),
             workers,
-            discovery_interval: raw.discovery_interval.max(Duration::from_millis(250)),
+            discovery_interval,
             client_idle_timeout: raw.timeouts.client_idle,
             backend_idle_timeout: raw.timeouts.backend_idle,
             max_header_bytes,
@@ -315,12 +360,12 @@ fn pool(
         cookie_max_age: file.cookie_max_age,
         connect_timeout: file.connect_timeout.unwrap_or(raw.timeouts.connect),
         response_timeout: file.response_timeout.unwrap_or(raw.timeouts.response),
-        retries: file.retries.unwrap_or(2).min(10),
-        retry_budget: file.retry_budget.unwrap_or(Duration::from_secs(10)),
-        max_fails: file.max_fails.unwrap_or(1),
-        fail_timeout: file.fail_timeout.unwrap_or(Duration::from_secs(10)),
+        retries: retries(file.retries.unwrap_or(pd::RETRIES), origin, &key("retries"))?,
+        retry_budget: file.retry_budget.unwrap_or(pd::RETRY_BUDGET),
+        max_fails: file.max_fails.unwrap_or(pd::MAX_FAILS),
+        fail_timeout: file.fail_timeout.unwrap_or(pd::FAIL_TIMEOUT),
         max_body: file.max_body.unwrap_or(raw.limits.max_body).0,
-        slow_start: file.slow_start.unwrap_or_default(),
+        slow_start: file.slow_start.unwrap_or(pd::SLOW_START),
         health: health(name, file.health.as_ref(), origin)?,
     })
 }
@@ -329,7 +374,7 @@ fn members_env(pool: &str) -> Option<&'static str> {
     DEFAULT_POOLS
         .iter()
         .find(|d| d.name == pool)
-        .map(|d| d.members_env)
+        .and_then(DefaultPool::members_env)
 }
 
 fn health(
@@ -343,7 +388,7 @@ fn health(
     if f.enabled == Some(false) {
         return Ok(None);
     }
-    let path = f.path.unwrap_or_else(|| "/healthz".into());
+    let path = f.path.unwrap_or_else(|| pd::CHECK_PATH.into());
     if !path.starts_with('/') {
         return Err(origin.invalid(
             None,
@@ -352,7 +397,7 @@ fn health(
             "a path starting with /",
         ));
     }
-    let status = f.expect_status.unwrap_or(200);
+    let status = f.expect_status.unwrap_or(pd::EXPECT_STATUS);
     if !(100..=599).contains(&status) {
         return Err(origin.invalid(
             None,
@@ -361,16 +406,15 @@ fn health(
             "an HTTP status from 100 to 599",
         ));
     }
+    let key = |k: &'static str| ["pools", pool, "health", k];
+    let interval = f.interval.unwrap_or(pd::CHECK_INTERVAL);
     Ok(Some(HealthSettings {
         path,
-        interval: f
-            .interval
-            .unwrap_or(Duration::from_secs(1))
-            .max(Duration::from_millis(100)),
-        timeout: f.timeout.unwrap_or(Duration::from_secs(1)),
+        interval: at_least(interval, MIN_CHECK_INTERVAL, origin, &key("interval"))?,
+        timeout: f.timeout.unwrap_or(pd::CHECK_TIMEOUT),
         expect_status: status,
-        rise: f.rise.unwrap_or(2).max(1),
-        fall: f.fall.unwrap_or(1).max(1),
+        rise: streak(f.rise.unwrap_or(pd::RISE), origin, &key("rise"))?,
+        fall: streak(f.fall.unwrap_or(pd::FALL), origin, &key("fall"))?,
     }))
 }
 
@@ -445,32 +489,13 @@ fn routes(
 fn check_listeners(raw: &RawConfig, origin: &Origin) -> Result<(), ConfigError> {
     if raw.listen == raw.admin_listen && raw.listen.port() != 0 {
         return Err(origin.invalid(
-            Some("BALANCER_ADMIN_LISTEN"),
+            None,
             &["admin_listen"],
             &raw.admin_listen.to_string(),
             "an address different from `listen` (the public listener)",
         ));
     }
     Ok(())
-}
-
-/// Smallest request-head limit: a request line and a few ordinary headers.
-pub const MIN_HEADER_BYTES: u64 = 1024;
-/// Largest request-head limit: every connection may buffer this much.
-pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
-
-fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
-    let n = raw.limits.max_header_bytes.0;
-    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
-        return Err(origin.invalid(
-            Some("BALANCER_MAX_HEADER_BYTES"),
-            &["limits", "max_header_bytes"],
-            &raw.limits.max_header_bytes.to_string(),
-            "a size from 1KiB to 1MiB",
-        ));
-    }
-    // In range, so it fits any usize.
-    Ok(n as usize)
 }
 
 /// Derives the 128-bit sticky key from the configured secret.
@@ -484,4 +509,32 @@ fn sticky_key(secret: &str) -> [u8; 16] {
     key[..8].copy_from_slice(&a.finish().to_le_bytes());
     key[8..].copy_from_slice(&b.finish().to_le_bytes());
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DEFAULT_POOLS;
+
+    #[test]
+    fn each_default_pool_field_has_its_env_var() {
+        let names: Vec<_> = DEFAULT_POOLS
+            .iter()
+            .map(|d| (d.members_env(), d.algorithm_env(), d.sticky_env()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    Some("STATIC_BACKEND"),
+                    Some("BALANCER_STATIC_ALGORITHM"),
+                    Some("BALANCER_STATIC_STICKY")
+                ),
+                (
+                    Some("DYNAMIC_BACKEND"),
+                    Some("BALANCER_DYNAMIC_ALGORITHM"),
+                    Some("BALANCER_DYNAMIC_STICKY")
+                ),
+            ]
+        );
+    }
 }

@@ -3,8 +3,26 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use confique::Config;
+use confique::meta::{FieldKind, Meta};
+
 use super::error::{self, Problem, Source};
-use super::{ConfigError, FileChoice, RawConfig};
+use super::{CONFIG_ENV, ConfigError, FileChoice, RawConfig};
+
+/// The env var that sets the config field at file key `key`, read from `RawConfig::META`: the
+/// `#[config(env = ...)]` attribute is the one place a variable's name is written.
+pub fn env_var(key: &[&str]) -> Option<&'static str> {
+    fn find(meta: &'static Meta, key: &[&str]) -> Option<&'static str> {
+        let (first, rest) = key.split_first()?;
+        let field = meta.fields.iter().find(|f| f.name == *first)?;
+        match (field.kind, rest.is_empty()) {
+            (FieldKind::Leaf { env, .. }, true) => env,
+            (FieldKind::Nested { meta }, false) => find(meta, rest),
+            _ => None,
+        }
+    }
+    find(&RawConfig::META, key)
+}
 
 /// What the environment and the file set, captured once per load.
 #[derive(Debug, Clone, Default)]
@@ -34,7 +52,7 @@ impl Origin {
     pub fn from_env() -> Self {
         let env = error::env_vars::<RawConfig>()
             .into_iter()
-            .chain(["BALANCER_CONFIG"])
+            .chain([CONFIG_ENV])
             .filter_map(|k| {
                 std::env::var(k)
                     .ok()
@@ -58,9 +76,11 @@ impl Origin {
     }
 
     /// Names the source of a value: its env var if set, else the file key if present, else
-    /// `default`.
-    pub fn describe(&self, env_var: Option<&str>, key: &[&str]) -> String {
-        if let Some(var) = env_var.filter(|v| self.env.contains_key(*v)) {
+    /// `default`. `env` names a variable other than the key's own (which is found in the
+    /// config's metadata), as `STATIC_BACKEND` sets `pools.static.members`.
+    pub fn describe(&self, env: Option<&str>, key: &[&str]) -> String {
+        let env = env.or_else(|| env_var(key));
+        if let Some(var) = env.filter(|v| self.env.contains_key(*v)) {
             return format!("env {var}");
         }
         match &self.file {
@@ -71,8 +91,8 @@ impl Origin {
         }
     }
 
-    /// A refused value of `key`: named by `env` if that variable set it, else by its file key,
-    /// else as a default.
+    /// A refused value of `key`: named by its env var if that set it, else by its file key,
+    /// else as a default. `env` is as in [`Origin::describe`].
     pub fn invalid(
         &self,
         env: Option<&str>,
@@ -93,6 +113,7 @@ impl Origin {
         value: &str,
         expected: impl Into<String>,
     ) -> ConfigError {
+        let env = env.or_else(|| env_var(key));
         let quoted = (!value.is_empty()).then(|| error::shown(&name, value));
         let (origin, value) = match (env.and_then(|v| self.env.get_key_value(v)), &self.file) {
             (Some((var, set)), _) => (Source::Env(var.clone()), Some(error::shown(var, set))),
@@ -135,5 +156,23 @@ impl Origin {
             }
         }
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_var;
+
+    #[test]
+    fn env_vars_come_from_the_config_metadata() {
+        assert_eq!(env_var(&["listen"]), Some("BALANCER_LISTEN"));
+        assert_eq!(
+            env_var(&["limits", "max_header_bytes"]),
+            Some("BALANCER_MAX_HEADER_BYTES")
+        );
+        assert_eq!(env_var(&["static_backend"]), Some("STATIC_BACKEND"));
+        assert_eq!(env_var(&["limits"]), None, "a table has no variable");
+        assert_eq!(env_var(&["pools", "static", "members"]), None);
+        assert_eq!(env_var(&["routes"]), None);
     }
 }

@@ -15,12 +15,44 @@ pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
 
+/// Why a duration or a size was refused; the message quotes the text.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum UnitError {
+    /// Not a human duration.
+    #[error("`{text}` is not a duration ({reason}); expected e.g. 500ms, 2s, 1m")]
+    NotADuration {
+        /// What was written.
+        text: String,
+        /// humantime's reason.
+        reason: humantime::DurationError,
+    },
+    /// Longer than [`MAX_DURATION`].
+    #[error("`{0}` is too long; expected at most 365d")]
+    TooLong(String),
+    /// No number in front.
+    #[error("`{0}` is not a size; expected e.g. 16KiB, 10MB, 1048576")]
+    NotASize(String),
+    /// A unit that is not one of ours.
+    #[error("`{text}`: unknown unit `{unit}`; expected B, KB, KiB, MB, MiB, GB or GiB")]
+    UnknownUnit {
+        /// What was written.
+        text: String,
+        /// The unit, lower-cased.
+        unit: String,
+    },
+    /// More bytes than a u64 holds.
+    #[error("`{0}` is too large; expected at most 16EiB")]
+    TooLarge(String),
+}
+
 /// Parses a human duration of at most [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(s)
-        .map_err(|e| format!("`{s}` is not a duration ({e}); expected e.g. 500ms, 2s, 1m"))?;
+pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+    let d = humantime::parse_duration(s).map_err(|reason| UnitError::NotADuration {
+        text: s.to_owned(),
+        reason,
+    })?;
     if d > MAX_DURATION {
-        return Err(format!("`{s}` is too long; expected at most 365d"));
+        return Err(UnitError::TooLong(s.to_owned()));
     }
     Ok(d)
 }
@@ -50,13 +82,11 @@ pub struct ByteSize(pub u64);
 
 impl ByteSize {
     /// Parses `123`, `16KiB`, `10MB`, `1 GiB` (case-insensitive units).
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size; expected e.g. 16KiB, 10MB, 1048576"))?;
+        let n: u64 = num.parse().map_err(|_| UnitError::NotASize(s.to_owned()))?;
         let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "k" | "kb" => 1_000,
@@ -66,14 +96,15 @@ impl ByteSize {
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
             other => {
-                return Err(format!(
-                    "`{s}`: unknown unit `{other}`; expected B, KB, KiB, MB, MiB, GB or GiB"
-                ));
+                return Err(UnitError::UnknownUnit {
+                    text: s.to_owned(),
+                    unit: other.to_owned(),
+                });
             }
         };
         n.checked_mul(mult)
             .map(ByteSize)
-            .ok_or_else(|| format!("`{s}` is too large; expected at most 16EiB"))
+            .ok_or_else(|| UnitError::TooLarge(s.to_owned()))
     }
 }
 
@@ -130,7 +161,12 @@ mod tests {
         assert_eq!(ByteSize::parse("10MB").unwrap().0, 10_000_000);
         assert_eq!(ByteSize::parse("42").unwrap().0, 42);
         assert!(ByteSize::parse("ten").is_err());
-        assert!(ByteSize::parse("1XB").unwrap_err().contains("unknown unit"));
+        assert!(
+            ByteSize::parse("1XB")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit")
+        );
         assert_eq!(ByteSize(16384).to_string(), "16KiB");
     }
 
@@ -138,11 +174,17 @@ mod tests {
     fn durations_are_bounded() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("365d").unwrap(), MAX_DURATION);
-        assert!(parse_duration("366d").unwrap_err().contains("at most 365d"));
+        assert!(
+            parse_duration("366d")
+                .unwrap_err()
+                .to_string()
+                .contains("at most 365d")
+        );
         assert!(parse_duration("500000000000y").is_err());
         assert!(
             parse_duration("soon")
                 .unwrap_err()
+                .to_string()
                 .contains("not a duration")
         );
     }

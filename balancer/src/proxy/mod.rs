@@ -310,7 +310,7 @@ impl Proxy {
         }
         let status = if !e.is_parse_too_large() {
             StatusCode::BAD_REQUEST
-        } else if e.to_string().contains("URI too long") {
+        } else if crate::error::is_uri_too_long(e) {
             StatusCode::URI_TOO_LONG
         } else {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
@@ -340,7 +340,7 @@ impl Proxy {
             // Dropped if the member has left its pool meanwhile: a request that was in flight
             // when it left must not report on it afterwards.
             self.shared.events.push_member(
-                "passive",
+                crate::events::EventKind::Passive,
                 &pool.settings.name,
                 member,
                 format!(

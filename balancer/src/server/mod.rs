@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::framing;
 
+mod backoff;
 mod plain;
 pub mod spread;
 use crate::proxy::{ClientBody, Proxy, upstream};
@@ -127,19 +128,32 @@ impl Worker {
             tracker: tokio_util::task::TaskTracker::new(),
         };
         let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared)));
+        let mut backoff = backoff::Backoff::default();
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
                     Ok((stream, peer)) => {
+                        let failures = backoff.succeeded();
+                        if failures > 0 {
+                            tracing::info!(failures, "accepting again");
+                        }
                         let _ = stream.set_nodelay(true);
                         if let Some((stream, seat)) = self.spread.place(self.me, stream, peer) {
                             serving.spawn(stream, peer, seat);
                         }
                     }
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let pause = backoff.failed();
+                        if pause.first {
+                            tracing::warn!(error = %e, "accept failed; backing off until it works again");
+                        } else {
+                            tracing::debug!(error = %e, wait = ?pause.wait, "accept failed again");
+                        }
+                        // Up to a second: shutdown must not wait for it.
+                        tokio::select! {
+                            () = tokio::time::sleep(pause.wait) => {}
+                            () = shutdown.cancelled() => {}
+                        }
                     }
                 },
                 Some(handed) = self.inbox.recv() => serving.adopt(handed),

@@ -1,0 +1,71 @@
+//! The bounds of the values that have them, and their refusal: a value out of range is an
+//! error naming its env var or file key, the value and the range, never rounded into range.
+
+use std::time::Duration;
+
+use super::{ConfigError, Origin, RawConfig};
+
+/// Shortest `discovery_interval`: DNS is asked at most four times a second per name.
+pub const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_millis(250);
+/// Shortest health-check `interval`.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// Most `retries` of a pool: more attempts than this only multiply the load on a failing pool.
+pub const MAX_RETRIES: u32 = 10;
+
+/// `value`, refused below `min` (not rounded up) naming `key` or its env var.
+pub(super) fn at_least(
+    value: Duration,
+    min: Duration,
+    origin: &Origin,
+    key: &[&str],
+) -> Result<Duration, ConfigError> {
+    if value < min {
+        return Err(origin.invalid(
+            None,
+            key,
+            &humantime::format_duration(value).to_string(),
+            format!("a duration of at least {}", humantime::format_duration(min)),
+        ));
+    }
+    Ok(value)
+}
+
+/// A pool's `retries`, refused above [`MAX_RETRIES`].
+pub(super) fn retries(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {
+    if n > MAX_RETRIES {
+        return Err(origin.invalid(
+            None,
+            key,
+            &n.to_string(),
+            format!("a whole number from 0 to {MAX_RETRIES}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// A health check's `rise` or `fall`: zero checks cannot change a state.
+pub(super) fn streak(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {
+    if n == 0 {
+        return Err(origin.invalid(None, key, "0", "a whole number of at least 1"));
+    }
+    Ok(n)
+}
+
+/// Smallest request-head limit: a request line and a few ordinary headers.
+pub const MIN_HEADER_BYTES: u64 = 1024;
+/// Largest request-head limit: every connection may buffer this much.
+pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+
+pub(super) fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
+    let n = raw.limits.max_header_bytes.0;
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&n) {
+        return Err(origin.invalid(
+            None,
+            &["limits", "max_header_bytes"],
+            &raw.limits.max_header_bytes.to_string(),
+            "a size from 1KiB to 1MiB",
+        ));
+    }
+    // In range, so it fits any usize.
+    Ok(n as usize)
+}
