@@ -1,11 +1,14 @@
 //! Test helpers both apps' integration tests use: private temp dirs, an HTTP client, the real
 //! binary (described by a [`Bin`]) as a guarded child process, and a fake balancer.
 //!
-//! Not a crate, for the reasons in `apps-shared/src/mod.rs`: each app's `tests/common/mod.rs`
-//! includes this file with `#[path]` and adds what is its own (config, in-process server, the
-//! `BIN` for its binary). The tests every app binary must pass are here too, in `binary.rs`
-//! and `registration.rs`, which each app's `tests/binary.rs` and `tests/register.rs` include.
+//! Included with `#[path]` by each app's `tests/common/mod.rs`, which adds what is its own
+//! (config, in-process server, the `BIN` for its binary): these tests start the app's binary,
+//! and only a test target of the app's own package can (`CARGO_BIN_EXE_<name>`). The tests
+//! every app binary must pass are here too, in `binary.rs` and `registration.rs`, which each
+//! app's `tests/binary.rs` and `tests/register.rs` include. They live in a subdirectory so
+//! that cargo does not take them for test targets of `apps-shared` itself.
 
+// Each test binary of an app compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
 pub mod fake_balancer;
