@@ -126,7 +126,7 @@ async fn static_backend_and_dynamic_backend_fill_the_default_pools_behind_the_de
     let site = backend("site").await;
     let (api1, api2) = (backend("api1").await, backend("api2").await);
     let dir = temp_dir("env-pools");
-    let file = dir.join("empty.toml");
+    let file = dir.path().join("empty.toml");
     std::fs::write(&file, "").unwrap();
     let env = [
         // A DNS name for the static pool, two addresses for the dynamic one.
@@ -185,7 +185,7 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
     let a = backend("a").await;
     let b = backend("b").await;
     let dir = temp_dir("reload");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, pool_config(a)).unwrap();
     let p = spawn_balancer_async(&file).await;
     let client = reqwest::Client::new();
@@ -248,7 +248,7 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
 async fn sighup_reloads() {
     let a = backend("a").await;
     let dir = temp_dir("sighup");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, pool_config(a)).unwrap();
     let p = spawn_balancer_async(&file).await;
     let client = reqwest::Client::new();
@@ -278,8 +278,8 @@ fn the_access_log_records_a_retried_request() {
     let live = Backend::start("live");
     let dead = common::refused_addr();
     let dir = temp_dir("access-log");
-    let log = dir.join("access.log");
-    let file = dir.join("balancer.toml");
+    let log = dir.path().join("access.log");
+    let file = dir.path().join("balancer.toml");
     // Weighted least-connections with the refused member at weight 3: with nothing in flight
     // it is always the least loaded, so the request goes there first, then to `live`.
     std::fs::write(
@@ -352,8 +352,8 @@ fn log_lines(log: &Path, want: usize, pick: impl Fn(&str) -> bool) -> Vec<serde_
 fn a_client_gone_before_its_answer_and_refused_heads_are_logged_too() {
     let (member, arrived, release) = held_member();
     let dir = temp_dir("access-log-499");
-    let log = dir.join("access.log");
-    let file = dir.join("balancer.toml");
+    let log = dir.path().join("access.log");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(
         &file,
         format!(
@@ -446,7 +446,7 @@ fn held_member() -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
 fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     let (member, arrived, release) = held_member();
     let dir = temp_dir("sigterm");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, unchecked_pool_config(member)).unwrap();
     let mut p = spawn_balancer(&file);
     let proxy = p.proxy;
@@ -552,7 +552,7 @@ fn killing_a_backend_process_under_load_fails_no_request() {
         .map(ChildBackend::start)
         .collect();
     let dir = temp_dir("kill-9");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     let members: Vec<_> = bs.iter().map(|b| format!("\"{}\"", b.addr)).collect();
     // The lab's dynamic pool as shipped (round-robin, retries, health checks), three members.
     std::fs::write(
@@ -622,4 +622,42 @@ fn killing_a_backend_process_under_load_fails_no_request() {
             "{who} kept serving after the kill: {served:?}"
         );
     }
+}
+
+/// `--healthcheck` (the image's HEALTHCHECK) probes the admin `/healthz` of the configured
+/// admin address, a wildcard on loopback: exit 0 while the balancer runs, 1 naming the
+/// address and the cause once it is gone.
+#[test]
+fn healthcheck_exits_0_while_running_and_1_naming_the_cause_when_not() {
+    let dir = temp_dir("healthcheck");
+    let file = dir.path().join("empty.toml");
+    std::fs::write(&file, "").unwrap();
+    let p = spawn_balancer(&file);
+    let admin = format!("0.0.0.0:{}", p.admin.port());
+    let healthcheck = || {
+        Command::new(BIN)
+            .env_clear()
+            .env("BALANCER_CONFIG", &file)
+            .env("BALANCER_ADMIN_LISTEN", &admin)
+            .arg("--healthcheck")
+            .output()
+            .unwrap()
+    };
+    let up = healthcheck();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    drop(p);
+    let down = healthcheck();
+    assert_eq!(down.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "balancer: unhealthy: cannot reach 127.0.0.1:{}: ",
+            &admin[8..]
+        )),
+        "{err}"
+    );
 }
