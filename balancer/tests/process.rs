@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::{Backend, temp_dir, wait_until};
+use common::{Backend, eventually, temp_dir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -111,14 +111,10 @@ async fn upstream_of(client: &reqwest::Client, proxy: SocketAddr) -> String {
 }
 
 async fn wait_for_upstream(client: &reqwest::Client, proxy: SocketAddr, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if upstream_of(client, proxy).await == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never switched to {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(&format!("a switch to {want}"), async || {
+        upstream_of(client, proxy).await == want
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -217,19 +213,16 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
     wait_for_upstream(&client, p.proxy, "b").await;
 
     replace_file(&file, "[pools.dynamic]\nalgoritm = \"random\"\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = common::admin_status(&client, p.admin).await;
-        if s["reload"]["ok"] == false {
-            assert!(
-                s["reload"]["error"].as_str().unwrap().contains("algoritm"),
-                "{s}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "bad edit never reported: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut s = serde_json::Value::Null;
+    eventually("the bad edit reported", async || {
+        s = common::admin_status(&client, p.admin).await;
+        s["reload"]["ok"] == false
+    })
+    .await;
+    assert!(
+        s["reload"]["error"].as_str().unwrap().contains("algoritm"),
+        "{s}"
+    );
     assert_eq!(
         upstream_of(&client, p.proxy).await,
         "b",
@@ -261,11 +254,10 @@ async fn sighup_reloads() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while common::admin_status(&client, p.admin).await["reload"]["at"] == 0.0 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("a reload after SIGHUP", async || {
+        common::admin_status(&client, p.admin).await["reload"]["at"] != 0.0
+    })
+    .await;
     assert_eq!(
         common::admin_status(&client, p.admin).await["reload"]["ok"],
         true
@@ -593,6 +585,7 @@ fn killing_a_backend_process_under_load_fails_no_request() {
             })
         })
         .collect();
+    // Deliberately a second of load on all three before the kill, so the kill lands mid-stream.
     std::thread::sleep(Duration::from_secs(1));
     // SIGKILL: the process gets no chance to close anything itself.
     bs[1].child.kill().unwrap();

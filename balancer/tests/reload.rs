@@ -118,13 +118,18 @@ fn twenty_reloads_under_load_lose_nothing_and_keep_surviving_members() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
     let a_before = member_arc(&lb, bs[0].addr);
+    assert!(
+        common::wait_until(Duration::from_secs(5), || {
+            a_before.stats.total_responses() > 0
+        }),
+        "no load reached a"
+    );
     let served_before = a_before.stats.total_responses();
-    assert!(served_before > 0);
     for i in 1..=20 {
         std::fs::write(&file.path, variant(i)).unwrap();
         assert_eq!(lb.reload(), Ok(true), "reload {i} applies");
+        // Deliberate spacing: each snapshot serves some of the load before the next.
         std::thread::sleep(Duration::from_millis(60));
     }
     let version = lb.shared.snapshot().version;
@@ -139,6 +144,7 @@ fn twenty_reloads_under_load_lose_nothing_and_keep_surviving_members() {
         version,
         "a broken file changes nothing"
     );
+    // Deliberately some more load on the kept config before the clients stop.
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     rt.block_on(async {

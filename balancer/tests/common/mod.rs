@@ -787,6 +787,21 @@ pub async fn wait_until_async(limit: Duration, mut cond: impl FnMut() -> bool) -
     }
 }
 
+/// [`wait_until_async`] for an async condition: whether it held within `limit` (times
+/// [`patience`]).
+pub async fn wait_until_async_with(limit: Duration, mut cond: impl AsyncFnMut() -> bool) -> bool {
+    let end = Instant::now() + patient(limit);
+    loop {
+        if cond().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// Polls the async `check` until it holds; fails the test naming `what` if it does not within
 /// [`EVENTUALLY`] (times [`patience`]).
 pub async fn eventually(what: &str, check: impl AsyncFnMut() -> bool) {
