@@ -15,7 +15,7 @@ use crate::common::{BIN, TempDir, client, kill_term, spawn};
 async fn sigterm_drains_while_serving_then_exits_zero() {
     let bin = &BIN;
     let dir = TempDir::new("bin-term");
-    let mut proc = spawn(bin.command(&dir.0, "bin-a", "1500ms"));
+    let mut proc = spawn(bin.command(dir.path(), "bin-a", "1500ms"));
     let url = format!("http://{}", proc.addr);
     let res = client().get(format!("{url}/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -66,7 +66,7 @@ async fn sigterm_drains_while_serving_then_exits_zero() {
 fn request_log_has_method_path_status_and_ms() {
     let bin = &BIN;
     let dir = TempDir::new("bin-log");
-    let proc = spawn(bin.command(&dir.0, "bin-log", "0s"));
+    let proc = spawn(bin.command(dir.path(), "bin-log", "0s"));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let res = client()
@@ -92,11 +92,11 @@ fn request_log_has_method_path_status_and_ms() {
 fn healthcheck_exits_0_when_healthy_and_1_when_not() {
     let bin = &BIN;
     let dir = TempDir::new("bin-hc");
-    let proc = spawn(bin.command(&dir.0, "bin-hc", "0s"));
+    let proc = spawn(bin.command(dir.path(), "bin-hc", "0s"));
     // A wildcard listen address is probed on loopback.
     let listen = format!("0.0.0.0:{}", proc.addr.port());
     let ok = bin
-        .command(&dir.0, "x", "0s")
+        .command(dir.path(), "x", "0s")
         .env(bin.listen_env, &listen)
         .arg("--healthcheck")
         .output()
@@ -109,7 +109,7 @@ fn healthcheck_exits_0_when_healthy_and_1_when_not() {
 
     drop(proc);
     let down = bin
-        .command(&dir.0, "x", "0s")
+        .command(dir.path(), "x", "0s")
         .env(bin.listen_env, &listen)
         .arg("--healthcheck")
         .output()

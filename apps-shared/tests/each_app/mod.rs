@@ -68,36 +68,27 @@ impl Bin {
 }
 
 /// A directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     /// A fresh directory named after the app under test and `tag`.
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "{}-{tag}-{}-{:x}",
-            env!("CARGO_PKG_NAME"),
-            std::process::id(),
-            rand_u32()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-{tag}-", env!("CARGO_PKG_NAME")))
+            .tempdir()
+            .unwrap();
         Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 
     /// A path inside the directory.
     pub fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now()) as u32
 }
 
 /// A client with a timeout, so a hung server fails the test instead of hanging it.
@@ -197,7 +188,7 @@ pub fn registering(
     grace: &str,
     interval: &str,
 ) -> Command {
-    let mut cmd = bin.command(&dir.0, "reg-bin", grace);
+    let mut cmd = bin.command(dir.path(), "reg-bin", grace);
     cmd.env("BALANCER_REGISTER_URL", fake.url(bin.pool))
         .env("BALANCER_ADMIN_TOKEN", "t0k")
         .env("REGISTER_INTERVAL", interval);

@@ -82,7 +82,7 @@ fn an_https_register_url_is_a_startup_error_naming_the_variable() {
     let bin = &BIN;
     let dir = TempDir::new("reg-https");
     let out = bin
-        .command(&dir.0, "x", "0s")
+        .command(dir.path(), "x", "0s")
         .env(
             "BALANCER_REGISTER_URL",
             format!("https://balancer:1936/api/pools/{}/members", bin.pool),

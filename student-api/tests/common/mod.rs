@@ -42,7 +42,7 @@ fn data_in(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 
 /// The binary with a clean, explicit environment, its roster in `dir`.
 pub fn command(dir: &TempDir, instance: &str, grace: &str) -> std::process::Command {
-    BIN.command(&dir.0, instance, grace)
+    BIN.command(dir.path(), instance, grace)
 }
 
 /// A config built in code (tests never touch the process environment).
