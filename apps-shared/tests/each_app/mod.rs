@@ -99,6 +99,27 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Polls `GET {base}/healthz` until it answers `status`, for at most `within` (a drain
+/// grace, say, after which the server is gone); returns that answer.
+pub async fn healthz_answering(base: &str, status: u16, within: Duration) -> reqwest::Response {
+    let deadline = Instant::now() + within;
+    loop {
+        let res = client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == status {
+            return res;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// An in-process server; dropping `stop` (or sending on it) starts draining.
 pub struct Server<E> {
     pub url: String,
