@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use super::healthcheck;
+use crate::{errors, healthcheck};
 
 /// Resolves when the process should shut down (SIGTERM or SIGINT). Boxed so that `run`, generic
 /// over its shutdown future, can be passed as a plain function.
@@ -69,7 +69,8 @@ where
     let config = match (bin.load)() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("{name}: configuration error: {e}");
+            // Masked: a refused database URL or a quoted file line may hold a password.
+            eprintln!("{name}: configuration error: {}", errors::describe(&e));
             return ExitCode::FAILURE;
         }
     };
@@ -83,7 +84,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{name}: {e:#}");
+            eprintln!("{name}: {}", errors::describe(e.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -1,8 +1,8 @@
 //! The settings both apps read, declared once, and the value parsers behind them.
 //!
-//! Each app's `config` module declares its own `Config` with [`app_config!`], which adds the
-//! shared fields (`drain_grace`, `instance_name` and the `register_*` settings) and their
-//! methods. The struct stays flat on purpose: confique's `nested` would move the registration
+//! Each app's `config` module declares its own `Config` with
+//! [`app_config!`](crate::app_config), which adds the shared fields (`drain_grace`,
+//! `instance_name` and the `register_*` settings) and their methods. The struct stays flat on purpose: confique's `nested` would move the registration
 //! keys into a TOML table, and the file keys (`register_url`, ...) are a contract.
 //!
 //! Every env value goes through a `parse_*` function that says what it expected; loading goes
@@ -20,7 +20,10 @@ use config_report::{self as config_error, Problem, Source};
 /// `Display`).
 ///
 /// The caller's module must provide `parse_socket_addr` (its message shows the app's own
-/// port), used here for `REGISTER_ADVERTISE`.
+/// port), used here for `REGISTER_ADVERTISE`, and the caller's crate must depend on
+/// `confique`, `config-report`, `humantime` and `humantime-serde`, which the expansion
+/// names.
+#[macro_export]
 macro_rules! app_config {
     ($(#[$($attr:tt)*])* pub struct $name:ident { $($fields:tt)* }) => {
         $(#[$($attr)*])*
@@ -29,22 +32,22 @@ macro_rules! app_config {
             /// How long /healthz reports `draining` while still serving, before shutting down.
             #[config(
                 env = "DRAIN_GRACE",
-                parse_env = crate::shared::config::parse_duration,
+                parse_env = $crate::config::parse_duration,
                 deserialize_with = humantime_serde::deserialize,
                 default = "2s"
             )]
             pub drain_grace: std::time::Duration,
             /// Name sent in `X-Instance`; the hostname when unset.
-            #[config(env = "INSTANCE_NAME", parse_env = crate::shared::config::parse_instance_name)]
+            #[config(env = "INSTANCE_NAME", parse_env = $crate::config::parse_instance_name)]
             pub instance_name: Option<String>,
             /// Balancer pool to announce this replica to, `http://host[:port]/path` (plain
             /// HTTP only), e.g. `http://balancer:1936/api/pools/dynamic/members` (the site's
             /// pool is `static`); `/{ip}:{port}` is appended. Unset: no self-registration.
-            #[config(env = "BALANCER_REGISTER_URL", parse_env = crate::shared::register::parse_url)]
-            pub register_url: Option<crate::shared::register::RegisterUrl>,
+            #[config(env = "BALANCER_REGISTER_URL", parse_env = $crate::register::parse_url)]
+            pub register_url: Option<$crate::register::RegisterUrl>,
             /// Bearer token for the balancer's admin API; required with `register_url`.
-            #[config(env = "BALANCER_ADMIN_TOKEN", parse_env = crate::shared::register::parse_token)]
-            pub admin_token: Option<crate::shared::register::Token>,
+            #[config(env = "BALANCER_ADMIN_TOKEN", parse_env = $crate::register::parse_token)]
+            pub admin_token: Option<$crate::register::Token>,
             /// `ip:port` to announce; unset = the listen port on this host's IP towards the
             /// balancer.
             #[config(env = "REGISTER_ADVERTISE", parse_env = parse_socket_addr)]
@@ -53,7 +56,7 @@ macro_rules! app_config {
             /// them, at least 5 s.
             #[config(
                 env = "REGISTER_INTERVAL",
-                parse_env = crate::shared::register::parse_interval,
+                parse_env = $crate::register::parse_interval,
                 deserialize_with = humantime_serde::deserialize,
                 // `$name::`, not a path written here: confique names its argument with the
                 // validator's span, and a span from this macro would hide it (hygiene).
@@ -65,8 +68,8 @@ macro_rules! app_config {
 
         impl $name {
             /// Registration settings, when a register URL is configured.
-            pub fn registration(&self) -> Option<crate::shared::register::Settings> {
-                Some(crate::shared::register::Settings {
+            pub fn registration(&self) -> Option<$crate::register::Settings> {
+                Some($crate::register::Settings {
                     url: self.register_url.clone()?,
                     token: self.admin_token.clone()?,
                     advertise: self.register_advertise,
@@ -79,7 +82,7 @@ macro_rules! app_config {
             pub fn instance(&self) -> String {
                 self.instance_name
                     .clone()
-                    .or_else(crate::shared::config::hostname)
+                    .or_else($crate::config::hostname)
                     .unwrap_or_else(|| "unknown".to_owned())
             }
 
@@ -88,8 +91,8 @@ macro_rules! app_config {
             pub fn load_from(
                 file_env: &str,
             ) -> Result<Self, config_report::Problem> {
-                let config: Self = crate::shared::config::load(file_env)?;
-                crate::shared::config::check_registration(
+                let config: Self = $crate::config::load(file_env)?;
+                $crate::config::check_registration(
                     config.register_url.as_ref().map(ToString::to_string),
                     config.admin_token.is_some(),
                     file_env,
@@ -101,7 +104,7 @@ macro_rules! app_config {
             fn check_register_interval(
                 interval: &std::time::Duration,
             ) -> Result<(), &'static str> {
-                crate::shared::register::check_interval(interval)
+                $crate::register::check_interval(interval)
             }
 
             /// Writes the registration settings, if any, for `Display`.
@@ -121,7 +124,6 @@ macro_rules! app_config {
         }
     };
 }
-pub(crate) use app_config;
 
 /// Loads env vars, then the TOML file named by the env var `file_env` (if set and not empty),
 /// then defaults: earlier sources win. A named file that is missing is an error.
@@ -225,65 +227,6 @@ fn is_header_safe(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Formats an error with its whole `source()` chain on one line, passwords masked (see
-/// [`mask_passwords`]).
-pub fn describe(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    mask_passwords(&out)
-}
-
-/// `text` with [`mask_password`] applied to each whitespace-separated word that holds a URL
-/// or a `password=`: a TOML error quotes the offending line of the file, and a config error
-/// must not print the database password it contains.
-pub fn mask_passwords(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while !rest.is_empty() {
-        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-        let (word, tail) = rest.split_at(end);
-        if word.contains("://") || word.contains("password=") {
-            out.push_str(&mask_password(word));
-        } else {
-            out.push_str(word);
-        }
-        let space = tail.len() - tail.trim_start().len();
-        out.push_str(&tail[..space]);
-        rest = &tail[space..];
-    }
-    out
-}
-
-/// `s` with its passwords replaced by `***`: the one after `user:` in a URL's user info and
-/// any `password=` value. Errs on the side of masking too much: an `@` later in the URL (in
-/// a query) widens the masked span rather than letting a password through. The placeholder
-/// of a documented example (`user:password@`) is left as it is.
-pub fn mask_password(s: &str) -> String {
-    let mut out = s.to_owned();
-    if let Some((scheme, rest)) = s.split_once("://")
-        && let Some(at) = rest.rfind('@')
-        && let Some(colon) = rest[..at].find(':')
-        && &rest[colon + 1..at] != "password"
-    {
-        out = format!("{scheme}://{}***{}", &rest[..=colon], &rest[at..]);
-    }
-    let mut from = 0;
-    while let Some(pos) = out[from..].find("password=") {
-        let start = from + pos + "password=".len();
-        let end = out[start..]
-            .find(|c: char| c == '&' || c == '"' || c.is_whitespace())
-            .map_or(out.len(), |n| start + n);
-        out.replace_range(start..end, "***");
-        from = start + 3;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,38 +251,6 @@ mod tests {
     fn instance_names_must_fit_a_header() {
         assert!(parse_instance_name("api-1").is_ok());
         assert!(parse_instance_name("bad name").is_err());
-    }
-
-    #[test]
-    fn passwords_are_masked_wherever_they_are() {
-        assert_eq!(mask_password("postgres://u:p@h/d"), "postgres://u:***@h/d");
-        assert_eq!(mask_password("postgres://u@h/d"), "postgres://u@h/d");
-        assert_eq!(mask_password("postgres://h/d"), "postgres://h/d");
-        assert_eq!(
-            mask_password("postgres://u:p/x@y@h/d"),
-            "postgres://u:***@h/d",
-            "an unencoded / or @ in the password"
-        );
-        assert_eq!(
-            mask_password("postgres://u@h/d?password=p&sslmode=disable"),
-            "postgres://u@h/d?password=***&sslmode=disable"
-        );
-        assert_eq!(mask_password("password=p"), "password=***");
-        assert_eq!(
-            mask_password("postgres://user:password@host/db"),
-            "postgres://user:password@host/db",
-            "an example's placeholder"
-        );
-    }
-
-    #[test]
-    fn a_quoted_line_in_an_error_loses_its_password_but_keeps_its_layout() {
-        let text = "at line 1\n  |\n1 | url = \"mysql://u:s3cret@db/x\"\n  |  ^^^\nbad \"a password=s3cret b\"";
-        let masked = mask_passwords(text);
-        assert!(!masked.contains("s3cret"), "{masked}");
-        assert!(masked.contains("\"mysql://u:***@db/x\""), "{masked}");
-        assert_eq!(masked.lines().count(), text.lines().count());
-        assert!(masked.starts_with("at line 1\n  |\n1 | url = "), "{masked}");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use super::register::{Registration, Settings};
-use super::web::Draining;
+use crate::register::{Registration, Settings};
+use crate::web::Draining;
 
 /// Starts announcing `listen` to the balancer when `registration` is set, and returns a
 /// shutdown future that, once `shutdown` resolves, deregisters before it resolves itself.

@@ -1,11 +1,12 @@
 //! `balancer`: loads the configuration, sets up logging, binds, and runs until SIGTERM.
 
 use std::io::IsTerminal;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use apps_shared::errors::describe;
 use balancer::config::{self, FileChoice};
 use balancer::control::Command;
 use tracing_subscriber::Layer;
@@ -118,43 +119,18 @@ fn check(file: &FileChoice) -> ExitCode {
     }
 }
 
+/// The image's HEALTHCHECK: the apps' `--healthcheck` client, pointed at the admin listener.
 fn healthcheck(file: &FileChoice) -> ExitCode {
     let admin = config::load_raw(file)
         .map(|r| r.admin_listen)
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 1936)));
-    let target = match admin.ip() {
-        ip if ip.is_unspecified() => SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), admin.port()),
-        _ => admin,
-    };
-    match get_status(target, "/healthz") {
-        Ok(200) => ExitCode::SUCCESS,
-        Ok(code) => {
-            eprintln!("balancer: unhealthy: /healthz answered {code}");
-            ExitCode::from(1)
-        }
+    match apps_shared::healthcheck::check(admin, Duration::from_secs(2)) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("balancer: unhealthy: {e}");
+            eprintln!("balancer: unhealthy: {}", describe(&e));
             ExitCode::from(1)
         }
     }
-}
-
-/// A minimal blocking HTTP/1.0 GET: the scratch image has no curl and this needs no runtime.
-fn get_status(addr: SocketAddr, path: &str) -> Result<u16, String> {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_secs(2);
-    let mut s =
-        std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut head = [0u8; 64];
-    let n = s.read(&mut head).map_err(|e| e.to_string())?;
-    let line = String::from_utf8_lossy(&head[..n]);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer: {line:?}"))
 }
 
 fn init_tracing(
@@ -237,7 +213,7 @@ fn run(file: FileChoice) -> ExitCode {
     let running = match balancer::start(settings, file, listeners, None) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("balancer: cannot start: {e:#}");
+            eprintln!("balancer: cannot start: {}", describe(e.as_ref()));
             return ExitCode::from(1);
         }
     };
@@ -255,7 +231,7 @@ fn run(file: FileChoice) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("balancer: {e}");
+            eprintln!("balancer: {}", describe(&e));
             ExitCode::from(1)
         }
     }

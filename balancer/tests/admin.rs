@@ -6,65 +6,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
 use balancer::config::{FileChoice, Origin, Settings};
 use balancer::discovery::StaticResolver;
 use balancer::{Listeners, Running};
 use serde_json::Value;
 
+mod common;
 #[path = "admin/exposition.rs"]
 mod exposition;
+use common::{Backend, eventually_within};
 use exposition::Exposition;
 
 // ---------------------------------------------------------------- harness
-
-/// An in-process backend: `/healthz`, `/api/status/{code}`, `/api/slow` (1.5 s), anything else
-/// 200 with its name. Counts the requests it served (health checks apart).
-struct Backend {
-    addr: SocketAddr,
-    hits: Arc<AtomicU64>,
-}
-
-async fn backend(name: &'static str) -> Backend {
-    let hits = Arc::new(AtomicU64::new(0));
-    let counted = |h: &Arc<AtomicU64>| {
-        h.fetch_add(1, Ordering::SeqCst);
-    };
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/api/status/{code}",
-            get(
-                move |State(h): State<Arc<AtomicU64>>, Path(code): Path<u16>| async move {
-                    counted(&h);
-                    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST)
-                },
-            ),
-        )
-        .route(
-            "/api/slow",
-            get(move |State(h): State<Arc<AtomicU64>>| async move {
-                counted(&h);
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                "slow"
-            }),
-        )
-        .fallback(move |State(h): State<Arc<AtomicU64>>| async move {
-            counted(&h);
-            name
-        })
-        .with_state(Arc::clone(&hits));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Backend { addr, hits }
-}
 
 /// A balancer started in-process on port 0.
 struct Lb {
@@ -211,24 +166,15 @@ fn member<'a>(status: &'a Value, pool_name: &str, addr: SocketAddr) -> &'a Value
         .unwrap_or_else(|| panic!("no member {addr} in {status:#}"))
 }
 
-/// Polls `check` until it holds or 5 s pass.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 // ---------------------------------------------------------------- tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_metrics_count_the_traffic_that_was_sent() {
-    let (a, b, s) = (backend("a").await, backend("b").await, backend("s").await);
+    let (a, b, s) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("s"),
+    );
     let lb = Lb::start(config(&[a.addr, b.addr], &[s.addr], ""), None).await;
     for _ in 0..20 {
         assert_eq!(lb.get("/api/hello").await.status(), 200);
@@ -242,17 +188,21 @@ async fn status_and_metrics_count_the_traffic_that_was_sent() {
     for _ in 0..5 {
         assert_eq!(lb.get("/index.html").await.status(), 200);
     }
-    let served = a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst);
+    let served = a.hits() + b.hits();
     assert_eq!(served, 29);
-    assert_eq!(s.hits.load(Ordering::SeqCst), 5);
+    assert_eq!(s.hits(), 5);
 
     // Health checks run every 100 ms: wait for a result on both dynamic members.
-    eventually("a health check on each member", || async {
-        let st = lb.status().await;
-        [a.addr, b.addr]
-            .iter()
-            .all(|&m| member(&st, "dynamic", m)["last_check"]["result"] == "pass")
-    })
+    eventually_within(
+        Duration::from_secs(5),
+        "a health check on each member",
+        async || {
+            let st = lb.status().await;
+            [a.addr, b.addr]
+                .iter()
+                .all(|&m| member(&st, "dynamic", m)["last_check"]["result"] == "pass")
+        },
+    )
     .await;
 
     let st = lb.status().await;
@@ -274,7 +224,7 @@ async fn status_and_metrics_count_the_traffic_that_was_sent() {
         let m = member(&st, "dynamic", addr);
         assert_eq!(m["state"], "up");
         assert_eq!(m["in_rotation"], true);
-        assert_eq!(m["requests"], backend.hits.load(Ordering::SeqCst));
+        assert_eq!(m["requests"], backend.hits());
         assert_eq!(m["active"], 0);
         assert_eq!(m["retries"], 0);
         assert_eq!(m["weight"], 1);
@@ -317,7 +267,7 @@ async fn status_and_metrics_count_the_traffic_that_was_sent() {
     let inf = [d[0], ("member", a_label.as_str()), ("le", "+Inf")];
     assert_eq!(
         m.sum("balancer_request_duration_seconds_bucket", &inf),
-        a.hits.load(Ordering::SeqCst) as f64
+        a.hits() as f64
     );
     assert!(m.sum("balancer_request_duration_seconds_sum", &d) > 0.0);
     assert_eq!(m.sum("balancer_member_up", &d), 2.0);
@@ -338,7 +288,7 @@ async fn status_and_metrics_count_the_traffic_that_was_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_every_action_is_refused_and_pages_stay_open() {
-    let a = backend("a").await;
+    let a = Backend::start("a");
     let lb = Lb::start(config(&[a.addr], &[a.addr], ""), None).await;
     let member = format!("/api/pools/dynamic/members/{}", a.addr);
     use reqwest::Method;
@@ -383,7 +333,7 @@ fn member_state(st: &Value, addr: SocketAddr) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actions_need_the_right_token_and_valid_input() {
     use reqwest::Method;
-    let (a, b) = (backend("a").await, backend("b").await);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
     let lb = Lb::start(
         config(&[a.addr, b.addr], &[a.addr], "admin_token = \"secret\""),
         None,
@@ -450,11 +400,11 @@ async fn actions_need_the_right_token_and_valid_input() {
     assert_eq!((code, &body["weight"]), (200, &Value::from(0)));
 
     // Weight 0: never picked, so everything goes to b.
-    let before = a.hits.load(Ordering::SeqCst);
+    let before = a.hits();
     for _ in 0..10 {
         lb.get("/api/x").await;
     }
-    assert_eq!(a.hits.load(Ordering::SeqCst), before);
+    assert_eq!(a.hits(), before);
     let st = lb.status().await;
     assert_eq!(member(&st, "dynamic", a.addr)["weight"], 0);
     let m = lb.metrics().await;
@@ -490,10 +440,9 @@ async fn actions_need_the_right_token_and_valid_input() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_action_applies_the_changed_file() {
-    let (a, b) = (backend("a").await, backend("b").await);
-    let dir = std::env::temp_dir().join(format!("balancer-admin-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("balancer.toml");
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let dir = common::temp_dir("admin-reload");
+    let path = dir.path().join("balancer.toml");
     let first = config(&[a.addr], &[a.addr], "admin_token = \"secret\"");
     std::fs::write(&path, &first).unwrap();
     let lb = Lb::start(first, Some(path.clone())).await;
@@ -532,13 +481,12 @@ async fn reload_action_applies_the_changed_file() {
         ),
         1.0
     );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_member_finishes_in_flight_work_and_gets_nothing_new() {
     use reqwest::Method;
-    let (a, b) = (backend("a").await, backend("b").await);
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
     let lb = Arc::new(
         Lb::start(
             config(&[a.addr, b.addr], &[a.addr], "admin_token = \"secret\""),
@@ -550,27 +498,26 @@ async fn a_drained_member_finishes_in_flight_work_and_gets_nothing_new() {
     let slow = {
         let lb = Arc::clone(&lb);
         tokio::spawn(async move {
-            let r = lb.get("/api/slow").await;
+            let r = lb.get("/api/slow?ms=1500").await;
             let upstream = r.headers()["x-upstream"].to_str().unwrap().to_owned();
             (r.status().as_u16(), upstream, r.text().await.unwrap())
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let busy = loop {
-        let st = lb.status().await;
-        if let Some(m) = [a.addr, b.addr]
-            .into_iter()
-            .find(|&m| member(&st, "dynamic", m)["active"] == 1)
-        {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the slow request never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let (drained, other) = if busy == a.addr {
+    let mut busy = None;
+    eventually_within(
+        Duration::from_secs(5),
+        "the slow request in flight",
+        async || {
+            let st = lb.status().await;
+            busy = [&a, &b]
+                .into_iter()
+                .find(|m| member(&st, "dynamic", m.addr)["active"] == 1);
+            busy.is_some()
+        },
+    )
+    .await;
+    let busy = busy.unwrap();
+    let (drained, other) = if busy.addr == a.addr {
         (a.addr, b.addr)
     } else {
         (b.addr, a.addr)
@@ -599,7 +546,7 @@ async fn a_drained_member_finishes_in_flight_work_and_gets_nothing_new() {
     let (status, upstream, text) = slow.await.unwrap();
     assert_eq!(
         (status, upstream.as_str(), text.as_str()),
-        (200, drained.to_string().as_str(), "slow")
+        (200, drained.to_string().as_str(), busy.name.as_str())
     );
     let m = lb.metrics().await;
     let drained_label = drained.to_string();
@@ -634,7 +581,11 @@ async fn a_drained_member_finishes_in_flight_work_and_gets_nothing_new() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_lists_the_members_and_needs_nothing_external() {
-    let (a, b, s) = (backend("a").await, backend("b").await, backend("s").await);
+    let (a, b, s) = (
+        Backend::start("a"),
+        Backend::start("b"),
+        Backend::start("s"),
+    );
     let lb = Lb::start(config(&[a.addr, b.addr], &[s.addr], ""), None).await;
     lb.get("/api/x").await;
     let r = lb.admin_get("/").await;

@@ -41,7 +41,7 @@ fn help_and_version() {
 #[test]
 fn check_config_shows_each_value_with_its_source() {
     let dir = temp_dir("check");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(
         &file,
         "[pools.dynamic]\nalgorithm = \"least-connections\"\n",
@@ -112,7 +112,8 @@ fn names_an_internal_path(s: &str) -> bool {
 
 /// `--check-config` with `content` as the config file: (exit code, stderr, the file's path).
 fn check_file(name: &str, content: &str) -> (Option<i32>, String, String) {
-    let file = temp_dir(name).join("balancer.toml");
+    let dir = temp_dir(name);
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, content).unwrap();
     let path = file.to_str().unwrap().to_owned();
     let out = run(&["--check-config"], &[("BALANCER_CONFIG", &path)]);
@@ -222,7 +223,7 @@ fn the_server_refuses_to_start_on_a_bad_value() {
 #[test]
 fn unknown_file_keys_are_errors_naming_the_key_and_the_file() {
     let dir = temp_dir("typo");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, "[pools.dynamic]\nalgoritm = \"random\"\n").unwrap();
     let out = run(
         &["--check-config"],
@@ -251,7 +252,7 @@ fn unknown_file_keys_are_errors_naming_the_key_and_the_file() {
 #[test]
 fn semantic_errors_name_the_field_and_its_source() {
     let dir = temp_dir("semantic");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     let cases = [
         (
             "[[routes]]\npath = \"/\"\npool = \"nope\"\n",
@@ -335,7 +336,7 @@ fn default_template_documents_every_env_var_and_parses() {
     }
     // Every line is a comment or a table header, so the template itself is a valid config.
     let dir = temp_dir("template");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, &t).unwrap();
     let out = run(
         &["--check-config"],

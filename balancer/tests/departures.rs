@@ -66,22 +66,16 @@ async fn get(c: &reqwest::Client, lb: &Lb) -> (u16, Option<String>, Option<Strin
 
 /// Waits until the next requests are served by exactly `names`.
 async fn served_by(c: &reqwest::Client, lb: &Lb, names: &[&str]) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    common::wait_until_async_with(common::EVENTUALLY, async || {
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..3 * names.len() {
             if let (200, _, Some(b)) = get(c, lb).await {
                 seen.insert(b);
             }
         }
-        if seen.iter().eq(names.iter().copied()) {
-            return true;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        seen.iter().eq(names.iter().copied())
+    })
+    .await
 }
 
 /// The events about `member`, oldest first.
@@ -128,16 +122,10 @@ fn a_name_with_no_addresses_answers_503_at_once_and_a_failing_resolver_keeps_the
         b.kill();
     }
     lb.resolver.queue("api.test", Err(LookupError::NoRecords));
-    let emptied = rt.block_on(async {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while get(&c, &lb).await.0 != 503 {
-            if std::time::Instant::now() > deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        true
-    });
+    let emptied = rt.block_on(common::wait_until_async_with(
+        common::EVENTUALLY,
+        async || get(&c, &lb).await.0 == 503,
+    ));
     assert!(emptied, "a name with no addresses never emptied the pool");
     for _ in 0..10 {
         let (status, retry_after, _) = rt.block_on(get(&c, &lb));

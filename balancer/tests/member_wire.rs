@@ -228,6 +228,8 @@ fn a_connection_the_member_closed_while_idle_is_retried_and_not_charged() {
             assert_eq!(r.status(), 200, "round {round}");
             assert_eq!(r.text().await.unwrap(), "once");
             // The member closes that connection now; the proxy learns it only by using it.
+            // Deliberate: longer than the member's 50 ms before it closes, and nothing could
+            // be polled for it without using that very connection.
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     });
@@ -250,6 +252,8 @@ fn bytes_a_member_sends_after_a_response_never_answer_the_next_request() {
         for _ in 0..3 {
             let r = c.get(lb.url("/then-stray")).send().await.unwrap();
             assert_eq!(r.text().await.unwrap(), "hello");
+            // Deliberate: the stray bytes (sent 30 ms after the answer) arrive before the next
+            // request, which must not take them for its answer.
             tokio::time::sleep(Duration::from_millis(100)).await;
             let r = c.get(lb.url("/plain")).send().await.unwrap();
             assert_eq!(r.status(), 200);

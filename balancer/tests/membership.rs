@@ -4,98 +4,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
+mod common;
+
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
-use balancer::config::{Origin, Settings, from_toml_str};
+use balancer::Running;
 use balancer::discovery::{LookupError, StaticResolver};
-use balancer::{Listeners, Running};
+use common::{Backend, Health, eventually};
 
-/// A backend on a given address that names itself and counts what it served.
-struct Backend {
-    name: String,
-    healthy: Arc<AtomicBool>,
-    draining: Arc<AtomicBool>,
-    gets: Arc<AtomicU64>,
-    posts: Arc<AtomicU64>,
-}
-
-async fn backend(addr: SocketAddr) -> Arc<Backend> {
-    let b = Arc::new(Backend {
-        name: addr.to_string(),
-        healthy: Arc::new(AtomicBool::new(true)),
-        draining: Arc::new(AtomicBool::new(false)),
-        gets: Arc::new(AtomicU64::new(0)),
-        posts: Arc::new(AtomicU64::new(0)),
-    });
-    let (h, d, g, p) = (
-        b.healthy.clone(),
-        b.draining.clone(),
-        b.gets.clone(),
-        b.posts.clone(),
-    );
-    let name = b.name.clone();
-    let app = Router::new()
-        .route(
-            "/healthz",
-            get(move || {
-                let (h, d) = (h.clone(), d.clone());
-                async move {
-                    if d.load(Ordering::SeqCst) {
-                        (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#)
-                    } else if h.load(Ordering::SeqCst) {
-                        (StatusCode::OK, r#"{"status":"ok"}"#)
-                    } else {
-                        (StatusCode::INTERNAL_SERVER_ERROR, "broken")
-                    }
-                }
-            }),
-        )
-        .route(
-            "/api/student",
-            get(move || {
-                g.fetch_add(1, Ordering::SeqCst);
-                async {}
-            })
-            .post(move || {
-                p.fetch_add(1, Ordering::SeqCst);
-                async { StatusCode::CREATED }
-            }),
-        )
-        .layer(axum::middleware::map_response(
-            move |mut r: axum::response::Response| {
-                let name = name.clone();
-                async move {
-                    r.headers_mut().insert("x-backend", name.parse().unwrap());
-                    r
-                }
-            },
-        ));
-    let l = tokio::net::TcpListener::bind(addr).await.unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-    b
-}
-
-/// Three backends on 127.0.0.1-3 sharing one port, as replicas behind one DNS name are.
-async fn replicas() -> (u16, Vec<Arc<Backend>>) {
+/// Three backends on 127.0.0.1-3 sharing one port, as replicas behind one DNS name are; each
+/// is named after its address.
+fn replicas() -> (u16, Vec<Backend>) {
     loop {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = probe.local_addr().unwrap().port();
         drop(probe);
-        let addrs: Vec<SocketAddr> = (1..=3)
-            .map(|i| SocketAddr::from(([127, 0, 0, i], port)))
+        let started: std::io::Result<Vec<Backend>> = (1..=3)
+            .map(|i| {
+                let addr = SocketAddr::from(([127, 0, 0, i], port));
+                Backend::start_at(&addr.to_string(), addr)
+            })
             .collect();
-        if addrs.iter().all(|a| std::net::TcpListener::bind(a).is_ok()) {
-            let mut out = Vec::new();
-            for a in addrs {
-                out.push(backend(a).await);
-            }
-            return (port, out);
+        if let Ok(backends) = started {
+            return (port, backends);
         }
     }
 }
@@ -108,24 +42,30 @@ fn ips(last_octets: &[u8]) -> Result<Vec<IpAddr>, LookupError> {
 }
 
 async fn start(toml: String, resolver: Arc<StaticResolver>) -> Running {
-    tokio::task::spawn_blocking(move || {
-        let raw = from_toml_str(&toml).unwrap();
-        let settings = Settings::build(&raw, &Origin::default()).unwrap();
-        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        balancer::start(
-            settings,
-            None,
-            Listeners {
-                proxy: vec![proxy],
-                admin,
-            },
-            Some(resolver),
-        )
+    tokio::task::spawn_blocking(move || common::start_toml(&toml, resolver))
+        .await
         .unwrap()
-    })
-    .await
-    .unwrap()
+}
+
+/// The dynamic pool's members in the status: address and state.
+fn dynamic_members(lb: &Running) -> Vec<(String, &'static str)> {
+    balancer::admin::build_status(&lb.shared)
+        .pools
+        .into_iter()
+        .find(|p| p.name == "dynamic")
+        .expect("a dynamic pool")
+        .members
+        .into_iter()
+        .map(|m| (m.addr, m.state))
+        .collect()
+}
+
+/// The state of the dynamic pool's member `addr`, `None` once it is gone.
+fn state_of(lb: &Running, addr: &str) -> Option<&'static str> {
+    dynamic_members(lb)
+        .into_iter()
+        .find(|(a, _)| a == addr)
+        .map(|(_, state)| state)
 }
 
 fn config(port: u16, extra: &str) -> String {
@@ -137,12 +77,8 @@ fn config(port: u16, extra: &str) -> String {
 }
 
 /// Which backends answer the next `n` GETs.
-async fn served_by(
-    client: &reqwest::Client,
-    proxy: SocketAddr,
-    n: usize,
-) -> std::collections::BTreeSet<String> {
-    let mut seen = std::collections::BTreeSet::new();
+async fn served_by(client: &reqwest::Client, proxy: SocketAddr, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
     for _ in 0..n {
         let r = client
             .get(format!("http://{proxy}/api/student"))
@@ -155,15 +91,7 @@ async fn served_by(
     seen
 }
 
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn names(port: u16, octets: &[u8]) -> std::collections::BTreeSet<String> {
+fn names(port: u16, octets: &[u8]) -> BTreeSet<String> {
     octets
         .iter()
         .map(|i| format!("127.0.0.{i}:{port}"))
@@ -172,7 +100,7 @@ fn names(port: u16, octets: &[u8]) -> std::collections::BTreeSet<String> {
 
 #[tokio::test]
 async fn dns_discovery_follows_scale_up_down_and_keeps_the_last_set_on_failure() {
-    let (port, _b) = replicas().await;
+    let (port, _b) = replicas();
     let resolver = Arc::new(StaticResolver::default());
     resolver.set("api.test", ips(&[1]));
     let lb = start(
@@ -196,7 +124,13 @@ async fn dns_discovery_follows_scale_up_down_and_keeps_the_last_set_on_failure()
     .await;
 
     resolver.set("api.test", Err(LookupError::Failed("timeout".into())));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Both names (api.test and unused.test) are looked up every round: six lookups are
+    // three rounds that each saw the failure.
+    let failed_from = resolver.lookups();
+    eventually("three rounds of failed lookups", async || {
+        resolver.lookups() >= failed_from + 6
+    })
+    .await;
     assert_eq!(
         served_by(&c, lb.proxy_addr, 6).await,
         names(port, &[2]),
@@ -229,7 +163,7 @@ async fn dns_discovery_follows_scale_up_down_and_keeps_the_last_set_on_failure()
 
 #[tokio::test]
 async fn failing_checks_take_a_member_out_until_it_rises_again() {
-    let (port, b) = replicas().await;
+    let (port, b) = replicas();
     let resolver = Arc::new(StaticResolver::default());
     resolver.set("api.test", ips(&[1, 2]));
     let health = "[pools.dynamic.health]\ninterval = \"100ms\"\nrise = 2\nfall = 1\n";
@@ -240,7 +174,7 @@ async fn failing_checks_take_a_member_out_until_it_rises_again() {
     })
     .await;
 
-    b[1].healthy.store(false, Ordering::SeqCst);
+    b[1].state.set_health(Health::Broken);
     eventually("failing member out", async || {
         served_by(&c, lb.proxy_addr, 8).await == names(port, &[1])
     })
@@ -255,7 +189,7 @@ async fn failing_checks_take_a_member_out_until_it_rises_again() {
         .unwrap();
     assert_eq!(m.health, "down");
 
-    b[1].healthy.store(true, Ordering::SeqCst);
+    b[1].state.set_health(Health::Ok);
     eventually("member back after rising", async || {
         served_by(&c, lb.proxy_addr, 8).await == names(port, &[1, 2])
     })
@@ -279,7 +213,7 @@ async fn failing_checks_take_a_member_out_until_it_rises_again() {
 
 #[tokio::test]
 async fn a_member_reporting_draining_gets_nothing_new() {
-    let (port, b) = replicas().await;
+    let (port, b) = replicas();
     let resolver = Arc::new(StaticResolver::default());
     resolver.set("api.test", ips(&[1, 2]));
     let lb = start(
@@ -292,7 +226,7 @@ async fn a_member_reporting_draining_gets_nothing_new() {
         served_by(&c, lb.proxy_addr, 6).await == names(port, &[1, 2])
     })
     .await;
-    b[0].draining.store(true, Ordering::SeqCst);
+    b[0].state.set_health(Health::Draining);
     eventually("draining member out", async || {
         served_by(&c, lb.proxy_addr, 8).await == names(port, &[2])
     })
@@ -308,7 +242,7 @@ async fn a_member_reporting_draining_gets_nothing_new() {
 
 #[tokio::test]
 async fn registration_needs_the_token_and_lapses_without_heartbeats() {
-    let (port, _b) = replicas().await;
+    let (port, _b) = replicas();
     let resolver = Arc::new(StaticResolver::default());
     let cfg = format!(
         "admin_token = \"s3cret\"\n{}",
@@ -402,7 +336,7 @@ async fn registration_needs_the_token_and_lapses_without_heartbeats() {
 
 #[tokio::test]
 async fn registration_is_refused_without_a_configured_token() {
-    let (port, _b) = replicas().await;
+    let (port, _b) = replicas();
     let lb = start(config(port, ""), Arc::new(StaticResolver::default())).await;
     let r = reqwest::Client::new()
         .put(format!(
@@ -425,7 +359,7 @@ async fn registration_is_refused_without_a_configured_token() {
 
 #[tokio::test]
 async fn members_leaving_by_dns_health_and_registration_lose_no_request() {
-    let (port, b) = replicas().await;
+    let (port, b) = replicas();
     let resolver = Arc::new(StaticResolver::default());
     resolver.set("api.test", ips(&[1, 2]));
     let cfg = format!(
@@ -478,15 +412,41 @@ async fn members_leaving_by_dns_health_and_registration_lose_no_request() {
             (ok, failed)
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let served = || b.iter().map(Backend::hits).sum::<u64>();
+    let before = served();
+    eventually("load through all three", async || served() >= before + 50).await;
+
+    let [one, two, three] = [1, 2, 3].map(|i| format!("127.0.0.{i}:{port}"));
     resolver.set("api.test", ips(&[1, 2])); // unchanged, then 1 leaves by DNS:
     resolver.set("api.test", ips(&[2]));
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    b[1].draining.store(true, Ordering::SeqCst); // 2 leaves by health (draining)
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    eventually("1 left the pool by DNS", async || {
+        state_of(&lb, &one).is_none()
+    })
+    .await;
+    assert_eq!(
+        state_of(&lb, &two),
+        Some("up"),
+        "{:?}",
+        dynamic_members(&lb)
+    );
+
+    b[1].state.set_health(Health::Draining); // 2 leaves by health (draining)
+    eventually("2 out of rotation by its health check", async || {
+        state_of(&lb, &two) == Some("draining")
+    })
+    .await;
+    let from_three = b[2].hits();
+    eventually("3 alone serves the load", async || {
+        b[2].hits() >= from_three + 50
+    })
+    .await;
+
     // 3 leaves by a clean deregistration; 2 comes back so someone is left to serve.
-    b[1].draining.store(false, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    b[1].state.set_health(Health::Ok);
+    eventually("2 back in rotation", async || {
+        state_of(&lb, &two) == Some("up")
+    })
+    .await;
     let del = format!(
         "http://{}/api/pools/dynamic/members/127.0.0.3:{port}",
         lb.admin_addr
@@ -500,7 +460,20 @@ async fn members_leaving_by_dns_health_and_registration_lose_no_request() {
             .status(),
         204
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually("3 left the pool by deregistration", async || {
+        state_of(&lb, &three).is_none()
+    })
+    .await;
+    let from_two = b[1].hits();
+    eventually("2 alone serves the load", async || {
+        b[1].hits() >= from_two + 50
+    })
+    .await;
+    assert_eq!(
+        dynamic_members(&lb),
+        [(two.clone(), "up")],
+        "only 2 is left"
+    );
     stop.store(true, Ordering::SeqCst);
     let mut total = 0;
     for h in clients {
@@ -509,7 +482,7 @@ async fn members_leaving_by_dns_health_and_registration_lose_no_request() {
         total += ok;
     }
     assert!(total > 100, "too little load to mean anything: {total}");
-    let served_posts: u64 = b.iter().map(|b| b.posts.load(Ordering::SeqCst)).sum();
+    let served_posts: u64 = b.iter().map(|b| b.state.posts.load(Ordering::SeqCst)).sum();
     assert_eq!(
         served_posts,
         acked_posts.load(Ordering::SeqCst),

@@ -163,7 +163,9 @@ fn max_fails_failures_within_fail_timeout_eject_a_member_and_it_returns_after() 
             "tried until its third failure, then out"
         );
         assert_eq!(live.hits(), 17);
-        // Out for fail_timeout; then it takes its turns again (and fails them).
+        // Out for fail_timeout; then it takes its turns again (and fails them). A deliberate
+        // wait: the 502 count over the next four requests is the behaviour under test, and
+        // polling with requests would spend the turns it counts.
         tokio::time::sleep(Duration::from_millis(2500)).await;
         assert_eq!(
             count_502(&lb, 4).await,
@@ -180,6 +182,7 @@ fn failures_further_apart_than_fail_timeout_do_not_add_up() {
         // Two failures, a pause longer than the window, two more: never three in one window,
         // so the member is never ejected and keeps getting its turn.
         assert_eq!(count_502(&lb, 4).await, 2);
+        // Deliberate: the time between the failures is what the test is about.
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(count_502(&lb, 4).await, 2);
     });

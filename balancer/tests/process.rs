@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use common::{Backend, temp_dir, wait_until};
+use common::{Backend, eventually, temp_dir, wait_until};
 
 const BIN: &str = env!("CARGO_BIN_EXE_balancer");
 
@@ -111,14 +111,10 @@ async fn upstream_of(client: &reqwest::Client, proxy: SocketAddr) -> String {
 }
 
 async fn wait_for_upstream(client: &reqwest::Client, proxy: SocketAddr, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if upstream_of(client, proxy).await == want {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never switched to {want}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(&format!("a switch to {want}"), async || {
+        upstream_of(client, proxy).await == want
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -126,7 +122,7 @@ async fn static_backend_and_dynamic_backend_fill_the_default_pools_behind_the_de
     let site = backend("site").await;
     let (api1, api2) = (backend("api1").await, backend("api2").await);
     let dir = temp_dir("env-pools");
-    let file = dir.join("empty.toml");
+    let file = dir.path().join("empty.toml");
     std::fs::write(&file, "").unwrap();
     let env = [
         // A DNS name for the static pool, two addresses for the dynamic one.
@@ -185,7 +181,7 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
     let a = backend("a").await;
     let b = backend("b").await;
     let dir = temp_dir("reload");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, pool_config(a)).unwrap();
     let p = spawn_balancer_async(&file).await;
     let client = reqwest::Client::new();
@@ -217,19 +213,16 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
     wait_for_upstream(&client, p.proxy, "b").await;
 
     replace_file(&file, "[pools.dynamic]\nalgoritm = \"random\"\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let s = common::admin_status(&client, p.admin).await;
-        if s["reload"]["ok"] == false {
-            assert!(
-                s["reload"]["error"].as_str().unwrap().contains("algoritm"),
-                "{s}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "bad edit never reported: {s}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let mut s = serde_json::Value::Null;
+    eventually("the bad edit reported", async || {
+        s = common::admin_status(&client, p.admin).await;
+        s["reload"]["ok"] == false
+    })
+    .await;
+    assert!(
+        s["reload"]["error"].as_str().unwrap().contains("algoritm"),
+        "{s}"
+    );
     assert_eq!(
         upstream_of(&client, p.proxy).await,
         "b",
@@ -248,7 +241,7 @@ async fn editing_the_file_reloads_without_restart_and_a_bad_edit_keeps_the_old_c
 async fn sighup_reloads() {
     let a = backend("a").await;
     let dir = temp_dir("sighup");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, pool_config(a)).unwrap();
     let p = spawn_balancer_async(&file).await;
     let client = reqwest::Client::new();
@@ -261,11 +254,10 @@ async fn sighup_reloads() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while common::admin_status(&client, p.admin).await["reload"]["at"] == 0.0 {
-        assert!(Instant::now() < deadline, "SIGHUP did not reload");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("a reload after SIGHUP", async || {
+        common::admin_status(&client, p.admin).await["reload"]["at"] != 0.0
+    })
+    .await;
     assert_eq!(
         common::admin_status(&client, p.admin).await["reload"]["ok"],
         true
@@ -278,8 +270,8 @@ fn the_access_log_records_a_retried_request() {
     let live = Backend::start("live");
     let dead = common::refused_addr();
     let dir = temp_dir("access-log");
-    let log = dir.join("access.log");
-    let file = dir.join("balancer.toml");
+    let log = dir.path().join("access.log");
+    let file = dir.path().join("balancer.toml");
     // Weighted least-connections with the refused member at weight 3: with nothing in flight
     // it is always the least loaded, so the request goes there first, then to `live`.
     std::fs::write(
@@ -352,8 +344,8 @@ fn log_lines(log: &Path, want: usize, pick: impl Fn(&str) -> bool) -> Vec<serde_
 fn a_client_gone_before_its_answer_and_refused_heads_are_logged_too() {
     let (member, arrived, release) = held_member();
     let dir = temp_dir("access-log-499");
-    let log = dir.join("access.log");
-    let file = dir.join("balancer.toml");
+    let log = dir.path().join("access.log");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(
         &file,
         format!(
@@ -446,7 +438,7 @@ fn held_member() -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
 fn sigterm_stops_accepting_finishes_the_request_in_flight_and_exits_0() {
     let (member, arrived, release) = held_member();
     let dir = temp_dir("sigterm");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     std::fs::write(&file, unchecked_pool_config(member)).unwrap();
     let mut p = spawn_balancer(&file);
     let proxy = p.proxy;
@@ -552,7 +544,7 @@ fn killing_a_backend_process_under_load_fails_no_request() {
         .map(ChildBackend::start)
         .collect();
     let dir = temp_dir("kill-9");
-    let file = dir.join("balancer.toml");
+    let file = dir.path().join("balancer.toml");
     let members: Vec<_> = bs.iter().map(|b| format!("\"{}\"", b.addr)).collect();
     // The lab's dynamic pool as shipped (round-robin, retries, health checks), three members.
     std::fs::write(
@@ -593,6 +585,7 @@ fn killing_a_backend_process_under_load_fails_no_request() {
             })
         })
         .collect();
+    // Deliberately a second of load on all three before the kill, so the kill lands mid-stream.
     std::thread::sleep(Duration::from_secs(1));
     // SIGKILL: the process gets no chance to close anything itself.
     bs[1].child.kill().unwrap();
@@ -622,4 +615,42 @@ fn killing_a_backend_process_under_load_fails_no_request() {
             "{who} kept serving after the kill: {served:?}"
         );
     }
+}
+
+/// `--healthcheck` (the image's HEALTHCHECK) probes the admin `/healthz` of the configured
+/// admin address, a wildcard on loopback: exit 0 while the balancer runs, 1 naming the
+/// address and the cause once it is gone.
+#[test]
+fn healthcheck_exits_0_while_running_and_1_naming_the_cause_when_not() {
+    let dir = temp_dir("healthcheck");
+    let file = dir.path().join("empty.toml");
+    std::fs::write(&file, "").unwrap();
+    let p = spawn_balancer(&file);
+    let admin = format!("0.0.0.0:{}", p.admin.port());
+    let healthcheck = || {
+        Command::new(BIN)
+            .env_clear()
+            .env("BALANCER_CONFIG", &file)
+            .env("BALANCER_ADMIN_LISTEN", &admin)
+            .arg("--healthcheck")
+            .output()
+            .unwrap()
+    };
+    let up = healthcheck();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    drop(p);
+    let down = healthcheck();
+    assert_eq!(down.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "balancer: unhealthy: cannot reach 127.0.0.1:{}: ",
+            &admin[8..]
+        )),
+        "{err}"
+    );
 }

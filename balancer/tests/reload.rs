@@ -14,17 +14,18 @@ use std::time::Duration;
 use balancer::config::{self, FileChoice};
 use balancer::discovery::StaticResolver;
 use balancer::{Listeners, Running};
-use common::{Backend, Conf, client, runtime, upstream};
+use common::{Backend, Conf, client, runtime, temp_dir, upstream};
 
-fn config_file(name: &str, text: &str) -> FileChoice {
-    let dir = std::env::temp_dir().join(format!("balancer-reload-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path: PathBuf = dir.join("balancer.toml");
+/// `text` as `balancer.toml` in a fresh directory, which is removed when the first half drops.
+fn config_file(name: &str, text: &str) -> (tempfile::TempDir, FileChoice) {
+    let dir = temp_dir(&format!("reload-{name}"));
+    let path: PathBuf = dir.path().join("balancer.toml");
     std::fs::write(&path, text).unwrap();
-    FileChoice {
+    let file = FileChoice {
         path,
         explicit: true,
-    }
+    };
+    (dir, file)
 }
 
 fn start(file: &FileChoice) -> Running {
@@ -86,7 +87,7 @@ fn twenty_reloads_under_load_lose_nothing_and_keep_surviving_members() {
             ))
             .toml()
     };
-    let file = config_file("twenty", &variant(0));
+    let (_dir, file) = config_file("twenty", &variant(0));
     let lb = start(&file);
     let url = format!("http://{}/", lb.proxy_addr);
     let rt = runtime();
@@ -117,13 +118,18 @@ fn twenty_reloads_under_load_lose_nothing_and_keep_surviving_members() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
     let a_before = member_arc(&lb, bs[0].addr);
+    assert!(
+        common::wait_until(Duration::from_secs(5), || {
+            a_before.stats.total_responses() > 0
+        }),
+        "no load reached a"
+    );
     let served_before = a_before.stats.total_responses();
-    assert!(served_before > 0);
     for i in 1..=20 {
         std::fs::write(&file.path, variant(i)).unwrap();
         assert_eq!(lb.reload(), Ok(true), "reload {i} applies");
+        // Deliberate spacing: each snapshot serves some of the load before the next.
         std::thread::sleep(Duration::from_millis(60));
     }
     let version = lb.shared.snapshot().version;
@@ -138,6 +144,7 @@ fn twenty_reloads_under_load_lose_nothing_and_keep_surviving_members() {
         version,
         "a broken file changes nothing"
     );
+    // Deliberately some more load on the kept config before the clients stop.
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
     rt.block_on(async {
@@ -171,7 +178,7 @@ fn twenty_reloads_under_load_lose_nothing_and_keep_surviving_members() {
 fn a_member_removed_by_reload_finishes_its_in_flight_request() {
     let slow = Backend::start("slow");
     let fresh = Backend::start("fresh");
-    let file = config_file("drain", &Conf::new(&[slow.member()]).toml());
+    let (_dir, file) = config_file("drain", &Conf::new(&[slow.member()]).toml());
     let lb = start(&file);
     let url = format!("http://{}", lb.proxy_addr);
     let rt = runtime();
@@ -212,7 +219,7 @@ fn a_reload_that_names_a_new_dns_member_serves_from_it_at_once() {
     let resolver = Arc::new(StaticResolver::default());
     resolver.set("one.test", Ok(vec![b.addr.ip()]));
     resolver.set("two.test", Ok(vec![b.addr.ip()]));
-    let file = config_file("newname", &Conf::new(&[format!("one.test:{port}")]).toml());
+    let (_dir, file) = config_file("newname", &Conf::new(&[format!("one.test:{port}")]).toml());
     let lb = start_with(&file, resolver.clone());
     // A slow DNS server: the new name's first answer takes a while.
     resolver.set_delay(Duration::from_millis(400));
@@ -239,7 +246,7 @@ fn turning_checks_off_by_reload_brings_a_failing_member_back() {
     let failing = Conf::new(&[b.member()])
         .health_checks()
         .pool("[pools.dynamic.health]\ninterval = \"100ms\"\nexpect_status = 204");
-    let file = config_file("checks-off", &failing.toml());
+    let (_dir, file) = config_file("checks-off", &failing.toml());
     let lb = start(&file);
     let member = member_arc(&lb, b.addr);
     assert!(
@@ -263,7 +270,7 @@ fn a_file_rewritten_in_place_is_applied_only_once_whole() {
     use std::io::Write;
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let text = |m: &Backend| Conf::new(&[m.member()]).toml();
-    let file = config_file("in-place", &text(&a));
+    let (_dir, file) = config_file("in-place", &text(&a));
     let lb = start(&file);
     let url = format!("http://{}/", lb.proxy_addr);
     let rt = runtime();
@@ -321,7 +328,7 @@ fn member_arc_opt(lb: &Running, addr: std::net::SocketAddr) -> Option<Arc<balanc
 #[test]
 fn an_edit_while_the_balancer_starts_is_applied() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let file = config_file("while-starting", &Conf::new(&[a.member()]).toml());
+    let (_dir, file) = config_file("while-starting", &Conf::new(&[a.member()]).toml());
     let settings = config::load(&file).unwrap();
     // The edit lands after the file was read and before the watcher first looks at it, as
     // when a busy machine schedules the watcher late. Renamed into place, as editors do.

@@ -270,19 +270,11 @@ fn a_uri_over_64_kib_is_414_from_hyper_and_counted() {
     assert_eq!(raw_status(&resp), 414, "{}", &resp[..resp.len().min(200)]);
     runtime().block_on(async {
         let counted = "balancer_local_responses_total{pool=\"-\",code=\"414\"} 1";
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let metrics = metrics(&lb).await;
-            if metrics.contains(counted) {
-                break;
-            }
-            // Counted when hyper ends the connection, just after the answer.
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{counted} in {metrics}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Counted when hyper ends the connection, just after the answer.
+        common::eventually(&format!("{counted} in the metrics"), async || {
+            metrics(&lb).await.contains(counted)
+        })
+        .await;
     });
     assert_eq!(b.hits(), 0);
 }

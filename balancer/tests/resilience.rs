@@ -202,6 +202,8 @@ fn killing_a_member_under_load_loses_no_request() {
             })
         })
         .collect();
+    // Deliberate: the kill lands one second into the load, and the attempts are read at two
+    // seconds, the time the test's arithmetic is about.
     std::thread::sleep(Duration::from_secs(1).saturating_sub(start.elapsed()));
     let victim = bs[1].addr;
     let hits_at_kill = bs[1].hits();

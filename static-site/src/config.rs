@@ -8,10 +8,8 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use crate::shared::config::app_config;
-pub use crate::shared::config::{
-    BadValue, describe, hostname, parse_duration, parse_instance_name,
-};
+use apps_shared::app_config;
+pub use apps_shared::config::{BadValue, hostname, parse_duration, parse_instance_name};
 
 /// Env var naming an optional TOML config file.
 pub const CONFIG_FILE_ENV: &str = "STATIC_SITE_CONFIG";
@@ -44,7 +42,7 @@ impl Config {
 
 /// Parses a socket address such as `0.0.0.0:8080`.
 pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, BadValue> {
-    crate::shared::config::socket_addr(s, "a socket address such as 0.0.0.0:8080 or [::]:8080")
+    apps_shared::config::socket_addr(s, "a socket address such as 0.0.0.0:8080 or [::]:8080")
 }
 
 /// Accepts a cookie name: 1 to 64 RFC 6265 token characters.

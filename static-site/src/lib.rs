@@ -9,7 +9,7 @@
 //! - [`web`]: the security headers, and (shared) `X-Instance`, access log, `/healthz` and
 //!   draining, 404/405.
 //!
-//! Shared with student-api (from `apps-shared/`, see `shared` below):
+//! Shared with student-api (the `apps-shared` crate, re-exported here):
 //!
 //! - [`healthcheck`]: the tiny HTTP client behind `--healthcheck`.
 //! - [`register`]: heartbeats to the balancer's admin API and the DELETE on shutdown.
@@ -25,11 +25,7 @@ pub mod config;
 pub mod page;
 pub mod web;
 
-// Both apps do their plumbing the same way: one copy of that code, compiled into both (its
-// module doc says why it is not a crate).
-#[path = "../../apps-shared/src/mod.rs"]
-mod shared;
-pub use shared::{cli, healthcheck, register};
+pub use apps_shared::{cli, healthcheck, register};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -134,8 +130,11 @@ where
 {
     let state = AppState::from_config(&config)?;
     tracing::info!(instance = %state.instance, js = %state.assets.js.path, %config, "serving");
-    let shutdown =
-        shared::serve::deregistering_first(config.registration(), listener.local_addr()?, shutdown);
+    let shutdown = apps_shared::serve::deregistering_first(
+        config.registration(),
+        listener.local_addr()?,
+        shutdown,
+    );
     serve(listener, state, config.drain_grace, shutdown).await
 }
 
@@ -150,6 +149,6 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let draining = state.identity.draining.clone();
-    shared::serve::draining(listener, app(state), draining, drain_grace, shutdown).await?;
+    apps_shared::serve::draining(listener, app(state), draining, drain_grace, shutdown).await?;
     Ok(())
 }

@@ -5,7 +5,7 @@
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 
-pub use crate::shared::web::*;
+pub use apps_shared::web::*;
 
 /// The page loads only its own script and stylesheet and talks only to its own origin;
 /// no inline script or style is allowed anywhere.

@@ -6,5 +6,5 @@
 
 mod common;
 
-#[path = "../../apps-shared/tests/binary.rs"]
+#[path = "../../apps-shared/tests/each_app/binary.rs"]
 mod binary;

@@ -1,7 +1,7 @@
 //! Self-registration with the balancer, against a fake admin endpoint on 127.0.0.1:0. The
 //! code is shared with student-api (`apps-shared`), so its finer points are tested there;
 //! these check that the site wires it up: heartbeats, a failing balancer, and the binary
-//! tests both apps must pass (`apps-shared/tests/registration.rs`: DELETE before draining,
+//! tests both apps must pass (`apps-shared/tests/each_app/registration.rs`: DELETE before draining,
 //! config errors).
 
 // Helpers outside #[test] fns panic on setup failure too: that is the point in tests.
@@ -9,7 +9,7 @@
 
 mod common;
 
-#[path = "../../apps-shared/tests/registration.rs"]
+#[path = "../../apps-shared/tests/each_app/registration.rs"]
 mod registration;
 
 use std::time::Duration;

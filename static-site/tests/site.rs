@@ -221,13 +221,7 @@ async fn healthz_turns_draining_after_the_signal_while_still_serving() {
         .unwrap();
     assert_eq!(res.status(), 200);
     srv.stop.take().unwrap().send(()).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let res = client()
-        .get(format!("{}/healthz", srv.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
+    let res = common::healthz_answering(&srv.url, 503, std::time::Duration::from_secs(1)).await;
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap()["status"],
         "draining"

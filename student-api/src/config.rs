@@ -10,11 +10,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::shared::config::app_config;
-pub use crate::shared::config::{
-    BadValue, describe, hostname, mask_password, parse_duration, parse_instance_name,
-};
 pub use crate::store::postgres::{DatabaseUrl, parse_database_url};
+use apps_shared::app_config;
+pub use apps_shared::config::{BadValue, hostname, parse_duration, parse_instance_name};
+pub use apps_shared::errors::{describe, mask_password};
 
 /// Env var naming an optional TOML config file.
 pub const CONFIG_FILE_ENV: &str = "STUDENT_API_CONFIG";
@@ -80,7 +79,7 @@ pub fn parse_database_timeout(s: &str) -> Result<Duration, BadValue> {
 
 /// Parses a socket address such as `0.0.0.0:3000`.
 pub fn parse_socket_addr(s: &str) -> Result<SocketAddr, BadValue> {
-    crate::shared::config::socket_addr(s, "a socket address such as 0.0.0.0:3000 or [::]:3000")
+    apps_shared::config::socket_addr(s, "a socket address such as 0.0.0.0:3000 or [::]:3000")
 }
 
 impl fmt::Display for Config {

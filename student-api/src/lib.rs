@@ -10,7 +10,7 @@
 //! - [`store`]: what the handlers call: the roster file or PostgreSQL (`store::postgres`).
 //! - [`api`]: the `/api/student` handlers.
 //!
-//! Shared with static-site (from `apps-shared/`, see `shared` below):
+//! Shared with static-site (the `apps-shared` crate, re-exported here):
 //!
 //! - [`web`]: `X-Instance`, access log, `/healthz` and draining, JSON 404/405.
 //! - [`healthcheck`]: the tiny HTTP client behind `--healthcheck`.
@@ -28,11 +28,7 @@ pub mod roster;
 pub mod store;
 pub mod student;
 
-// Both apps do their plumbing the same way: one copy of that code, compiled into both (its
-// module doc says why it is not a crate).
-#[path = "../../apps-shared/src/mod.rs"]
-mod shared;
-pub use shared::{cli, healthcheck, register, web};
+pub use apps_shared::{cli, healthcheck, register, web};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -135,8 +131,11 @@ where
 {
     let state = AppState::open(&config).await?;
     tracing::info!(instance = ?state.identity.instance, store = %state.store.describe(), %config, "serving");
-    let shutdown =
-        shared::serve::deregistering_first(config.registration(), listener.local_addr()?, shutdown);
+    let shutdown = apps_shared::serve::deregistering_first(
+        config.registration(),
+        listener.local_addr()?,
+        shutdown,
+    );
     serve(listener, state, config.drain_grace, shutdown).await
 }
 
@@ -151,6 +150,6 @@ where
     F: Future<Output = ()> + Send + 'static,
 {
     let draining = state.identity.draining.clone();
-    shared::serve::draining(listener, app(state), draining, drain_grace, shutdown).await?;
+    apps_shared::serve::draining(listener, app(state), draining, drain_grace, shutdown).await?;
     Ok(())
 }

@@ -363,13 +363,7 @@ async fn healthz_turns_draining_after_the_signal_while_still_serving(store: Test
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "ok");
 
     srv.stop.take().unwrap().send(()).unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let res = client()
-        .get(format!("{}/healthz", srv.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 503);
+    let res = common::healthz_answering(&srv.url, 503, std::time::Duration::from_secs(1)).await;
     assert_eq!(res.json::<Value>().await.unwrap()["status"], "draining");
     let res = client()
         .get(format!("{}/api/student", srv.url))

@@ -6,7 +6,7 @@
 
 mod common;
 
-#[path = "../../apps-shared/tests/binary.rs"]
+#[path = "../../apps-shared/tests/each_app/binary.rs"]
 mod binary;
 
 use common::pg::{self, TestDb};

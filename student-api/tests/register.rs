@@ -1,13 +1,13 @@
 //! Self-registration with the balancer, against a fake admin endpoint on 127.0.0.1:0:
 //! heartbeats, the announced address, DELETE before draining, failures, bad config. The
-//! binary tests both apps must pass are in `apps-shared/tests/registration.rs`.
+//! binary tests both apps must pass are in `apps-shared/tests/each_app/registration.rs`.
 
 // Helpers outside #[test] fns panic on setup failure too: that is the point in tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-#[path = "../../apps-shared/tests/registration.rs"]
+#[path = "../../apps-shared/tests/each_app/registration.rs"]
 mod registration;
 
 use std::net::SocketAddr;

@@ -2,9 +2,6 @@
 //! serving, `DELETE` it first thing on shutdown so the balancer stops routing here before
 //! draining begins.
 //!
-//! Part of `apps-shared` (compiled into both apps, see `../mod.rs`), so nothing in here may
-//! name either app's `crate::` items.
-//!
 //! - [`url`]: the strictly parsed `http://host[:port]/path` and the redacted token.
 //! - [`report`]: the pure "when to log" state machine (first success, outage, recovery).
 //! - `http`: one hand-written HTTP/1.1 request (no client crate: the images stay small).

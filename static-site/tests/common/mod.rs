@@ -1,5 +1,5 @@
 //! Test helpers: the site's config and in-process server, and its [`BIN`] for the tests both
-//! apps share (`apps-shared/tests/`, included with `#[path]` as the apps' code is).
+//! apps share (`apps-shared/tests/each_app/`, included with `#[path]`).
 
 #![allow(dead_code)]
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use static_site::{AppState, Config};
 
-#[path = "../../../apps-shared/tests/mod.rs"]
+#[path = "../../../apps-shared/tests/each_app/mod.rs"]
 mod shared;
 pub use shared::*;
 

@@ -1,6 +1,6 @@
 //! Test helpers: the API's config and in-process server, the two stores a roster test runs
 //! against ([`TestStore`], [`for_each_store!`]), and its [`BIN`] for the tests both apps
-//! share (`apps-shared/tests/`, included with `#[path]` as the apps' code is).
+//! share (`apps-shared/tests/each_app/`, included with `#[path]`).
 
 #![allow(dead_code)]
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use student_api::{AppState, Config};
 
-#[path = "../../../apps-shared/tests/mod.rs"]
+#[path = "../../../apps-shared/tests/each_app/mod.rs"]
 mod shared;
 pub use shared::*;
 
@@ -42,7 +42,7 @@ fn data_in(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 
 /// The binary with a clean, explicit environment, its roster in `dir`.
 pub fn command(dir: &TempDir, instance: &str, grace: &str) -> std::process::Command {
-    BIN.command(&dir.0, instance, grace)
+    BIN.command(dir.path(), instance, grace)
 }
 
 /// A config built in code (tests never touch the process environment).

@@ -1,11 +1,14 @@
 //! Test helpers both apps' integration tests use: private temp dirs, an HTTP client, the real
 //! binary (described by a [`Bin`]) as a guarded child process, and a fake balancer.
 //!
-//! Not a crate, for the reasons in `apps-shared/src/mod.rs`: each app's `tests/common/mod.rs`
-//! includes this file with `#[path]` and adds what is its own (config, in-process server, the
-//! `BIN` for its binary). The tests every app binary must pass are here too, in `binary.rs`
-//! and `registration.rs`, which each app's `tests/binary.rs` and `tests/register.rs` include.
+//! Included with `#[path]` by each app's `tests/common/mod.rs`, which adds what is its own
+//! (config, in-process server, the `BIN` for its binary): these tests start the app's binary,
+//! and only a test target of the app's own package can (`CARGO_BIN_EXE_<name>`). The tests
+//! every app binary must pass are here too, in `binary.rs` and `registration.rs`, which each
+//! app's `tests/binary.rs` and `tests/register.rs` include. They live in a subdirectory so
+//! that cargo does not take them for test targets of `apps-shared` itself.
 
+// Each test binary of an app compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
 pub mod fake_balancer;
@@ -65,36 +68,27 @@ impl Bin {
 }
 
 /// A directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     /// A fresh directory named after the app under test and `tag`.
     pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "{}-{tag}-{}-{:x}",
-            env!("CARGO_PKG_NAME"),
-            std::process::id(),
-            rand_u32()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-{tag}-", env!("CARGO_PKG_NAME")))
+            .tempdir()
+            .unwrap();
         Self(dir)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.path()
     }
 
     /// A path inside the directory.
     pub fn file(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn rand_u32() -> u32 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now()) as u32
 }
 
 /// A client with a timeout, so a hung server fails the test instead of hanging it.
@@ -103,6 +97,27 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// Polls `GET {base}/healthz` until it answers `status`, for at most `within` (a drain
+/// grace, say, after which the server is gone); returns that answer.
+pub async fn healthz_answering(base: &str, status: u16, within: Duration) -> reqwest::Response {
+    let deadline = Instant::now() + within;
+    loop {
+        let res = client()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == status {
+            return res;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz never answered {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// An in-process server; dropping `stop` (or sending on it) starts draining.
@@ -194,7 +209,7 @@ pub fn registering(
     grace: &str,
     interval: &str,
 ) -> Command {
-    let mut cmd = bin.command(&dir.0, "reg-bin", grace);
+    let mut cmd = bin.command(dir.path(), "reg-bin", grace);
     cmd.env("BALANCER_REGISTER_URL", fake.url(bin.pool))
         .env("BALANCER_ADMIN_TOKEN", "t0k")
         .env("REGISTER_INTERVAL", interval);

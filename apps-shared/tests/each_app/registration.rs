@@ -4,10 +4,10 @@
 //! Each app's `tests/register.rs` includes this file with `#[path]`, so these tests run
 //! against that app's binary, described by its `common::BIN`.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::fake_balancer::{FakeBalancer, count};
-use crate::common::{BIN, TempDir, client, kill_term, registering, spawn};
+use crate::common::{BIN, TempDir, client, healthz_answering, kill_term, registering, spawn};
 
 /// SIGTERM: the DELETE goes out while `/healthz` still says ok, then the app drains (still
 /// serving) and exits 0, with no heartbeat after the DELETE.
@@ -37,19 +37,7 @@ async fn sigterm_deletes_the_registration_before_draining_starts() {
         "/healthz must not report draining before the DELETE"
     );
     // Then draining: 503 while still serving, and no heartbeat after the DELETE.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let res = client()
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 503 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never reported draining");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    healthz_answering(&base, 503, Duration::from_secs(3)).await;
     let res = client()
         .get(format!("{base}{}", bin.serves))
         .send()
@@ -82,7 +70,7 @@ fn an_https_register_url_is_a_startup_error_naming_the_variable() {
     let bin = &BIN;
     let dir = TempDir::new("reg-https");
     let out = bin
-        .command(&dir.0, "x", "0s")
+        .command(dir.path(), "x", "0s")
         .env(
             "BALANCER_REGISTER_URL",
             format!("https://balancer:1936/api/pools/{}/members", bin.pool),
