@@ -56,7 +56,7 @@ fn dynamic_members(lb: &Running) -> Vec<(String, &'static str)> {
         .expect("a dynamic pool")
         .members
         .into_iter()
-        .map(|m| (m.addr, m.state))
+        .map(|m| (m.addr, m.state.as_str()))
         .collect()
 }
 
