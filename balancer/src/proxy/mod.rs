@@ -5,6 +5,7 @@ pub mod body;
 pub mod direct;
 pub mod headers;
 mod replay;
+mod retry;
 mod upgrade;
 pub mod upstream;
 pub mod wire;
@@ -17,7 +18,8 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use self::body::{AccessLog, ReqBody, RespBody, Tail, Unanswered};
+use self::body::{AccessLog, ReqBody, RespBody, Sent, Tail, Unanswered};
+use self::retry::{Attempts, Decision};
 use self::upstream::{FailKind, Failure};
 use crate::config::StickyMode;
 use crate::error::ProxyError;
@@ -25,12 +27,6 @@ use crate::pool::{Member, Pool};
 use crate::select::{self, Algorithm, PickContext};
 use crate::state::{Shared, Snapshot};
 use crate::{clock, sticky};
-
-/// Retries of a request whose pooled connection turned out closed; these are not the member's
-/// fault and do not use the retry budget.
-const MAX_STALE_RETRIES: u32 = 3;
-/// Bound on members excluded by one request (retries are capped well below this).
-const MAX_TRIED: usize = 12;
 
 /// A client's request body as the server side hands it over.
 #[derive(Debug)]
@@ -63,6 +59,31 @@ struct Plan<'a> {
     /// Hash of the sticky cookie's value: where the session moves if its member fails, the
     /// same on every balancer.
     cookie_hash: Option<u64>,
+    /// The client's address.
+    peer: SocketAddr,
+    /// When the request arrived: the retry budget runs from here.
+    start: Instant,
+    /// The request id, sent to the member and back to the client.
+    rid: HeaderValue,
+}
+
+/// The member an attempt went to.
+#[derive(Clone, Copy)]
+struct Picked<'a> {
+    idx: usize,
+    member: &'a Arc<Member>,
+}
+
+/// How a request goes to members, decided once for all its attempts.
+struct Prepared {
+    /// The copy an idempotent request's small body is rebuilt from after a failure.
+    replay: Option<Box<replay::Replay>>,
+    /// Says when a streamed body has all gone (the response timeout starts then).
+    sent: Option<Arc<Sent>>,
+    /// Over a connection this task drives ([`upstream::is_direct`]).
+    direct: bool,
+    /// May be sent again after any failure (idempotent, no body).
+    resendable: bool,
 }
 
 impl Proxy {
@@ -114,86 +135,50 @@ impl Proxy {
             );
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let plan = plan(&snap, pool, &req, peer, max_body);
-        self.forward(req, peer, plan, (start, rid), log, client_upgrade)
-            .await
+        let plan = plan(&snap, pool, &req, peer, max_body, start, rid);
+        self.forward(req, plan, log, client_upgrade).await
     }
 
+    /// Sends the request to members until one answers or the retry policy ([`retry`]) gives
+    /// up, and streams the answer back.
     async fn forward(
         &self,
         req: Request<ClientBody>,
-        peer: SocketAddr,
         plan: Plan<'_>,
-        (start, rid): (Instant, HeaderValue),
         mut log: Unanswered,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
         let ps = &plan.pool.settings;
-        let method = req.method().clone();
-        let idempotent = is_idempotent(&method);
-        let (mut parts, incoming) = req.into_parts();
-        // Judge the body before Transfer-Encoding (hop-by-hop) is stripped below.
-        let empty_body = incoming_is_empty(&incoming, &parts.headers);
-        let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
-        let direct = upstream::is_direct(&method, empty_body, upgrade);
-        if !direct {
-            // Direct requests get these written with their head, without the map.
-            headers::add_forwarded(&mut parts.headers, peer.ip());
-            parts.headers.insert(&headers::X_REQUEST_ID, rid.clone());
-        }
-        parts.uri = origin_form(parts.uri);
-        parts.version = Version::HTTP_11;
-        let mut req = Request::from_parts(parts, ReqBody::Empty);
-        let (mut replay, mut sent) = (None, None);
-        if let ClientBody::Hyper(incoming) = incoming
-            && !empty_body
-        {
-            let mut keeper = None;
-            if idempotent && !upgrade && ps.retries > 0 {
-                (replay, keeper) = replay::Replay::of(&req, declared_length(&req)).unzip();
-            }
-            let idle = plan.snap.settings.client_idle_timeout;
-            let (body, sent_by) = ReqBody::stream(incoming, plan.max_body, idle, keeper);
-            *req.body_mut() = body;
-            sent = Some(sent_by);
-        }
-        // A request with no body comes back after a failure and is sent again; one with a
-        // body comes back while it provably never left, and an idempotent one whose small
-        // body was kept whole is rebuilt from the copy (`replay`).
-        let resendable = idempotent && direct;
+        let (req, how) = prepare(req, &plan);
+        let mut attempt = upstream::Attempt {
+            sent: how.sent.as_deref(),
+            timeouts: upstream::Timeouts {
+                connect: ps.connect_timeout,
+                response: ps.response_timeout,
+                idle: plan.snap.settings.backend_idle_timeout,
+            },
+            resendable: how.resendable,
+            direct: how.direct.then_some(headers::Forwarding {
+                client: plan.peer.ip(),
+                request_id: &plan.rid,
+            }),
+            fresh: false,
+        };
+        let mut attempts = Attempts::new(ps.retries, plan.start + ps.retry_budget);
         // Boxed: it moves through every attempt and back on failure, and a 232-byte move goes
         // through musl's slow `memcpy` each time (docs/perf/moves.rs).
-        let mut pending = Some(Box::new(req));
-        let deadline = start + ps.retry_budget;
-        let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
-        let mut n_tried = 0usize;
-        let mut attempts = 0u32;
-        let mut stale = 0u32;
-        let mut last_err = ProxyError::NoBackend;
-        loop {
+        let mut pending = Some(req);
+        let err = loop {
             let now_ms = clock::now_ms();
-            let cx = PickContext {
-                now_ms,
-                slow_start_ms: ps.slow_start.as_millis() as u64,
-                key: plan.key,
-                exclude: &tried[..n_tried],
+            let Some(idx) = choose(&plan, &attempts, now_ms) else {
+                break attempts.exhausted();
             };
-            let idx = match (attempts, plan.sticky_pick, plan.cookie_hash) {
-                (0, Some(i), _) => Some(i),
-                // A sticky session whose member failed moves where every balancer moves it.
-                (_, _, Some(h)) => select::rendezvous_pick(&plan.pool.members, &cx, h),
-                _ => None,
-            };
-            let idx = idx
-                .or_else(|| plan.pool.selector.pick(&plan.pool.members, &cx))
-                .or_else(|| select::least_recently_failed(&plan.pool.members, &cx));
-            let Some(idx) = idx else { break };
-            let member = &plan.pool.members[idx];
             let Some(req) = pending.take() else {
-                break;
+                break attempts.exhausted();
             };
-            attempts += 1;
-            if attempts > 1 {
+            let member = &plan.pool.members[idx];
+            let n = attempts.begin();
+            if n > 1 {
                 member.stats.add_retry();
             }
             let guard = member.begin_request();
@@ -201,94 +186,48 @@ impl Proxy {
             // member it was waiting for, and a final failure against the last one tried.
             if let Some(l) = log.as_mut() {
                 l.upstream = Some(member.addr);
-                l.attempts = attempts;
+                l.attempts = n;
             }
+            attempt.fresh = attempts.fresh();
             let sent_at = Instant::now();
-            let attempt = upstream::Attempt {
-                sent: sent.as_deref(),
-                timeouts: upstream::Timeouts {
-                    connect: ps.connect_timeout,
-                    response: ps.response_timeout,
-                    idle: plan.snap.settings.backend_idle_timeout,
-                },
-                resendable,
-                direct: direct.then_some(headers::Forwarding {
-                    client: peer.ip(),
-                    request_id: &rid,
-                }),
-                fresh: stale > 0,
-            };
-            match upstream::send(member.addr, req, &attempt).await {
+            let Failure { kind, request } = match upstream::send(member.addr, req, &attempt).await {
                 Ok(answer) => {
                     member.record_success();
                     let micros = sent_at.elapsed().as_micros() as u64;
-                    let status = match &answer {
-                        upstream::Answer::Hyper(resp, _) => resp.status(),
-                        upstream::Answer::Direct(resp) => resp.status(),
-                    };
-                    member.stats.record_response(status.as_u16(), micros);
-                    return self.respond(
-                        answer,
-                        (idx, member),
-                        &plan,
-                        &rid,
-                        guard,
-                        log.take(),
-                        client_upgrade,
-                    );
+                    member
+                        .stats
+                        .record_response(answer.status().as_u16(), micros);
+                    let picked = Picked { idx, member };
+                    return self.respond(answer, picked, &plan, guard, log.take(), client_upgrade);
                 }
-                Err(Failure { kind, request }) => {
-                    pending = request;
-                    if pending.is_none()
-                        && let Some(again) = replay.as_ref().and_then(|r| r.request())
-                    {
-                        pending = Some(again);
-                        // The copy is all here: the member's time starts when it is sent,
-                        // not when the client's last byte came in for the first attempt.
-                        sent = None;
-                    }
-                    match kind {
-                        FailKind::TooLarge => {
-                            let e = ProxyError::BodyTooLarge;
-                            return self.local(e, &ps.name, &rid, log.take(), true);
-                        }
-                        FailKind::ClientBody => {
-                            let e = ProxyError::BadRequest;
-                            return self.local(e, &ps.name, &rid, log.take(), true);
-                        }
-                        FailKind::ClientStalled => {
-                            let e = ProxyError::RequestTimeout;
-                            return self.local(e, &ps.name, &rid, log.take(), true);
-                        }
-                        FailKind::Stale if stale < MAX_STALE_RETRIES => {
-                            // Not the member's fault: try again, same selection rules.
-                            stale += 1;
-                            attempts -= 1;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    self.record_failure(plan.pool, member, kind, now_ms);
-                    last_err = if matches!(kind, FailKind::Timeout | FailKind::ConnectTimeout) {
-                        ProxyError::UpstreamTimeout
-                    } else {
-                        ProxyError::UpstreamFailed
-                    };
-                    if n_tried < MAX_TRIED {
-                        tried[n_tried] = idx;
-                        n_tried += 1;
-                    }
-                    if pending.is_none() || attempts > ps.retries || Instant::now() >= deadline {
-                        break;
-                    }
-                    tracing::debug!(member = %member.addr, ?kind, attempts, "retrying on another member");
-                }
+                Err(failure) => failure,
+            };
+            pending = request.or_else(|| {
+                let again = how.replay.as_ref()?.request()?;
+                // The copy is all here: the member's time starts when it is sent, not when
+                // the client's last byte came in for the first attempt.
+                attempt.sent = None;
+                Some(again)
+            });
+            let decision = attempts.on_failure(idx, kind, pending.is_some(), Instant::now());
+            if decision.charges_member() {
+                self.record_failure(plan.pool, member, kind, now_ms);
             }
-        }
+            match decision {
+                Decision::Resend => {}
+                Decision::Retry => {
+                    tracing::debug!(member = %member.addr, ?kind, attempts = n, "retrying on another member");
+                }
+                Decision::Answer(e) => {
+                    return self.local(e, &ps.name, &plan.rid, log.take(), true);
+                }
+                Decision::GiveUp(e) => break e,
+            }
+        };
         if let Some(l) = log.as_mut() {
-            l.attempts = attempts;
+            l.attempts = attempts.made();
         }
-        self.local(last_err, &ps.name, &rid, log.take(), false)
+        self.local(err, &ps.name, &plan.rid, log.take(), false)
     }
 
     /// The answer to bytes that could not be made into a request (400), counted like the
@@ -353,13 +292,11 @@ impl Proxy {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         answer: upstream::Answer,
-        (idx, member): (usize, &Arc<Member>),
+        picked: Picked<'_>,
         plan: &Plan<'_>,
-        rid: &HeaderValue,
         guard: crate::pool::InFlight,
         mut log: Option<Box<AccessLog>>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -379,7 +316,7 @@ impl Proxy {
                     // the pool.
                     drop(lease);
                     let (mut parts, _) = resp.into_parts();
-                    self.decorate(&mut parts, (idx, member), plan, rid, &mut log);
+                    self.decorate(&mut parts, picked, plan, &mut log);
                     let tail = Tail {
                         guard: None,
                         log,
@@ -393,7 +330,7 @@ impl Proxy {
                 (parts, body::Upstream::Hyper(body, lease))
             }
         };
-        self.decorate(&mut parts, (idx, member), plan, rid, &mut log);
+        self.decorate(&mut parts, picked, plan, &mut log);
         let tail = Tail {
             guard: Some(guard),
             log,
@@ -410,9 +347,8 @@ impl Proxy {
     fn decorate(
         &self,
         parts: &mut http::response::Parts,
-        (idx, member): (usize, &Arc<Member>),
+        Picked { idx, member }: Picked<'_>,
         plan: &Plan<'_>,
-        rid: &HeaderValue,
         log: &mut Option<Box<AccessLog>>,
     ) {
         parts.version = Version::HTTP_11;
@@ -423,7 +359,7 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut parts.headers);
         }
         let h = &mut parts.headers;
-        h.insert(&headers::X_REQUEST_ID, rid.clone());
+        h.insert(&headers::X_REQUEST_ID, plan.rid.clone());
         if plan.snap.settings.upstream_header {
             h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
         }
@@ -443,6 +379,8 @@ fn plan<'a>(
     req: &Request<ClientBody>,
     peer: SocketAddr,
     max_body: u64,
+    start: Instant,
+    rid: HeaderValue,
 ) -> Plan<'a> {
     let ps = &pool.settings;
     let key = match ps.algorithm {
@@ -463,6 +401,9 @@ fn plan<'a>(
         cookie_id: None,
         cookie_hash: None,
         max_body,
+        peer,
+        start,
+        rid,
     };
     if !plan.sticky_cookie {
         return plan;
@@ -490,6 +431,74 @@ fn plan<'a>(
         select::rendezvous_pick(&pool.members, &cx, hash)
     });
     plan
+}
+
+/// Readies the request for members: hop-by-hop fields go, forwarding fields come (unless the
+/// head is written directly), origin-form, HTTP/1.1, and a body streamed with its limit (and
+/// kept for a replay when the request may have one).
+fn prepare(req: Request<ClientBody>, plan: &Plan<'_>) -> (Box<Request<ReqBody>>, Prepared) {
+    let ps = &plan.pool.settings;
+    let idempotent = is_idempotent(req.method());
+    let (mut parts, incoming) = req.into_parts();
+    // Judge the body before Transfer-Encoding (hop-by-hop) is stripped below.
+    let empty_body = incoming_is_empty(&incoming, &parts.headers);
+    let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
+    let direct = upstream::is_direct(&parts.method, empty_body, upgrade);
+    if !direct {
+        // Direct requests get these written with their head, without the map.
+        headers::add_forwarded(&mut parts.headers, plan.peer.ip());
+        parts
+            .headers
+            .insert(&headers::X_REQUEST_ID, plan.rid.clone());
+    }
+    parts.uri = origin_form(parts.uri);
+    parts.version = Version::HTTP_11;
+    let mut req = Request::from_parts(parts, ReqBody::Empty);
+    let (mut replay, mut sent) = (None, None);
+    if let ClientBody::Hyper(incoming) = incoming
+        && !empty_body
+    {
+        let mut keeper = None;
+        if idempotent && !upgrade && ps.retries > 0 {
+            (replay, keeper) = replay::Replay::of(&req, declared_length(&req)).unzip();
+        }
+        let idle = plan.snap.settings.client_idle_timeout;
+        let (body, sent_by) = ReqBody::stream(incoming, plan.max_body, idle, keeper);
+        *req.body_mut() = body;
+        sent = Some(sent_by);
+    }
+    // A request with no body comes back after a failure and is sent again; one with a body
+    // comes back while it provably never left, and an idempotent one whose small body was
+    // kept whole is rebuilt from the copy (`replay`).
+    let resendable = idempotent && direct;
+    let how = Prepared {
+        replay,
+        sent,
+        direct,
+        resendable,
+    };
+    (Box::new(req), how)
+}
+
+/// The member for the next attempt: the sticky one first; after a failure, where every
+/// balancer moves the session; else the pool's algorithm; and when every member is out, the
+/// least recently failed.
+fn choose(plan: &Plan<'_>, attempts: &Attempts, now_ms: u64) -> Option<usize> {
+    let cx = PickContext {
+        now_ms,
+        slow_start_ms: plan.pool.settings.slow_start.as_millis() as u64,
+        key: plan.key,
+        exclude: attempts.exclude(),
+    };
+    let sticky = match (attempts.is_first(), plan.sticky_pick, plan.cookie_hash) {
+        (true, Some(i), _) => Some(i),
+        // A sticky session whose member failed moves where every balancer moves it.
+        (_, _, Some(h)) => select::rendezvous_pick(&plan.pool.members, &cx, h),
+        _ => None,
+    };
+    sticky
+        .or_else(|| plan.pool.selector.pick(&plan.pool.members, &cx))
+        .or_else(|| select::least_recently_failed(&plan.pool.members, &cx))
 }
 
 fn ip_key(peer: SocketAddr) -> u64 {

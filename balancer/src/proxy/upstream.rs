@@ -147,6 +147,16 @@ pub enum Answer {
     Direct(Response<direct::Body>),
 }
 
+impl Answer {
+    /// The member's status.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Answer::Hyper(resp, _) => resp.status(),
+            Answer::Direct(resp) => resp.status(),
+        }
+    }
+}
+
 /// Timeouts of one attempt.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
