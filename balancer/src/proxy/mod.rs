@@ -1,10 +1,12 @@
 //! Forwarding one request: route, pick (sticky or by algorithm), rewrite headers, send with
 //! timeouts, retry what is safe to retry on another member, stream the response back.
 
+pub mod access_log;
 pub mod body;
 pub mod direct;
 pub mod headers;
 mod replay;
+pub mod request_body;
 mod retry;
 mod upgrade;
 pub mod upstream;
@@ -18,9 +20,11 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use self::body::{AccessLog, ReqBody, RespBody, Sent, Tail, Unanswered};
+use self::access_log::{AccessLog, Grace, Unanswered};
+use self::body::{RespBody, Tail};
+use self::request_body::{ReqBody, Sent};
 use self::retry::{Attempts, Decision};
-use self::upstream::{FailKind, Failure};
+use self::upstream::{FailKind, Failure, MemberBody};
 use crate::config::StickyMode;
 use crate::error::ProxyError;
 use crate::pool::{Member, Pool};
@@ -44,6 +48,8 @@ pub struct Proxy {
     pub shared: Arc<Shared>,
     /// Random prefix of generated request ids.
     pub id_seed: u64,
+    /// Whether this worker's shutdown grace ran out (who gave up on unanswered requests).
+    grace: Grace,
 }
 
 /// What the request path decided before sending.
@@ -87,6 +93,21 @@ struct Prepared {
 }
 
 impl Proxy {
+    /// A worker's proxy.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy {
+            shared,
+            id_seed: rand::random(),
+            grace: Grace::default(),
+        }
+    }
+
+    /// This worker's shutdown grace ran out: the requests it drops from now on are logged as
+    /// abandoned by the balancer rather than closed by their clients.
+    pub fn grace_ran_out(&self) {
+        self.grace.run_out();
+    }
+
     /// Proxies one request from `peer`. Never fails: errors become short responses.
     /// `bad_framing` comes from [`crate::framing`]: the head was ambiguous before hyper
     /// normalized it.
@@ -99,7 +120,7 @@ impl Proxy {
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let (rid, _) = headers::request_id(req.headers(), self.id_seed);
-        let mut log = Unanswered::new(access_log_enabled().then(|| {
+        let log = access_log::enabled().then(|| {
             Box::new(AccessLog {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
@@ -110,7 +131,8 @@ impl Proxy {
                 upstream: None,
                 attempts: 0,
             })
-        }));
+        });
+        let mut log = Unanswered::new(log, &self.grace);
         // hyper normalizes ambiguous framing before a handler could see it, so only the
         // connection's framing guard can tell.
         if bad_framing || !headers::host_is_valid(req.headers(), req.version()) {
@@ -145,7 +167,7 @@ impl Proxy {
         &self,
         req: Request<ClientBody>,
         plan: Plan<'_>,
-        mut log: Unanswered,
+        mut log: Unanswered<'_>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
         let ps = &plan.pool.settings;
@@ -234,9 +256,9 @@ impl Proxy {
     /// rest; the connection is closed after it.
     pub fn reject(&self, err: ProxyError) -> Response<RespBody> {
         let (rid, _) = headers::request_id(&http::HeaderMap::new(), self.id_seed);
-        if access_log_enabled() {
+        if access_log::enabled() {
             let body = err.body().len() as u64;
-            body::log_refused(err.status().as_u16(), body, rid.to_str().unwrap_or("-"));
+            access_log::log_refused(err.status().as_u16(), body, rid.to_str().unwrap_or("-"));
         }
         self.local(err, "-", &rid, None, true)
     }
@@ -255,8 +277,8 @@ impl Proxy {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         };
         self.shared.count_local("-", status.as_u16());
-        if access_log_enabled() {
-            body::log_refused(status.as_u16(), 0, "-");
+        if access_log::enabled() {
+            access_log::log_refused(status.as_u16(), 0, "-");
         }
     }
 
@@ -294,52 +316,41 @@ impl Proxy {
 
     fn respond(
         &self,
-        answer: upstream::Answer,
+        mut resp: Response<MemberBody>,
         picked: Picked<'_>,
         plan: &Plan<'_>,
         guard: crate::pool::InFlight,
         mut log: Option<Box<AccessLog>>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
-        let (mut parts, kind) = match answer {
-            upstream::Answer::Direct(resp) => {
-                let (parts, body) = resp.into_parts();
-                (parts, body::Upstream::Direct(body))
-            }
-            upstream::Answer::Hyper(mut resp, lease) => {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(client) = client_upgrade
-                {
-                    let upstream = hyper::upgrade::on(&mut resp);
-                    upgrade::bridge(client, upstream, guard);
-                    // The member's connection now carries the tunnel: it is not returned to
-                    // the pool.
-                    drop(lease);
-                    let (mut parts, _) = resp.into_parts();
-                    self.decorate(&mut parts, picked, plan, &mut log);
-                    let tail = Tail {
-                        guard: None,
-                        log,
-                        bytes: 0,
-                        complete: true,
-                        lease: None,
-                    };
-                    return Response::from_parts(parts, RespBody::empty(tail));
-                }
-                let (parts, body) = resp.into_parts();
-                (parts, body::Upstream::Hyper(body, lease))
-            }
-        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && resp.body().is_hyper()
+            && let Some(client) = client_upgrade
+        {
+            let upstream = hyper::upgrade::on(&mut resp);
+            upgrade::bridge(client, upstream, guard);
+            // The member's connection now carries the tunnel: its lease is dropped unfinished,
+            // so it is not returned to the pool.
+            let (mut parts, _) = resp.into_parts();
+            self.decorate(&mut parts, picked, plan, &mut log);
+            let tail = Tail {
+                guard: None,
+                log,
+                bytes: 0,
+                complete: true,
+            };
+            return Response::from_parts(parts, RespBody::empty(tail));
+        }
+        let (mut parts, body) = resp.into_parts();
         self.decorate(&mut parts, picked, plan, &mut log);
         let tail = Tail {
             guard: Some(guard),
             log,
             bytes: 0,
             complete: false,
-            lease: None,
         };
         let stall = plan.pool.settings.response_timeout;
-        Response::from_parts(parts, RespBody::upstream(kind, tail, stall))
+        Response::from_parts(parts, RespBody::upstream(body, tail, stall))
     }
 
     /// The member's head as the client gets it: this proxy's HTTP/1.1, hop-by-hop fields gone
@@ -566,10 +577,6 @@ fn origin_form(uri: Uri) -> Uri {
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-fn access_log_enabled() -> bool {
-    tracing::enabled!(target: "access", tracing::Level::INFO)
-}
-
 /// A short response made here, logged like any other.
 pub fn error_response(
     err: ProxyError,
@@ -586,7 +593,6 @@ pub fn error_response(
         log,
         bytes: 0,
         complete: false,
-        lease: None,
     };
     let mut resp = Response::new(RespBody::full(err.body(), tail));
     *resp.status_mut() = status;

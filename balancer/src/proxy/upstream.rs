@@ -7,7 +7,8 @@
 //! which is what lets the proxy lose nothing when a replica dies. Each worker thread keeps its
 //! own idle list, so checkout takes no lock shared between threads. A connection goes back to
 //! the list when its response body has been read to the end (the [`Lease`] rides along with
-//! the body); one whose body was abandoned is closed, since it has bytes left in flight.
+//! the body and returns it when dropped finished); one whose body was abandoned is closed,
+//! since it has bytes left in flight.
 //!
 //! Requests without a body (nearly all) go over connections this task drives itself
 //! ([`super::direct`]); requests with a body, upgrades and tunnels over hyper's. Each kind has
@@ -15,17 +16,21 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, Request, Response};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::{ReqBody, Sent, Stalled, TooLarge};
 use super::direct;
 use super::headers::Forwarding;
+use super::request_body::{ReqBody, Sent, Stalled, TooLarge};
 use crate::clock;
 
 /// Idle connections kept per member and thread.
@@ -124,35 +129,134 @@ pub struct Failure {
     pub request: Option<Box<Request<ReqBody>>>,
 }
 
-/// A connection lent to one exchange; it returns to the idle list with [`Lease::release`].
-#[derive(Debug)]
-pub struct Lease {
-    addr: SocketAddr,
-    tx: SendRequest<ReqBody>,
+/// A connection kind with an idle list on this thread.
+pub trait Idle: Sized {
+    /// Puts `self` back on the idle list of `addr`.
+    fn checkin(self, addr: SocketAddr);
 }
 
-impl Lease {
-    /// Returns the connection for reuse: call only once the response body was read to its end.
-    pub fn release(self) {
-        checkin(self.addr, self.tx);
+impl Idle for SendRequest<ReqBody> {
+    fn checkin(self, addr: SocketAddr) {
+        if !self.is_closed() {
+            IDLE.with(|idle| idle.borrow_mut().put(addr, self));
+        }
     }
 }
 
-/// A member's answer: its head, with the body still to read.
-#[derive(Debug)]
-pub enum Answer {
-    /// Through hyper's connection; the lease returns it once the body was read.
-    Hyper(Response<Incoming>, Lease),
-    /// Through a connection this task drives; its body returns it.
-    Direct(Response<direct::Body>),
+impl Idle for direct::Conn {
+    fn checkin(self, addr: SocketAddr) {
+        IDLE_DIRECT.with(|idle| idle.borrow_mut().put(addr, self));
+    }
 }
 
-impl Answer {
-    /// The member's status.
-    pub fn status(&self) -> http::StatusCode {
+/// A connection lent to one exchange. Dropped once marked [`Lease::reusable`] it goes back to
+/// its idle list; dropped otherwise (body abandoned, bytes left, tunnel) it closes.
+#[derive(Debug)]
+pub struct Lease<C: Idle> {
+    /// Always `Some` until dropped.
+    conn: Option<C>,
+    addr: SocketAddr,
+    reusable: bool,
+}
+
+impl<C: Idle> Lease<C> {
+    fn new(addr: SocketAddr, conn: C) -> Self {
+        Lease {
+            conn: Some(conn),
+            addr,
+            reusable: false,
+        }
+    }
+
+    /// The response was read to its end over a clean connection: it may carry another.
+    pub fn reusable(&mut self) {
+        self.reusable = true;
+    }
+
+    /// Returns the connection for reuse now.
+    pub fn finish(mut self) {
+        self.reusable = true;
+    }
+}
+
+impl<C: Idle> std::ops::Deref for Lease<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        match &self.conn {
+            Some(c) => c,
+            None => unreachable!("a lease holds its connection until dropped"),
+        }
+    }
+}
+
+impl<C: Idle> std::ops::DerefMut for Lease<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        match &mut self.conn {
+            Some(c) => c,
+            None => unreachable!("a lease holds its connection until dropped"),
+        }
+    }
+}
+
+impl<C: Idle> Drop for Lease<C> {
+    fn drop(&mut self) {
+        if self.reusable
+            && let Some(conn) = self.conn.take()
+        {
+            conn.checkin(self.addr);
+        }
+    }
+}
+
+/// A member's response body, by the kind of connection it comes over.
+#[derive(Debug)]
+pub enum MemberBody {
+    /// hyper's connection; the lease returns it once the body was read.
+    Hyper(Incoming, Lease<SendRequest<ReqBody>>),
+    /// A connection this task drives; its body returns it.
+    Direct(direct::Body),
+}
+
+impl MemberBody {
+    /// The body was read to its end: its connection may go back to the idle list.
+    pub fn completed(&mut self) {
+        if let MemberBody::Hyper(_, lease) = self {
+            lease.reusable();
+        }
+    }
+
+    /// Whether this is hyper's (which can switch protocols).
+    pub fn is_hyper(&self) -> bool {
+        matches!(self, MemberBody::Hyper(..))
+    }
+}
+
+impl http_body::Body for MemberBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            MemberBody::Hyper(inner, _) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            MemberBody::Direct(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
         match self {
-            Answer::Hyper(resp, _) => resp.status(),
-            Answer::Direct(resp) => resp.status(),
+            MemberBody::Hyper(inner, _) => inner.is_end_stream(),
+            MemberBody::Direct(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            MemberBody::Hyper(inner, _) => inner.size_hint(),
+            MemberBody::Direct(inner) => inner.size_hint(),
         }
     }
 }
@@ -199,7 +303,7 @@ pub async fn send(
     addr: SocketAddr,
     req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
-) -> Result<Answer, Failure> {
+) -> Result<Response<MemberBody>, Failure> {
     if let Some(fwd) = &a.direct {
         return send_direct(addr, req, a, fwd).await;
     }
@@ -223,7 +327,7 @@ pub async fn send(
         None => tokio::time::timeout(t.response, &mut fut).await.ok(),
     };
     match answered {
-        Some(Ok(resp)) => Ok(Answer::Hyper(resp, Lease { addr, tx })),
+        Some(Ok(resp)) => Ok(resp.map(|body| MemberBody::Hyper(body, Lease::new(addr, tx)))),
         Some(Err(mut e)) => {
             let request = e.take_message().map(Box::new);
             let err = e.into_error();
@@ -242,7 +346,7 @@ async fn send_direct(
     req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
     fwd: &Forwarding<'_>,
-) -> Result<Answer, Failure> {
+) -> Result<Response<MemberBody>, Failure> {
     let (t, resendable) = (a.timeouts, a.resendable);
     let pooled = if a.fresh {
         None
@@ -261,11 +365,8 @@ async fn send_direct(
             }
         },
     };
-    match conn
-        .exchange(&*req, fwd, t.response, addr, checkin_direct)
-        .await
-    {
-        Ok(resp) => Ok(Answer::Direct(resp)),
+    match direct::Conn::exchange(Lease::new(addr, conn), &*req, fwd, t.response).await {
+        Ok(resp) => Ok(resp.map(MemberBody::Direct)),
         Err(e) => {
             let (kind, unsent) = match e {
                 direct::Error::Unwritten if reused => (FailKind::Stale, true),
@@ -381,12 +482,6 @@ fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<SendRequest<ReqB
     })
 }
 
-fn checkin(addr: SocketAddr, tx: SendRequest<ReqBody>) {
-    if !tx.is_closed() {
-        IDLE.with(|idle| idle.borrow_mut().put(addr, tx));
-    }
-}
-
 fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::Conn> {
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE_DIRECT.with(|idle| {
@@ -400,10 +495,6 @@ fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::C
             }
         })
     })
-}
-
-fn checkin_direct(addr: SocketAddr, conn: direct::Conn) {
-    IDLE_DIRECT.with(|idle| idle.borrow_mut().put(addr, conn));
 }
 
 /// Closes this thread's idle connections that expired, closed, or belong to members no
