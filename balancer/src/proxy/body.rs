@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use super::access_log::AccessLog;
-use super::upstream::MemberBody;
+use super::lease::MemberBody;
 use crate::clock::IdleTimer;
 use crate::pool::InFlight;
 

@@ -24,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::headers::{self, Forwarding};
-use super::upstream::Lease;
+use super::lease::Lease;
 
 /// Largest response head (or trailer section) accepted from a member; beyond it, 502.
 const MAX_HEAD: usize = 64 * 1024;

@@ -2,7 +2,7 @@
 //!
 //! [`ReqBody`] carries the client's body to a member and enforces the route's size limit and
 //! the client idle timeout; [`Sent`] tells when it has all gone. A body kept for a replay
-//! ([`super::replay`]) is sent again as [`ReqBody::Again`].
+//! (`proxy::replay`) is sent again as [`ReqBody::Again`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub enum ReqBody {
     Empty,
     /// The client's body, streamed (boxed: every request moves this enum several times).
     Stream(Box<Upload>),
-    /// A kept body sent again to another member ([`super::replay`]).
+    /// A kept body sent again to another member (`proxy::replay`).
     Again(Box<Again>),
 }
 
