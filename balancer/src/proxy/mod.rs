@@ -133,30 +133,12 @@ impl Proxy {
     ) -> Response<RespBody> {
         let ps = &plan.pool.settings;
         let (req, how) = prepare(req, &plan);
-        let mut attempt = upstream::Attempt {
-            sent: how.sent.as_deref(),
-            timeouts: upstream::Timeouts {
-                connect: ps.connect_timeout,
-                response: ps.response_timeout,
-                idle: plan.snap.settings.backend_idle_timeout,
-            },
-            resendable: how.resendable,
-            direct: how.direct.then_some(headers::Forwarding {
-                client: plan.peer.ip(),
-                request_id: &plan.rid,
-            }),
-            fresh: false,
-        };
+        let mut attempt = how.attempt(&plan);
         let mut attempts = Attempts::new(ps.retries, plan.start + ps.retry_budget);
-        // Boxed: it moves through every attempt and back on failure, and a 232-byte move goes
-        // through musl's slow `memcpy` each time (docs/perf/moves.rs).
         let mut pending = Some(req);
         let err = loop {
             let now_ms = clock::now_ms();
-            let Some(idx) = choose(&plan, &attempts, now_ms) else {
-                break attempts.exhausted();
-            };
-            let Some(req) = pending.take() else {
+            let (Some(idx), Some(req)) = (choose(&plan, &attempts, now_ms), pending.take()) else {
                 break attempts.exhausted();
             };
             let member = &plan.pool.members[idx];
