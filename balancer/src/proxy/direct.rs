@@ -12,7 +12,6 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -25,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::headers::{self, Forwarding};
+use super::lease::Lease;
 
 /// Largest response head (or trailer section) accepted from a member; beyond it, 502.
 const MAX_HEAD: usize = 64 * 1024;
@@ -79,32 +79,29 @@ impl Conn {
         matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends `req` (which has no body) and reads the response head; the returned body reads the
-    /// rest and gives the connection back to `addr`'s idle list once it is read to the end.
+    /// Sends `req` (which has no body) over the leased connection and reads the response head;
+    /// the returned body reads the rest and finishes the lease once it is read to the end.
     pub async fn exchange<B>(
-        mut self,
+        mut lease: Lease<Conn>,
         req: &Request<B>,
         fwd: &Forwarding<'_>,
         response_timeout: Duration,
-        addr: SocketAddr,
-        release: fn(SocketAddr, Conn),
     ) -> Result<Response<Body>, Error> {
-        self.head.clear();
-        encode_head(&mut self.head, req, fwd);
+        let this: &mut Conn = &mut lease;
+        this.head.clear();
+        encode_head(&mut this.head, req, fwd);
         let head_only = req.method() == Method::HEAD;
         let answered = tokio::time::timeout(response_timeout, async {
-            self.io
-                .write_all(&self.head)
+            this.io
+                .write_all(&this.head)
                 .await
                 .map_err(|_| Error::Unwritten)?;
-            self.read_head(head_only).await
+            this.read_head(head_only).await
         })
         .await;
         let head = answered.map_err(|_| Error::Timeout)??;
         let mut body = Body {
-            conn: Some(self),
-            addr,
-            release,
+            conn: Some(lease),
             state: head.state,
             keep_alive: head.keep_alive,
         };
@@ -296,9 +293,7 @@ enum State {
 #[derive(Debug)]
 pub struct Body {
     /// The connection, until the body ends (then it goes back to the idle list, or closes).
-    conn: Option<Conn>,
-    addr: SocketAddr,
-    release: fn(SocketAddr, Conn),
+    conn: Option<Lease<Conn>>,
     state: State,
     keep_alive: bool,
 }
@@ -311,11 +306,11 @@ impl Body {
     /// The body is complete: the connection is reused when it is clean, closed otherwise.
     fn finish(&mut self) {
         self.state = State::Done;
-        if let Some(conn) = self.conn.take()
+        if let Some(lease) = self.conn.take()
             && self.keep_alive
-            && conn.buf.is_empty()
+            && lease.buf.is_empty()
         {
-            (self.release)(self.addr, conn);
+            lease.finish();
         }
     }
 
@@ -338,7 +333,7 @@ enum Step {
 impl Body {
     /// Advances the reader over what is buffered.
     fn step(&mut self) -> Step {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_deref_mut() else {
             return Step::End;
         };
         let buf = &mut conn.buf;
@@ -387,7 +382,7 @@ impl Body {
     }
 
     fn trailers(&mut self) -> Step {
-        let Some(conn) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_deref_mut() else {
             return Step::End;
         };
         let buf = &mut conn.buf;
@@ -458,7 +453,7 @@ impl http_body::Body for Body {
                 Step::Fail(msg) => return this.fail(msg),
                 Step::Fill => {}
             }
-            let Some(conn) = this.conn.as_mut() else {
+            let Some(conn) = this.conn.as_deref_mut() else {
                 return Poll::Ready(None);
             };
             match ready!(conn.poll_fill(cx)) {

@@ -1,10 +1,15 @@
 //! Forwarding one request: route, pick (sticky or by algorithm), rewrite headers, send with
 //! timeouts, retry what is safe to retry on another member, stream the response back.
 
+pub mod access_log;
 pub mod body;
 pub mod direct;
 pub mod headers;
+pub mod lease;
+mod plan;
 mod replay;
+pub mod request_body;
+mod retry;
 mod upgrade;
 pub mod upstream;
 pub mod wire;
@@ -14,23 +19,19 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use self::body::{AccessLog, ReqBody, RespBody, Tail, Unanswered};
+use self::access_log::{AccessLog, Grace, Unanswered};
+use self::body::{RespBody, Tail};
+use self::lease::MemberBody;
+use self::plan::{Picked, Plan, choose, plan, prepare};
+use self::retry::{Attempts, Decision};
 use self::upstream::{FailKind, Failure};
-use crate::config::StickyMode;
+use crate::clock;
 use crate::error::ProxyError;
 use crate::pool::{Member, Pool};
-use crate::select::{self, Algorithm, PickContext};
-use crate::state::{Shared, Snapshot};
-use crate::{clock, sticky};
-
-/// Retries of a request whose pooled connection turned out closed; these are not the member's
-/// fault and do not use the retry budget.
-const MAX_STALE_RETRIES: u32 = 3;
-/// Bound on members excluded by one request (retries are capped well below this).
-const MAX_TRIED: usize = 12;
+use crate::state::Shared;
 
 /// A client's request body as the server side hands it over.
 #[derive(Debug)]
@@ -48,24 +49,26 @@ pub struct Proxy {
     pub shared: Arc<Shared>,
     /// Random prefix of generated request ids.
     pub id_seed: u64,
-}
-
-/// What the request path decided before sending.
-struct Plan<'a> {
-    snap: &'a Snapshot,
-    pool: &'a Pool,
-    key: Option<u64>,
-    sticky_pick: Option<usize>,
-    sticky_cookie: bool,
-    cookie_id: Option<crate::pool::MemberId>,
-    /// Body limit of the route.
-    max_body: u64,
-    /// Hash of the sticky cookie's value: where the session moves if its member fails, the
-    /// same on every balancer.
-    cookie_hash: Option<u64>,
+    /// Whether this worker's shutdown grace ran out (who gave up on unanswered requests).
+    grace: Grace,
 }
 
 impl Proxy {
+    /// A worker's proxy.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Proxy {
+            shared,
+            id_seed: rand::random(),
+            grace: Grace::default(),
+        }
+    }
+
+    /// This worker's shutdown grace ran out: the requests it drops from now on are logged as
+    /// abandoned by the balancer rather than closed by their clients.
+    pub fn grace_ran_out(&self) {
+        self.grace.run_out();
+    }
+
     /// Proxies one request from `peer`. Never fails: errors become short responses.
     /// `bad_framing` comes from [`crate::framing`]: the head was ambiguous before hyper
     /// normalized it.
@@ -78,7 +81,7 @@ impl Proxy {
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let (rid, _) = headers::request_id(req.headers(), self.id_seed);
-        let mut log = Unanswered::new(access_log_enabled().then(|| {
+        let log = access_log::enabled().then(|| {
             Box::new(AccessLog {
                 method: req.method().clone(),
                 uri: req.uri().clone(),
@@ -89,7 +92,8 @@ impl Proxy {
                 upstream: None,
                 attempts: 0,
             })
-        }));
+        });
+        let mut log = Unanswered::new(log, &self.grace);
         // hyper normalizes ambiguous framing before a handler could see it, so only the
         // connection's framing guard can tell.
         if bad_framing || !headers::host_is_valid(req.headers(), req.version()) {
@@ -114,86 +118,32 @@ impl Proxy {
             );
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let plan = plan(&snap, pool, &req, peer, max_body);
-        self.forward(req, peer, plan, (start, rid), log, client_upgrade)
-            .await
+        let plan = plan(&snap, pool, &req, peer, max_body, start, rid);
+        self.forward(req, plan, log, client_upgrade).await
     }
 
+    /// Sends the request to members until one answers or the retry policy ([`retry`]) gives
+    /// up, and streams the answer back.
     async fn forward(
         &self,
         req: Request<ClientBody>,
-        peer: SocketAddr,
         plan: Plan<'_>,
-        (start, rid): (Instant, HeaderValue),
-        mut log: Unanswered,
+        mut log: Unanswered<'_>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
         let ps = &plan.pool.settings;
-        let method = req.method().clone();
-        let idempotent = is_idempotent(&method);
-        let (mut parts, incoming) = req.into_parts();
-        // Judge the body before Transfer-Encoding (hop-by-hop) is stripped below.
-        let empty_body = incoming_is_empty(&incoming, &parts.headers);
-        let upgrade = headers::strip_hop_by_hop(&mut parts.headers);
-        let direct = upstream::is_direct(&method, empty_body, upgrade);
-        if !direct {
-            // Direct requests get these written with their head, without the map.
-            headers::add_forwarded(&mut parts.headers, peer.ip());
-            parts.headers.insert(&headers::X_REQUEST_ID, rid.clone());
-        }
-        parts.uri = origin_form(parts.uri);
-        parts.version = Version::HTTP_11;
-        let mut req = Request::from_parts(parts, ReqBody::Empty);
-        let (mut replay, mut sent) = (None, None);
-        if let ClientBody::Hyper(incoming) = incoming
-            && !empty_body
-        {
-            let mut keeper = None;
-            if idempotent && !upgrade && ps.retries > 0 {
-                (replay, keeper) = replay::Replay::of(&req, declared_length(&req)).unzip();
-            }
-            let idle = plan.snap.settings.client_idle_timeout;
-            let (body, sent_by) = ReqBody::stream(incoming, plan.max_body, idle, keeper);
-            *req.body_mut() = body;
-            sent = Some(sent_by);
-        }
-        // A request with no body comes back after a failure and is sent again; one with a
-        // body comes back while it provably never left, and an idempotent one whose small
-        // body was kept whole is rebuilt from the copy (`replay`).
-        let resendable = idempotent && direct;
-        // Boxed: it moves through every attempt and back on failure, and a 232-byte move goes
-        // through musl's slow `memcpy` each time (docs/perf/moves.rs).
-        let mut pending = Some(Box::new(req));
-        let deadline = start + ps.retry_budget;
-        let mut tried: [usize; MAX_TRIED] = [usize::MAX; MAX_TRIED];
-        let mut n_tried = 0usize;
-        let mut attempts = 0u32;
-        let mut stale = 0u32;
-        let mut last_err = ProxyError::NoBackend;
-        loop {
+        let (req, how) = prepare(req, &plan);
+        let mut attempt = how.attempt(&plan);
+        let mut attempts = Attempts::new(ps.retries, plan.start + ps.retry_budget);
+        let mut pending = Some(req);
+        let err = loop {
             let now_ms = clock::now_ms();
-            let cx = PickContext {
-                now_ms,
-                slow_start_ms: ps.slow_start.as_millis() as u64,
-                key: plan.key,
-                exclude: &tried[..n_tried],
+            let (Some(idx), Some(req)) = (choose(&plan, &attempts, now_ms), pending.take()) else {
+                break attempts.exhausted();
             };
-            let idx = match (attempts, plan.sticky_pick, plan.cookie_hash) {
-                (0, Some(i), _) => Some(i),
-                // A sticky session whose member failed moves where every balancer moves it.
-                (_, _, Some(h)) => select::rendezvous_pick(&plan.pool.members, &cx, h),
-                _ => None,
-            };
-            let idx = idx
-                .or_else(|| plan.pool.selector.pick(&plan.pool.members, &cx))
-                .or_else(|| select::least_recently_failed(&plan.pool.members, &cx));
-            let Some(idx) = idx else { break };
             let member = &plan.pool.members[idx];
-            let Some(req) = pending.take() else {
-                break;
-            };
-            attempts += 1;
-            if attempts > 1 {
+            let n = attempts.begin();
+            if n > 1 {
                 member.stats.add_retry();
             }
             let guard = member.begin_request();
@@ -201,103 +151,57 @@ impl Proxy {
             // member it was waiting for, and a final failure against the last one tried.
             if let Some(l) = log.as_mut() {
                 l.upstream = Some(member.addr);
-                l.attempts = attempts;
+                l.attempts = n;
             }
+            attempt.fresh = attempts.fresh();
             let sent_at = Instant::now();
-            let attempt = upstream::Attempt {
-                sent: sent.as_deref(),
-                timeouts: upstream::Timeouts {
-                    connect: ps.connect_timeout,
-                    response: ps.response_timeout,
-                    idle: plan.snap.settings.backend_idle_timeout,
-                },
-                resendable,
-                direct: direct.then_some(headers::Forwarding {
-                    client: peer.ip(),
-                    request_id: &rid,
-                }),
-                fresh: stale > 0,
-            };
-            match upstream::send(member.addr, req, &attempt).await {
+            let Failure { kind, request } = match upstream::send(member.addr, req, &attempt).await {
                 Ok(answer) => {
                     member.record_success();
                     let micros = sent_at.elapsed().as_micros() as u64;
-                    let status = match &answer {
-                        upstream::Answer::Hyper(resp, _) => resp.status(),
-                        upstream::Answer::Direct(resp) => resp.status(),
-                    };
-                    member.stats.record_response(status.as_u16(), micros);
-                    return self.respond(
-                        answer,
-                        (idx, member),
-                        &plan,
-                        &rid,
-                        guard,
-                        log.take(),
-                        client_upgrade,
-                    );
+                    member
+                        .stats
+                        .record_response(answer.status().as_u16(), micros);
+                    let picked = Picked { idx, member };
+                    return self.respond(answer, picked, &plan, guard, log.take(), client_upgrade);
                 }
-                Err(Failure { kind, request }) => {
-                    pending = request;
-                    if pending.is_none()
-                        && let Some(again) = replay.as_ref().and_then(|r| r.request())
-                    {
-                        pending = Some(again);
-                        // The copy is all here: the member's time starts when it is sent,
-                        // not when the client's last byte came in for the first attempt.
-                        sent = None;
-                    }
-                    match kind {
-                        FailKind::TooLarge => {
-                            let e = ProxyError::BodyTooLarge;
-                            return self.local(e, &ps.name, &rid, log.take(), true);
-                        }
-                        FailKind::ClientBody => {
-                            let e = ProxyError::BadRequest;
-                            return self.local(e, &ps.name, &rid, log.take(), true);
-                        }
-                        FailKind::ClientStalled => {
-                            let e = ProxyError::RequestTimeout;
-                            return self.local(e, &ps.name, &rid, log.take(), true);
-                        }
-                        FailKind::Stale if stale < MAX_STALE_RETRIES => {
-                            // Not the member's fault: try again, same selection rules.
-                            stale += 1;
-                            attempts -= 1;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    self.record_failure(plan.pool, member, kind, now_ms);
-                    last_err = if matches!(kind, FailKind::Timeout | FailKind::ConnectTimeout) {
-                        ProxyError::UpstreamTimeout
-                    } else {
-                        ProxyError::UpstreamFailed
-                    };
-                    if n_tried < MAX_TRIED {
-                        tried[n_tried] = idx;
-                        n_tried += 1;
-                    }
-                    if pending.is_none() || attempts > ps.retries || Instant::now() >= deadline {
-                        break;
-                    }
-                    tracing::debug!(member = %member.addr, ?kind, attempts, "retrying on another member");
-                }
+                Err(failure) => failure,
+            };
+            pending = request.or_else(|| {
+                let again = how.replay.as_ref()?.request()?;
+                // The copy is all here: the member's time starts when it is sent, not when
+                // the client's last byte came in for the first attempt.
+                attempt.sent = None;
+                Some(again)
+            });
+            let decision = attempts.on_failure(idx, kind, pending.is_some(), Instant::now());
+            if decision.charges_member() {
+                self.record_failure(plan.pool, member, kind, now_ms);
             }
-        }
+            match decision {
+                Decision::Resend => {}
+                Decision::Retry => {
+                    tracing::debug!(member = %member.addr, ?kind, attempts = n, "retrying on another member");
+                }
+                Decision::Answer(e) => {
+                    return self.local(e, &ps.name, &plan.rid, log.take(), true);
+                }
+                Decision::GiveUp(e) => break e,
+            }
+        };
         if let Some(l) = log.as_mut() {
-            l.attempts = attempts;
+            l.attempts = attempts.made();
         }
-        self.local(last_err, &ps.name, &rid, log.take(), false)
+        self.local(err, &ps.name, &plan.rid, log.take(), false)
     }
 
     /// The answer to bytes that could not be made into a request (400), counted like the
     /// rest; the connection is closed after it.
     pub fn reject(&self, err: ProxyError) -> Response<RespBody> {
         let (rid, _) = headers::request_id(&http::HeaderMap::new(), self.id_seed);
-        if access_log_enabled() {
+        if access_log::enabled() {
             let body = err.body().len() as u64;
-            body::log_refused(err.status().as_u16(), body, rid.to_str().unwrap_or("-"));
+            access_log::log_refused(err.status().as_u16(), body, rid.to_str().unwrap_or("-"));
         }
         self.local(err, "-", &rid, None, true)
     }
@@ -316,8 +220,8 @@ impl Proxy {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         };
         self.shared.count_local("-", status.as_u16());
-        if access_log_enabled() {
-            body::log_refused(status.as_u16(), 0, "-");
+        if access_log::enabled() {
+            access_log::log_refused(status.as_u16(), 0, "-");
         }
     }
 
@@ -353,56 +257,43 @@ impl Proxy {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
-        answer: upstream::Answer,
-        (idx, member): (usize, &Arc<Member>),
+        mut resp: Response<MemberBody>,
+        picked: Picked<'_>,
         plan: &Plan<'_>,
-        rid: &HeaderValue,
         guard: crate::pool::InFlight,
         mut log: Option<Box<AccessLog>>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     ) -> Response<RespBody> {
-        let (mut parts, kind) = match answer {
-            upstream::Answer::Direct(resp) => {
-                let (parts, body) = resp.into_parts();
-                (parts, body::Upstream::Direct(body))
-            }
-            upstream::Answer::Hyper(mut resp, lease) => {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                    && let Some(client) = client_upgrade
-                {
-                    let upstream = hyper::upgrade::on(&mut resp);
-                    upgrade::bridge(client, upstream, guard);
-                    // The member's connection now carries the tunnel: it is not returned to
-                    // the pool.
-                    drop(lease);
-                    let (mut parts, _) = resp.into_parts();
-                    self.decorate(&mut parts, (idx, member), plan, rid, &mut log);
-                    let tail = Tail {
-                        guard: None,
-                        log,
-                        bytes: 0,
-                        complete: true,
-                        lease: None,
-                    };
-                    return Response::from_parts(parts, RespBody::empty(tail));
-                }
-                let (parts, body) = resp.into_parts();
-                (parts, body::Upstream::Hyper(body, lease))
-            }
-        };
-        self.decorate(&mut parts, (idx, member), plan, rid, &mut log);
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && resp.body().is_hyper()
+            && let Some(client) = client_upgrade
+        {
+            let upstream = hyper::upgrade::on(&mut resp);
+            upgrade::bridge(client, upstream, guard);
+            // The member's connection now carries the tunnel: its lease is dropped unfinished,
+            // so it is not returned to the pool.
+            let (mut parts, _) = resp.into_parts();
+            self.decorate(&mut parts, picked, plan, &mut log);
+            let tail = Tail {
+                guard: None,
+                log,
+                bytes: 0,
+                complete: true,
+            };
+            return Response::from_parts(parts, RespBody::empty(tail));
+        }
+        let (mut parts, body) = resp.into_parts();
+        self.decorate(&mut parts, picked, plan, &mut log);
         let tail = Tail {
             guard: Some(guard),
             log,
             bytes: 0,
             complete: false,
-            lease: None,
         };
         let stall = plan.pool.settings.response_timeout;
-        Response::from_parts(parts, RespBody::upstream(kind, tail, stall))
+        Response::from_parts(parts, RespBody::upstream(body, tail, stall))
     }
 
     /// The member's head as the client gets it: this proxy's HTTP/1.1, hop-by-hop fields gone
@@ -410,9 +301,8 @@ impl Proxy {
     fn decorate(
         &self,
         parts: &mut http::response::Parts,
-        (idx, member): (usize, &Arc<Member>),
+        Picked { idx, member }: Picked<'_>,
         plan: &Plan<'_>,
-        rid: &HeaderValue,
         log: &mut Option<Box<AccessLog>>,
     ) {
         parts.version = Version::HTTP_11;
@@ -423,7 +313,7 @@ impl Proxy {
             headers::strip_hop_by_hop(&mut parts.headers);
         }
         let h = &mut parts.headers;
-        h.insert(&headers::X_REQUEST_ID, rid.clone());
+        h.insert(&headers::X_REQUEST_ID, plan.rid.clone());
         if plan.snap.settings.upstream_header {
             h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
         }
@@ -434,79 +324,6 @@ impl Proxy {
             h.append(header::SET_COOKIE, v.clone());
         }
     }
-}
-
-/// Decides the request key and the sticky member before the first attempt.
-fn plan<'a>(
-    snap: &'a Snapshot,
-    pool: &'a Pool,
-    req: &Request<ClientBody>,
-    peer: SocketAddr,
-    max_body: u64,
-) -> Plan<'a> {
-    let ps = &pool.settings;
-    let key = match ps.algorithm {
-        Algorithm::IpHash => Some(ip_key(peer)),
-        Algorithm::HeaderHash => ps
-            .hash_header
-            .as_ref()
-            .and_then(|h| req.headers().get(h))
-            .map(|v| select::stable_hash(v.as_bytes())),
-        _ => None,
-    };
-    let mut plan = Plan {
-        snap,
-        pool,
-        key,
-        sticky_pick: None,
-        sticky_cookie: ps.sticky == StickyMode::Cookie,
-        cookie_id: None,
-        cookie_hash: None,
-        max_body,
-    };
-    if !plan.sticky_cookie {
-        return plan;
-    }
-    let Some(value) = sticky::find_cookie(req.headers(), &ps.cookie_name) else {
-        return plan;
-    };
-    let now_ms = clock::now_ms();
-    plan.cookie_id = sticky::parse_id(value);
-    let hash = select::stable_hash(value.as_bytes());
-    plan.cookie_hash = Some(hash);
-    let pinned = plan
-        .cookie_id
-        .and_then(|id| pool.find(id))
-        .filter(|&i| pool.members[i].is_available(now_ms));
-    plan.sticky_pick = pinned.or_else(|| {
-        // The pinned member is gone: every balancer hashes the same cookie to the same new
-        // member, and the response re-issues the cookie for it.
-        let cx = PickContext {
-            now_ms,
-            slow_start_ms: ps.slow_start.as_millis() as u64,
-            key: None,
-            exclude: &[],
-        };
-        select::rendezvous_pick(&pool.members, &cx, hash)
-    });
-    plan
-}
-
-fn ip_key(peer: SocketAddr) -> u64 {
-    match peer.ip() {
-        std::net::IpAddr::V4(v4) => select::stable_hash(&v4.octets()),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => select::stable_hash(&v4.octets()),
-            None => select::stable_hash(&v6.octets()),
-        },
-    }
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 fn host_of(req: &Request<ClientBody>) -> Option<&str> {
@@ -557,10 +374,6 @@ fn origin_form(uri: Uri) -> Uri {
     pq.parse().unwrap_or_else(|_| Uri::from_static("/"))
 }
 
-fn access_log_enabled() -> bool {
-    tracing::enabled!(target: "access", tracing::Level::INFO)
-}
-
 /// A short response made here, logged like any other.
 pub fn error_response(
     err: ProxyError,
@@ -577,7 +390,6 @@ pub fn error_response(
         log,
         bytes: 0,
         complete: false,
-        lease: None,
     };
     let mut resp = Response::new(RespBody::full(err.body(), tail));
     *resp.status_mut() = status;

@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri, Version};
 
-use super::body::ReqBody;
+use super::request_body::ReqBody;
 
 /// Largest body kept for a replay (HAProxy's buffer is 16 KiB, nginx's in-memory body 8–16 KiB
 /// before it spills to disk; a lab's PUTs are well under this).

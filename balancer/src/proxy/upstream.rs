@@ -7,7 +7,8 @@
 //! which is what lets the proxy lose nothing when a replica dies. Each worker thread keeps its
 //! own idle list, so checkout takes no lock shared between threads. A connection goes back to
 //! the list when its response body has been read to the end (the [`Lease`] rides along with
-//! the body); one whose body was abandoned is closed, since it has bytes left in flight.
+//! the body and returns it when dropped finished); one whose body was abandoned is closed,
+//! since it has bytes left in flight.
 //!
 //! Requests without a body (nearly all) go over connections this task drives itself
 //! ([`super::direct`]); requests with a body, upgrades and tunnels over hyper's. Each kind has
@@ -18,14 +19,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::{ReqBody, Sent, Stalled, TooLarge};
 use super::direct;
 use super::headers::Forwarding;
+use super::lease::{Idle, Lease, MemberBody};
+use super::request_body::{ReqBody, Sent, Stalled, TooLarge};
 use crate::clock;
 
 /// Idle connections kept per member and thread.
@@ -124,27 +125,18 @@ pub struct Failure {
     pub request: Option<Box<Request<ReqBody>>>,
 }
 
-/// A connection lent to one exchange; it returns to the idle list with [`Lease::release`].
-#[derive(Debug)]
-pub struct Lease {
-    addr: SocketAddr,
-    tx: SendRequest<ReqBody>,
-}
-
-impl Lease {
-    /// Returns the connection for reuse: call only once the response body was read to its end.
-    pub fn release(self) {
-        checkin(self.addr, self.tx);
+impl Idle for SendRequest<ReqBody> {
+    fn checkin(self, addr: SocketAddr) {
+        if !self.is_closed() {
+            IDLE.with(|idle| idle.borrow_mut().put(addr, self));
+        }
     }
 }
 
-/// A member's answer: its head, with the body still to read.
-#[derive(Debug)]
-pub enum Answer {
-    /// Through hyper's connection; the lease returns it once the body was read.
-    Hyper(Response<Incoming>, Lease),
-    /// Through a connection this task drives; its body returns it.
-    Direct(Response<direct::Body>),
+impl Idle for direct::Conn {
+    fn checkin(self, addr: SocketAddr) {
+        IDLE_DIRECT.with(|idle| idle.borrow_mut().put(addr, self));
+    }
 }
 
 /// Timeouts of one attempt.
@@ -189,7 +181,7 @@ pub async fn send(
     addr: SocketAddr,
     req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
-) -> Result<Answer, Failure> {
+) -> Result<Response<MemberBody>, Failure> {
     if let Some(fwd) = &a.direct {
         return send_direct(addr, req, a, fwd).await;
     }
@@ -213,7 +205,7 @@ pub async fn send(
         None => tokio::time::timeout(t.response, &mut fut).await.ok(),
     };
     match answered {
-        Some(Ok(resp)) => Ok(Answer::Hyper(resp, Lease { addr, tx })),
+        Some(Ok(resp)) => Ok(resp.map(|body| MemberBody::Hyper(body, Lease::new(addr, tx)))),
         Some(Err(mut e)) => {
             let request = e.take_message().map(Box::new);
             let err = e.into_error();
@@ -232,7 +224,7 @@ async fn send_direct(
     req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
     fwd: &Forwarding<'_>,
-) -> Result<Answer, Failure> {
+) -> Result<Response<MemberBody>, Failure> {
     let (t, resendable) = (a.timeouts, a.resendable);
     let pooled = if a.fresh {
         None
@@ -251,11 +243,8 @@ async fn send_direct(
             }
         },
     };
-    match conn
-        .exchange(&*req, fwd, t.response, addr, checkin_direct)
-        .await
-    {
-        Ok(resp) => Ok(Answer::Direct(resp)),
+    match direct::Conn::exchange(Lease::new(addr, conn), &*req, fwd, t.response).await {
+        Ok(resp) => Ok(resp.map(MemberBody::Direct)),
         Err(e) => {
             let (kind, unsent) = match e {
                 direct::Error::Unwritten if reused => (FailKind::Stale, true),
@@ -371,12 +360,6 @@ fn checkout(addr: SocketAddr, idle_timeout: Duration) -> Option<SendRequest<ReqB
     })
 }
 
-fn checkin(addr: SocketAddr, tx: SendRequest<ReqBody>) {
-    if !tx.is_closed() {
-        IDLE.with(|idle| idle.borrow_mut().put(addr, tx));
-    }
-}
-
 fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::Conn> {
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE_DIRECT.with(|idle| {
@@ -390,10 +373,6 @@ fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::C
             }
         })
     })
-}
-
-fn checkin_direct(addr: SocketAddr, conn: direct::Conn) {
-    IDLE_DIRECT.with(|idle| idle.borrow_mut().put(addr, conn));
 }
 
 /// Closes this thread's idle connections that expired, closed, or belong to members no

@@ -118,10 +118,7 @@ impl Worker {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
         let serving = Serving {
-            proxy: Arc::new(Proxy {
-                shared: Arc::clone(&self.shared),
-                id_seed: rand::random(),
-            }),
+            proxy: Arc::new(Proxy::new(Arc::clone(&self.shared))),
             builder: hyper_builder(self.limits),
             limits: self.limits,
             stop: shutdown.clone(),
@@ -173,7 +170,7 @@ impl Worker {
             () = tokio::time::sleep(SHUTDOWN_GRACE) => {
                 tracing::warn!("shutdown grace elapsed with requests still in flight");
                 // Dropping the runtime drops them: they are logged as abandoned.
-                crate::proxy::body::give_up_unanswered();
+                serving.proxy.grace_ran_out();
             }
         }
         Ok(())
