@@ -35,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod framing;
 pub mod health;
+pub(crate) mod http1;
 pub mod pool;
 pub mod proxy;
 pub mod routes;

@@ -12,7 +12,6 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
@@ -28,9 +27,8 @@ use tokio_util::sync::CancellationToken;
 use super::ServerLimits;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
+use crate::http1::{self, Digits, FieldSpans, chunk_size_line, field, lists_token, status_line};
 use crate::proxy::body::RespBody;
-use crate::proxy::headers::{self, field, lists_token};
-use crate::proxy::wire::put_short;
 use crate::proxy::{ClientBody, Proxy};
 
 /// Response bytes gathered before they are written.
@@ -151,7 +149,7 @@ struct Conn {
     /// Keep-alive idle and head read timeout.
     idle: IdleTimer,
     /// Where the fields of the last request head sit.
-    spans: headers::FieldSpans,
+    spans: FieldSpans,
 }
 
 impl Conn {
@@ -161,7 +159,7 @@ impl Conn {
             buf: BytesMut::with_capacity(8192),
             out: Vec::new(),
             idle: IdleTimer::new(limits.idle_timeout),
-            spans: headers::FieldSpans::default(),
+            spans: FieldSpans::default(),
         }
     }
 
@@ -290,16 +288,16 @@ impl Conn {
         if !dated {
             field(&mut self.out, b"date", &crate::clock::http_date());
         }
-        let declared = crate::proxy::direct::content_length(&parts.headers)
-            .ok()
-            .flatten();
+        let declared = http1::content_length(&parts.headers).ok().flatten();
         let length = declared.or_else(|| body.size_hint().exact());
         // 1xx and 204 never carry a length; HEAD and 304 tell the length a GET would get.
         let lengthless = status.is_informational() || status == StatusCode::NO_CONTENT;
         if let Some(n) = length.filter(|_| !lengthless && (!bodiless || declared.is_some())) {
-            self.out.extend_from_slice(b"content-length: ");
-            digits(&mut self.out, n, 10);
-            self.out.extend_from_slice(b"\r\n");
+            field(
+                &mut self.out,
+                b"content-length",
+                Digits::decimal(n).as_bytes(),
+            );
         }
         let framing = if bodiless {
             Framing::None
@@ -442,35 +440,6 @@ enum Framing {
     Close,
 }
 
-fn status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    put_short(out, status.as_str().as_bytes());
-    out.push(b' ');
-    put_short(out, status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The line that opens a chunk of `len` bytes.
-fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
-    digits(out, len as u64, 16);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal (or hex), without going through `fmt`.
-fn digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
-}
-
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
     Partial,
@@ -481,14 +450,11 @@ enum Parsed {
 
 /// Parses a request head off the front of `buf` if it is plain; leaves `buf` untouched
 /// otherwise.
-fn parse(buf: &mut BytesMut, spans: &mut headers::FieldSpans, max_head: usize) -> Parsed {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
+fn parse(buf: &mut BytesMut, spans: &mut FieldSpans, max_head: usize) -> Parsed {
+    let mut slots = http1::slots();
+    let (req, len) = match http1::parse_request(buf, &mut slots) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -517,7 +483,7 @@ fn parse(buf: &mut BytesMut, spans: &mut headers::FieldSpans, max_head: usize) -
             return Parsed::Other;
         }
         if name.eq_ignore_ascii_case(b"connection") {
-            for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for t in http1::tokens(h.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {
