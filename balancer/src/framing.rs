@@ -105,6 +105,12 @@ impl Tracker {
         }
     }
 
+    /// How many request heads it has seen.
+    #[cfg(test)]
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Follows newly received bytes.
     pub fn feed(&mut self, mut data: &[u8]) {
         if self.verdict.is_tunnel() {
@@ -239,7 +245,9 @@ impl Tracker {
                 // hyper refuses the line as well, answers and closes.
                 _ => State::Opaque,
             },
-            _ if matches!(&self.buf[..], b"\r\n" | b"\n") => State::Head,
+            // As hyper's decoder: a trailer line ends at CRLF only, a bare LF is part of it.
+            _ if !self.buf.ends_with(b"\r\n") => return &data[nl + 1..],
+            _ if self.buf == b"\r\n" => State::Head,
             _ => State::Trailer,
         };
         self.buf.clear();
@@ -428,6 +436,17 @@ mod tests {
                      POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n";
         for r in all_steps(input) {
             assert_eq!(r, (Some(1), 2));
+        }
+    }
+
+    #[test]
+    fn a_trailer_line_ends_at_crlf_only_as_hyper_reads_it() {
+        // hyper takes the bare LF as part of a trailer line and reads on to the next empty
+        // CRLF line, so the request in between is trailer text to it, not a head.
+        let input = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\n\r\n\
+                     POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        for r in all_steps(input) {
+            assert_eq!(r, (None, 2));
         }
     }
 

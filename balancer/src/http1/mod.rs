@@ -17,6 +17,9 @@ mod values;
 pub(crate) mod wire;
 mod write;
 
+#[cfg(test)]
+mod differential;
+
 pub(crate) use head::{FieldSpans, head_end, parse_request, parse_response, parse_trailers, slots};
 pub(crate) use values::{
     Invalid, chunk_size, content_length, has_token, last_token, length_value, lists_token, tokens,
