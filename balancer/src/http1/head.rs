@@ -28,12 +28,9 @@ pub(crate) fn parse_request<'h, 'b>(
     slots: &'h mut Slots<'b>,
 ) -> Result<Option<(httparse::Request<'h, 'b>, usize)>, Invalid> {
     let mut req = httparse::Request::new(&mut []);
-    match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots)
-    {
-        Ok(httparse::Status::Complete(n)) => Ok(Some((req, n))),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(_) => Err(Invalid),
-    }
+    let parsed =
+        httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut req, buf, slots);
+    whole(parsed, req)
 }
 
 /// Parses the response head at the front of `buf`, as [`parse_request`] does a request's.
@@ -42,9 +39,15 @@ pub(crate) fn parse_response<'h, 'b>(
     slots: &'h mut Slots<'b>,
 ) -> Result<Option<(httparse::Response<'h, 'b>, usize)>, Invalid> {
     let mut res = httparse::Response::new(&mut []);
-    match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, slots)
-    {
-        Ok(httparse::Status::Complete(n)) => Ok(Some((res, n))),
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, slots);
+    whole(parsed, res)
+}
+
+/// `head` and its length once httparse has it whole.
+fn whole<T>(parsed: httparse::Result<usize>, head: T) -> Result<Option<(T, usize)>, Invalid> {
+    match parsed {
+        Ok(httparse::Status::Complete(n)) => Ok(Some((head, n))),
         Ok(httparse::Status::Partial) => Ok(None),
         Err(_) => Err(Invalid),
     }
