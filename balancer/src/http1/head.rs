@@ -17,6 +17,7 @@ const MAX_TRAILERS: usize = 32;
 pub(crate) type Slots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_FIELDS];
 
 /// Fresh [`Slots`].
+#[inline(always)]
 pub(crate) const fn slots<'b>() -> Slots<'b> {
     [const { MaybeUninit::uninit() }; MAX_FIELDS]
 }

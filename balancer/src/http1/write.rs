@@ -38,30 +38,35 @@ pub(crate) struct Digits {
 
 impl Digits {
     /// `n` in decimal.
+    #[inline]
     pub(crate) fn decimal(n: u64) -> Self {
-        Self::radix(n, 10)
+        Self::radix::<10>(n)
     }
 
     /// `n` in lowercase hex, without leading zeros.
+    #[inline]
     pub(crate) fn hex(n: u64) -> Self {
-        Self::radix(n, 16)
+        Self::radix::<16>(n)
     }
 
-    fn radix(mut n: u64, radix: u64) -> Self {
+    /// A constant radix, so the divisions compile to multiplications.
+    #[inline]
+    fn radix<const RADIX: u64>(mut n: u64) -> Self {
         let mut d = Digits {
             buf: [0; 20],
             start: 20,
         };
         loop {
             d.start -= 1;
-            d.buf[d.start] = b"0123456789abcdef"[(n % radix) as usize];
-            n /= radix;
+            d.buf[d.start] = b"0123456789abcdef"[(n % RADIX) as usize];
+            n /= RADIX;
             if n == 0 {
                 return d;
             }
         }
     }
 
+    #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }

@@ -193,7 +193,10 @@ fn write_ip(buf: &mut impl BufMut, ip: IpAddr, forwarded_syntax: bool) {
                 if i > 0 {
                     buf.put_u8(b'.');
                 }
-                buf.put_slice(Digits::decimal(u64::from(octet)).as_bytes());
+                // Byte by byte: a `put_slice` of one to three bytes is a `memcpy` call.
+                for d in Digits::decimal(u64::from(octet)).as_bytes() {
+                    buf.put_u8(*d);
+                }
             }
         }
         // RFC 7239: IPv6 in Forwarded is quoted and bracketed.
