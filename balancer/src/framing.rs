@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::http1;
+
 /// A head larger than this is left to hyper, which answers 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size or trailer line followed before giving up (hyper then rejects it).
@@ -110,6 +112,12 @@ impl Tracker {
         }
     }
 
+    /// How many request heads it has seen.
+    #[cfg(test)]
+    pub(crate) fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Follows newly received bytes.
     pub fn feed(&mut self, mut data: &[u8]) {
         if self.verdict.is_tunnel() {
@@ -164,7 +172,7 @@ impl Tracker {
                 return data;
             }
             // The common case: the whole head arrived in one read; parse it in place.
-            if let Some(end) = find_head_end(data) {
+            if let Some(end) = http1::head_end(data) {
                 self.state = self.framing_of_head(&data[..end]);
                 return &data[end..];
             }
@@ -173,7 +181,7 @@ impl Tracker {
         let room = MAX_HEAD.saturating_sub(self.buf.len());
         let piece = &data[..data.len().min(room)];
         self.buf.extend_from_slice(piece);
-        let Some(end) = find_head_end(&self.buf[from..]).map(|e| from + e) else {
+        let Some(end) = http1::head_end(&self.buf[from..]).map(|e| from + e) else {
             if self.buf.len() >= MAX_HEAD {
                 self.state = State::Opaque;
             }
@@ -196,12 +204,9 @@ impl Tracker {
             // Most heads (every GET) name neither header: no body, and nothing to parse twice.
             return State::Head;
         }
-        // hyper's own limit; more (or a malformed head) is hyper's to answer. Uninitialized
-        // slots spare zeroing 3 KB per request.
-        let mut headers = [const { std::mem::MaybeUninit::uninit() }; 100];
-        let mut req = httparse::Request::new(&mut []);
-        let Ok(httparse::Status::Complete(_)) = req.parse_with_uninit_headers(head, &mut headers)
-        else {
+        // More fields than hyper's limit, or a malformed head, is hyper's to answer.
+        let mut slots = http1::slots();
+        let Ok(Some((req, _))) = http1::parse_request(head, &mut slots) else {
             return State::Opaque;
         };
         let mut lengths = 0;
@@ -210,12 +215,10 @@ impl Tracker {
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 lengths += 1;
-                length = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok());
+                // As hyper reads a request's: one value, digits only (no `+`, no list).
+                length = http1::length_value(h.value);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                chunked = Some(http1::last_token(h.value).eq_ignore_ascii_case(b"chunked"));
             }
         }
         if lengths > 1 || (lengths == 1 && chunked.is_some()) {
@@ -234,31 +237,24 @@ impl Tracker {
 
     /// Collects one chunk-size or trailer line.
     fn line<'a>(&mut self, data: &'a [u8]) -> &'a [u8] {
-        let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+        let Some(nl) = memchr::memchr(b'\n', data) else {
             self.buf.extend_from_slice(data);
             if self.buf.len() > MAX_LINE {
                 self.state = State::Opaque;
             }
             return &[];
         };
-        self.buf.extend_from_slice(&data[..nl]);
-        let line = self.buf.strip_suffix(b"\r").unwrap_or(&self.buf);
+        self.buf.extend_from_slice(&data[..=nl]);
         self.state = match self.state {
-            State::ChunkSize => {
-                let hex = line
-                    .split(|b| *b == b';' || *b == b' ' || *b == b'\t')
-                    .next()
-                    .unwrap_or_default();
-                match std::str::from_utf8(hex)
-                    .ok()
-                    .and_then(|h| u64::from_str_radix(h, 16).ok())
-                {
-                    Some(0) => State::Trailer,
-                    Some(n) => State::ChunkData(n),
-                    None => State::Opaque,
-                }
-            }
-            _ if line.is_empty() => State::Head,
+            State::ChunkSize => match http1::chunk_size(&self.buf) {
+                Ok(Some((_, 0))) => State::Trailer,
+                Ok(Some((_, n))) => State::ChunkData(n),
+                // hyper refuses the line as well, answers and closes.
+                _ => State::Opaque,
+            },
+            // As hyper's decoder: a trailer line ends at CRLF only, a bare LF is part of it.
+            _ if !self.buf.ends_with(b"\r\n") => return &data[nl + 1..],
+            _ if self.buf == b"\r\n" => State::Head,
             _ => State::Trailer,
         };
         self.buf.clear();
@@ -279,16 +275,6 @@ fn mentions_framing(head: &[u8]) -> bool {
         let (before, after) = (&head[..p], &head[p + 1..]);
         (ends_with(before, b"content") && starts_with(after, b"length"))
             || (ends_with(before, b"transfer") && starts_with(after, b"encoding"))
-    })
-}
-
-/// End of the head: just past its first empty line, whether lines end in CRLF or, as hyper
-/// also accepts, a bare LF.
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', b).find_map(|p| match b.get(p + 1..) {
-        Some([b'\n', ..]) => Some(p + 2),
-        Some([b'\r', b'\n', ..]) => Some(p + 3),
-        _ => None,
     })
 }
 
@@ -457,6 +443,17 @@ mod tests {
                      POST / HTTP/1.1\nContent-Length: 5\nTransfer-Encoding: chunked\n\n0\r\n\r\n";
         for r in all_steps(input) {
             assert_eq!(r, (Some(1), 2));
+        }
+    }
+
+    #[test]
+    fn a_trailer_line_ends_at_crlf_only_as_hyper_reads_it() {
+        // hyper takes the bare LF as part of a trailer line and reads on to the next empty
+        // CRLF line, so the request in between is trailer text to it, not a head.
+        let input = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-T: 1\n\r\n\
+                     POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        for r in all_steps(input) {
+            assert_eq!(r, (None, 2));
         }
     }
 

@@ -14,17 +14,22 @@
 //! - [`server`]: listeners, per-core runtimes, the connection loop that serves plain requests
 //!   itself (hyper serves the rest of a connection from its first request with a body or an
 //!   upgrade), graceful shutdown.
+//! - `http1`: the HTTP/1 wire primitives (heads, lengths, chunk sizes, token lists, writers),
+//!   strict in one place, used by the plain server loop, the direct member connection and
+//!   [`framing`]; checked against httparse and hyper's rules by a differential test.
 //! - [`framing`]: refuses ambiguous request framing that hyper would normalize.
 //! - [`admin`]: the admin listener (status API, registration).
+//! - [`local_responses`]: lock-free counts of the answers the balancer makes itself.
 //! - [`error`], [`events`], [`stats`], [`clock`]: small shared pieces.
 //!
 //! One request: [`server`] accepts -> [`proxy::Proxy::handle`] reads the [`state::Snapshot`] ->
 //! [`routes`] picks the pool -> [`sticky`] or [`select`] picks a member -> [`proxy::upstream`]
 //! sends it (a request without a body over a connection the request's task drives itself,
 //! [`proxy::direct`]; the rest through hyper's client) -> on a failure before any response
-//! byte, another member (an idempotent request's small body from the copy `proxy::replay`
-//! kept) -> the body streams back through [`proxy::body::RespBody`], which
-//! writes the access log when it ends.
+//! byte, the pure retry state machine `proxy::retry` decides: resend, another member (an
+//! idempotent request's small body from the copy `proxy::replay` kept) or an answer -> the
+//! body streams back through [`proxy::body::RespBody`], and `proxy::access_log` writes the
+//! line when it ends.
 
 pub mod admin;
 pub mod clock;
@@ -35,6 +40,7 @@ pub mod error;
 pub mod events;
 pub mod framing;
 pub mod health;
+pub(crate) mod http1;
 pub mod local_responses;
 pub mod pool;
 pub mod proxy;

@@ -1,6 +1,7 @@
 //! The client side of the wire, where the balancer's own loop serves plain requests and hands
 //! the rest of a connection to hyper: HTTP/1.0 and keep-alive, pipelining across the handover,
-//! HEAD, a head dribbled slower than the idle timeout, malformed heads.
+//! HEAD, a head dribbled slower than the idle timeout, malformed heads, framing hidden behind
+//! a trailer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
@@ -108,6 +109,24 @@ fn pipelined_requests_are_answered_in_order_across_the_handover_to_hyper() {
     assert!(n1 < counted && counted < n4, "answers out of order:\n{out}");
     // The HEAD answer carried no body: exactly one JSON body between the first two heads'.
     assert_eq!(out.matches("\"method\":\"HEAD\"").count(), 0, "{out}");
+}
+
+#[test]
+fn an_ambiguous_request_behind_a_bare_lf_trailer_line_is_still_refused() {
+    let b = Backend::start("b");
+    let lb = Conf::new(&[b.member()]).start();
+    // hyper reads a bare LF as part of a trailer line, so the request after it is trailer
+    // text and the ambiguous one inside its "body" is the connection's second request.
+    let ambiguous = "POST /count HTTP/1.1\r\nHost: lab\r\nContent-Length: 5\r\n\
+                     Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    let request = format!(
+        "POST /count HTTP/1.1\r\nHost: lab\r\nTransfer-Encoding: chunked\r\n\r\n\
+         0\r\nX-T: 1\n\r\n\
+         POST /count HTTP/1.1\r\nHost: lab\r\nContent-Length: {}\r\n\r\n{ambiguous}",
+        ambiguous.len()
+    );
+    let (out, _) = exchange(&lb, request.as_bytes(), Duration::from_secs(5));
+    assert_eq!(statuses(&out), ["200", "400"], "{out}");
 }
 
 #[test]

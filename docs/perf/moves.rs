@@ -31,7 +31,7 @@ fn extend(dst: &mut Vec<u8>, src: &[u8]) {
     dst.extend_from_slice(src);
 }
 
-#[path = "../../balancer/src/proxy/wire.rs"]
+#[path = "../../balancer/src/http1/wire.rs"]
 mod wire;
 
 #[inline(never)]

@@ -11,13 +11,12 @@
 //! back-pressure and early-response subtleties.
 
 use std::io;
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,15 +24,12 @@ use tokio::net::TcpStream;
 
 use super::headers::{self, Forwarding};
 use super::lease::Lease;
+use crate::http1::{self, FieldSpans, put_short};
 
 /// Largest response head (or trailer section) accepted from a member; beyond it, 502.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most trailer fields after a chunked body.
-const MAX_TRAILERS: usize = 32;
 /// Room made for each read from the member.
 const READ_SPACE: usize = 8 * 1024;
-/// Longest chunk-size line (with extensions) accepted.
-const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// An HTTP/1.1 connection to a member, idle or carrying one exchange.
 #[derive(Debug)]
@@ -44,7 +40,7 @@ pub struct Conn {
     /// The request head being written; kept to reuse its allocation.
     head: Vec<u8>,
     /// Where the fields of the last response head sit.
-    spans: headers::FieldSpans,
+    spans: FieldSpans,
 }
 
 /// Why an exchange failed.
@@ -67,7 +63,7 @@ impl Conn {
             io,
             buf: BytesMut::new(),
             head: Vec::new(),
-            spans: headers::FieldSpans::default(),
+            spans: FieldSpans::default(),
         }
     }
 
@@ -145,9 +141,9 @@ impl Conn {
 /// after the proxy's header rules.
 fn encode_head<B>(dst: &mut Vec<u8>, req: &Request<B>, fwd: &Forwarding<'_>) {
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    super::wire::put_short(dst, req.method().as_str().as_bytes());
+    put_short(dst, req.method().as_str().as_bytes());
     dst.push(b' ');
-    super::wire::put_short(dst, target.as_bytes());
+    put_short(dst, target.as_bytes());
     dst.extend_from_slice(b" HTTP/1.1\r\n");
     headers::write_fields(dst, req.headers(), fwd);
     dst.extend_from_slice(b"\r\n");
@@ -169,16 +165,13 @@ enum Parsed {
 /// Parses one response head off the front of `buf`, taking its bytes.
 fn parse_head(
     buf: &mut BytesMut,
-    spans: &mut headers::FieldSpans,
+    spans: &mut FieldSpans,
     head_only: bool,
 ) -> Result<Parsed, Error> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
-    let mut res = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+    let mut slots = http1::slots();
+    let (res, len) = match http1::parse_response(buf, &mut slots) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Ok(Parsed::Partial),
         Err(_) => return Err(Error::Invalid),
     };
     let (Some(code), Some(minor)) = (res.code, res.version) else {
@@ -213,7 +206,7 @@ fn framing(
     minor: u8,
     headers: &mut HeaderMap,
 ) -> Result<(State, bool), Error> {
-    let mut keep_alive = minor == 1 && !headers::has_token(headers, &header::CONNECTION, b"close");
+    let mut keep_alive = minor == 1 && !http1::has_token(headers, &header::CONNECTION, b"close");
     if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((State::Length(0), keep_alive));
     }
@@ -229,35 +222,11 @@ fn framing(
             (State::Eof, false)
         });
     }
-    Ok(match content_length(headers)? {
-        Some(n) => (State::Length(n), keep_alive),
-        None => (State::Eof, false),
-    })
-}
-
-/// The message's `Content-Length`: every field and list element must agree (RFC 9110 8.6).
-pub fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
-    let mut length: Option<u64> = None;
-    for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.as_bytes().split(|b| *b == b',') {
-            let n = parse_length(part.trim_ascii()).ok_or(Error::Invalid)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid);
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
-}
-
-fn parse_length(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    Ok(
+        match http1::content_length(headers).map_err(|_| Error::Invalid)? {
+            Some(n) => (State::Length(n), keep_alive),
+            None => (State::Eof, false),
+        },
     )
 }
 
@@ -266,8 +235,7 @@ fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
         .get_all(header::TRANSFER_ENCODING)
         .iter()
         .next_back()
-        .and_then(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .is_some_and(|v| http1::last_token(v.as_bytes()).eq_ignore_ascii_case(b"chunked"))
 }
 
 /// Where the body reader is.
@@ -354,7 +322,7 @@ impl Body {
                 Step::Frame(Frame::data(data))
             }
             State::Eof if !buf.is_empty() => Step::Frame(Frame::data(buf.split().freeze())),
-            State::Size => match chunk_size(buf) {
+            State::Size => match http1::chunk_size(buf) {
                 Ok(Some((used, size))) => {
                     buf.advance(used);
                     self.state = if size == 0 {
@@ -364,7 +332,6 @@ impl Body {
                     };
                     self.step()
                 }
-                Ok(None) if buf.len() > MAX_CHUNK_LINE => Step::Fail("chunk-size line too long"),
                 Ok(None) => Step::Fill,
                 Err(msg) => Step::Fail(msg),
             },
@@ -386,54 +353,18 @@ impl Body {
             return Step::End;
         };
         let buf = &mut conn.buf;
-        if buf.starts_with(b"\r\n") {
-            buf.advance(2);
-            self.finish();
-            return Step::End;
-        }
-        let mut fields = [httparse::EMPTY_HEADER; MAX_TRAILERS];
-        let (used, map) = match httparse::parse_headers(buf, &mut fields) {
-            Ok(httparse::Status::Complete((used, fields))) => {
-                let mut map = HeaderMap::with_capacity(fields.len());
-                for f in fields {
-                    let (Ok(name), Ok(value)) = (
-                        HeaderName::from_bytes(f.name.as_bytes()),
-                        HeaderValue::from_bytes(f.value),
-                    ) else {
-                        return Step::Fail("invalid trailer field");
-                    };
-                    map.append(name, value);
-                }
-                (used, map)
-            }
-            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-                return Step::Fail("trailer section too large");
-            }
-            Ok(httparse::Status::Partial) => return Step::Fill,
-            Err(_) => return Step::Fail("invalid trailer section"),
+        let (used, map) = match http1::parse_trailers(buf) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) if buf.len() > MAX_HEAD => return Step::Fail("trailer section too large"),
+            Ok(None) => return Step::Fill,
+            Err(msg) => return Step::Fail(msg),
         };
         buf.advance(used);
         self.finish();
+        if map.is_empty() {
+            return Step::End;
+        }
         Step::Frame(Frame::trailers(map))
-    }
-}
-
-/// Parses a chunk-size line off the front of `buf`: `(bytes used, size)`, or `None` until the
-/// line is whole. Stricter than httparse alone, as hyper is: a size must have a digit (an empty
-/// line is not the last chunk) and the line must end in CRLF, with no bare LF before it.
-fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, &'static str> {
-    let Some(lf) = memchr::memchr(b'\n', buf) else {
-        return Ok(None);
-    };
-    if !buf[0].is_ascii_hexdigit() {
-        return Err("chunk size without a digit");
-    }
-    if lf == 0 || buf[lf - 1] != b'\r' {
-        return Err("chunk-size line not ended by CRLF");
-    }
-    match httparse::parse_chunk_size(&buf[..=lf]) {
-        Ok(httparse::Status::Complete((used, size))) if used == lf + 1 => Ok(Some((used, size))),
-        _ => Err("invalid chunk size"),
     }
 }
 
@@ -489,11 +420,12 @@ impl http_body::Body for Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn head(text: &str, head_only: bool) -> Result<Parsed, Error> {
         parse_head(
             &mut BytesMut::from(text),
-            &mut headers::FieldSpans::default(),
+            &mut FieldSpans::default(),
             head_only,
         )
     }
@@ -563,7 +495,7 @@ mod tests {
     #[test]
     fn interim_responses_are_skipped_and_101_is_refused() {
         let mut buf = BytesMut::from("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200");
-        let mut spans = headers::FieldSpans::default();
+        let mut spans = FieldSpans::default();
         assert!(matches!(
             parse_head(&mut buf, &mut spans, false),
             Ok(Parsed::Interim)
@@ -586,28 +518,6 @@ mod tests {
             head("HTTP/1.1 200 OK\r\nContent-Le", false),
             Ok(Parsed::Partial)
         ));
-    }
-
-    #[test]
-    fn chunk_sizes_need_a_digit_and_a_crlf() {
-        assert_eq!(chunk_size(b"1a\r\nxyz"), Ok(Some((4, 26))));
-        assert_eq!(chunk_size(b"5;name=v\r\n"), Ok(Some((10, 5))));
-        assert_eq!(chunk_size(b"0\r\n"), Ok(Some((3, 0))));
-        assert_eq!(chunk_size(b"5;ext"), Ok(None));
-        for bad in [
-            &b"\r\n"[..],
-            b" \r\n",
-            b";ext\r\n",
-            b"5\n",
-            b"5;a\nb\r\n",
-            b"zz\r\n",
-        ] {
-            assert!(
-                chunk_size(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
     }
 
     #[test]

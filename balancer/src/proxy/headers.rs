@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::{BufMut, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-use super::wire;
+use crate::http1::{self, Digits, field};
 
 /// `X-Request-Id`.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -54,8 +54,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     if present & 1 != 0 {
         let mut named: Vec<HeaderName> = Vec::new();
         for v in headers.get_all(header::CONNECTION) {
-            for t in v.as_bytes().split(|b| *b == b',') {
-                let t = t.trim_ascii();
+            for t in http1::tokens(v.as_bytes()) {
                 if t.eq_ignore_ascii_case(b"upgrade") {
                     upgrade = true;
                 } else if !t.is_empty()
@@ -164,74 +163,6 @@ pub fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>
     field(dst, b"x-request-id", fwd.request_id.as_bytes());
 }
 
-/// Writes one `name: value` field line.
-pub fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    dst.reserve(name.len() + value.len() + 4);
-    wire::put_short(dst, name);
-    dst.extend_from_slice(b": ");
-    wire::put_short(dst, value);
-    dst.extend_from_slice(b"\r\n");
-}
-
-/// Whether any `name` field lists `token` (comma-separated, case-insensitive).
-pub fn has_token(headers: &HeaderMap, name: &HeaderName, token: &[u8]) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .any(|v| lists_token(v.as_bytes(), token))
-}
-
-/// Whether one comma-separated field value lists `token` (case-insensitive).
-pub fn lists_token(value: &[u8], token: &[u8]) -> bool {
-    value
-        .split(|b| *b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-/// Most fields in a head parsed by the proxy's own loops.
-pub const MAX_FIELDS: usize = 100;
-
-/// Where each field of a head parsed by httparse sits in its buffer, so the map built once the
-/// head is frozen shares the head's bytes instead of copying every value.
-///
-/// Kept by the connection and reused for every head: a fixed array of `MAX_FIELDS` spans made
-/// per head cost a 1.6 KiB `memset` and a 1.6 KiB copy each time (musl's are slow).
-#[derive(Debug, Default)]
-pub struct FieldSpans {
-    /// Name offset, name length, value offset, value length.
-    spans: Vec<(u32, u32, u32, u32)>,
-}
-
-impl FieldSpans {
-    /// Records `fields`, which httparse parsed out of `buf`, in place of the last head's.
-    pub fn record(&mut self, buf: &[u8], fields: &[httparse::Header<'_>]) {
-        let base = buf.as_ptr() as usize;
-        self.spans.clear();
-        self.spans.extend(fields.iter().take(MAX_FIELDS).map(|f| {
-            (
-                (f.name.as_ptr() as usize - base) as u32,
-                f.name.len() as u32,
-                (f.value.as_ptr() as usize - base) as u32,
-                f.value.len() as u32,
-            )
-        }));
-    }
-
-    /// The fields as a map over `head` (the same bytes, frozen); `None` if one is not valid.
-    pub fn map(&self, head: &bytes::Bytes) -> Option<HeaderMap> {
-        let mut headers = HeaderMap::with_capacity(self.spans.len());
-        for &(name, name_len, value, value_len) in &self.spans {
-            let (name, value) = (name as usize, value as usize);
-            let name = HeaderName::from_bytes(&head[name..name + name_len as usize]).ok()?;
-            let value =
-                HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))
-                    .ok()?;
-            headers.append(name, value);
-        }
-        Some(headers)
-    }
-}
-
 /// `for=<client>;proto=http[;host="<host>"]` (RFC 7239).
 fn forwarded_value(buf: &mut impl BufMut, client: IpAddr, host: Option<&HeaderValue>) {
     buf.put_slice(b"for=");
@@ -262,7 +193,10 @@ fn write_ip(buf: &mut impl BufMut, ip: IpAddr, forwarded_syntax: bool) {
                 if i > 0 {
                     buf.put_u8(b'.');
                 }
-                write_u8(buf, octet);
+                // Byte by byte: a `put_slice` of one to three bytes is a `memcpy` call.
+                for d in Digits::decimal(u64::from(octet)).as_bytes() {
+                    buf.put_u8(*d);
+                }
             }
         }
         // RFC 7239: IPv6 in Forwarded is quoted and bracketed.
@@ -273,16 +207,6 @@ fn write_ip(buf: &mut impl BufMut, ip: IpAddr, forwarded_syntax: bool) {
             let _ = write!(BufWriter(buf), "{v6}");
         }
     }
-}
-
-fn write_u8(buf: &mut impl BufMut, n: u8) {
-    if n >= 100 {
-        buf.put_u8(b'0' + n / 100);
-    }
-    if n >= 10 {
-        buf.put_u8(b'0' + n / 10 % 10);
-    }
-    buf.put_u8(b'0' + n % 10);
 }
 
 struct BufWriter<'a, B>(&'a mut B);
@@ -325,42 +249,16 @@ pub fn request_id(headers: &HeaderMap, seed: u64) -> (HeaderValue, bool) {
     }
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut buf = [0u8; 32];
-    hex16(&mut buf[..16], seed);
-    hex16(&mut buf[16..], n);
+    http1::hex_fixed(&mut buf[..16], seed);
+    http1::hex_fixed(&mut buf[16..], n);
     // Only hex digits: always a valid header value.
     let v = HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"));
     (v, true)
 }
 
-fn hex16(out: &mut [u8], mut v: u64) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = HEX[(v & 0xf) as usize];
-        v >>= 4;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_field_line_is_written_whole_at_every_length() {
-        // Lengths around the 8-byte pieces and the 64-byte cut-over, into a buffer that
-        // already holds bytes (so the copy starts unaligned).
-        for n in 0..=140usize {
-            let name: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
-            let value: Vec<u8> = (0..n).map(|i| b'0' + (i % 10) as u8).collect();
-            let mut out = b"HTTP/1.1 200 OK\r\n".to_vec();
-            field(&mut out, &name, &value);
-            let mut want = b"HTTP/1.1 200 OK\r\n".to_vec();
-            want.extend_from_slice(&name);
-            want.extend_from_slice(b": ");
-            want.extend_from_slice(&value);
-            want.extend_from_slice(b"\r\n");
-            assert_eq!(out, want, "length {n}");
-        }
-    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_are_removed() {

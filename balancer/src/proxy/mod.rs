@@ -12,7 +12,6 @@ pub mod request_body;
 mod retry;
 mod upgrade;
 pub mod upstream;
-pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -335,10 +334,7 @@ fn host_of(req: &Request<ClientBody>) -> Option<&str> {
 }
 
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
+    crate::http1::content_length(req.headers()).ok().flatten()
 }
 
 fn incoming_is_empty(body: &ClientBody, headers: &http::HeaderMap) -> bool {

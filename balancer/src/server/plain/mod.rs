@@ -12,33 +12,23 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::Poll;
 
 use bytes::{Bytes, BytesMut};
-use http::header;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
+use http::{Method, Request, Response, Uri, Version};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerLimits;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
+use crate::http1::{self, FieldSpans};
 use crate::proxy::body::RespBody;
-use crate::proxy::headers::{self, field, lists_token};
-use crate::proxy::wire::put_short;
 use crate::proxy::{ClientBody, Proxy};
 
-/// Response bytes gathered before they are written.
-const WRITE_BATCH: usize = 32 * 1024;
-/// A body frame this large is written as it is rather than copied into the batch.
-const DIRECT_WRITE: usize = 16 * 1024;
-/// Largest write buffer kept between responses.
-const KEEP_OUT: usize = 16 * 1024;
+mod respond;
 
 /// How the plain loop ended.
 #[derive(Debug)]
@@ -151,7 +141,7 @@ struct Conn {
     /// Keep-alive idle and head read timeout.
     idle: IdleTimer,
     /// Where the fields of the last request head sit.
-    spans: headers::FieldSpans,
+    spans: FieldSpans,
 }
 
 impl Conn {
@@ -161,7 +151,7 @@ impl Conn {
             buf: BytesMut::with_capacity(8192),
             out: Vec::new(),
             idle: IdleTimer::new(limits.idle_timeout),
-            spans: headers::FieldSpans::default(),
+            spans: FieldSpans::default(),
         }
     }
 
@@ -256,219 +246,6 @@ impl Conn {
             _ => false,
         }
     }
-
-    /// Writes `resp`; whether the connection can carry another request.
-    async fn write_response(
-        &mut self,
-        resp: Response<RespBody>,
-        meta: Meta,
-        stopping: bool,
-    ) -> io::Result<bool> {
-        let (parts, mut body) = resp.into_parts();
-        let status = parts.status;
-        let bodiless = meta.head_only
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        self.out.clear();
-        status_line(&mut self.out, status);
-        // One pass over the fields also notes what the lines below depend on.
-        let (mut close, mut dated) = (false, false);
-        for (name, value) in &parts.headers {
-            // Framing fields are this hop's: written below from what the body is.
-            if name == header::CONNECTION {
-                close |= lists_token(value.as_bytes(), b"close");
-                continue;
-            }
-            if name == header::TRANSFER_ENCODING || name == header::CONTENT_LENGTH {
-                continue;
-            }
-            dated |= name == header::DATE;
-            field(&mut self.out, name.as_str().as_bytes(), value.as_bytes());
-        }
-        let mut keep_alive = meta.keep_alive && !stopping && !close;
-        if !dated {
-            field(&mut self.out, b"date", &crate::clock::http_date());
-        }
-        let declared = crate::proxy::direct::content_length(&parts.headers)
-            .ok()
-            .flatten();
-        let length = declared.or_else(|| body.size_hint().exact());
-        // 1xx and 204 never carry a length; HEAD and 304 tell the length a GET would get.
-        let lengthless = status.is_informational() || status == StatusCode::NO_CONTENT;
-        if let Some(n) = length.filter(|_| !lengthless && (!bodiless || declared.is_some())) {
-            self.out.extend_from_slice(b"content-length: ");
-            digits(&mut self.out, n, 10);
-            self.out.extend_from_slice(b"\r\n");
-        }
-        let framing = if bodiless {
-            Framing::None
-        } else if let Some(n) = length {
-            Framing::Length(n)
-        } else if meta.http10 {
-            keep_alive = false;
-            Framing::Close
-        } else {
-            field(&mut self.out, b"transfer-encoding", b"chunked");
-            Framing::Chunked
-        };
-        if !keep_alive {
-            field(&mut self.out, b"connection", b"close");
-        } else if meta.http10 {
-            field(&mut self.out, b"connection", b"keep-alive");
-        }
-        self.out.extend_from_slice(b"\r\n");
-        if matches!(framing, Framing::None) {
-            // A HEAD answer's body is empty already: dropping it completes it.
-            drop(body);
-            self.io.write_all(&self.out).await?;
-            return Ok(keep_alive);
-        }
-        let complete = self.write_body(&mut body, framing).await?;
-        // An idle keep-alive connection should not keep a large response's buffer.
-        if self.out.capacity() > KEEP_OUT {
-            self.out = Vec::new();
-        }
-        Ok(keep_alive && complete)
-    }
-
-    /// Streams the body after the head already in `out`, gathering what is ready into one
-    /// write; whether it went out whole.
-    async fn write_body(&mut self, body: &mut RespBody, framing: Framing) -> io::Result<bool> {
-        let mut left = match framing {
-            Framing::Length(n) => n,
-            _ => u64::MAX,
-        };
-        loop {
-            let pending_out = !self.out.is_empty();
-            let frame = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(f) => Poll::Ready(Some(f)),
-                // Nothing ready: send what was gathered before waiting.
-                Poll::Pending if pending_out => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            })
-            .await;
-            let Some(frame) = frame else {
-                self.flush().await?;
-                continue;
-            };
-            match frame {
-                Some(Ok(f)) => {
-                    if let Ok(data) = f.into_data() {
-                        let n = data.len() as u64;
-                        if n > left {
-                            // More than the declared length: the member broke its framing.
-                            self.flush().await?;
-                            return Ok(false);
-                        }
-                        left -= n;
-                        if data.len() >= DIRECT_WRITE {
-                            self.write_large(&data, framing).await?;
-                        } else {
-                            self.data(&data, framing);
-                        }
-                    }
-                    if body.is_end_stream() {
-                        return self.finish(framing, left).await;
-                    }
-                    if self.out.len() >= WRITE_BATCH {
-                        self.flush().await?;
-                    }
-                }
-                None => return self.finish(framing, left).await,
-                Some(Err(_)) => {
-                    // The client sees a truncated response and a closed connection.
-                    self.flush().await?;
-                    return Ok(false);
-                }
-            }
-        }
-    }
-
-    /// A large frame goes to the socket as it is, not copied through `out`.
-    async fn write_large(&mut self, data: &Bytes, framing: Framing) -> io::Result<()> {
-        let chunked = matches!(framing, Framing::Chunked);
-        if chunked {
-            chunk_size_line(&mut self.out, data.len());
-        }
-        self.flush().await?;
-        self.io.write_all(data).await?;
-        if chunked {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        Ok(())
-    }
-
-    fn data(&mut self, data: &Bytes, framing: Framing) {
-        if data.is_empty() {
-            return;
-        }
-        if matches!(framing, Framing::Chunked) {
-            chunk_size_line(&mut self.out, data.len());
-            self.out.extend_from_slice(data);
-            self.out.extend_from_slice(b"\r\n");
-        } else {
-            self.out.extend_from_slice(data);
-        }
-    }
-
-    async fn finish(&mut self, framing: Framing, left: u64) -> io::Result<bool> {
-        let whole = match framing {
-            Framing::Chunked => {
-                self.out.extend_from_slice(b"0\r\n\r\n");
-                true
-            }
-            Framing::Length(_) => left == 0,
-            Framing::Close | Framing::None => true,
-        };
-        self.flush().await?;
-        Ok(whole && !matches!(framing, Framing::Close))
-    }
-
-    async fn flush(&mut self) -> io::Result<()> {
-        if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.out.clear();
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    Close,
-}
-
-fn status_line(out: &mut Vec<u8>, status: StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    put_short(out, status.as_str().as_bytes());
-    out.push(b' ');
-    put_short(out, status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-}
-
-/// The line that opens a chunk of `len` bytes.
-fn chunk_size_line(out: &mut Vec<u8>, len: usize) {
-    digits(out, len as u64, 16);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// `n` in decimal (or hex), without going through `fmt`.
-fn digits(out: &mut Vec<u8>, mut n: u64, radix: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b"0123456789abcdef"[(n % radix) as usize];
-        n /= radix;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&tmp[i..]);
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -481,14 +258,11 @@ enum Parsed {
 
 /// Parses a request head off the front of `buf` if it is plain; leaves `buf` untouched
 /// otherwise.
-fn parse(buf: &mut BytesMut, spans: &mut headers::FieldSpans, max_head: usize) -> Parsed {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; headers::MAX_FIELDS];
-    let mut req = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default()
-        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
-    {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
+fn parse(buf: &mut BytesMut, spans: &mut FieldSpans, max_head: usize) -> Parsed {
+    let mut slots = http1::slots();
+    let (req, len) = match http1::parse_request(buf, &mut slots) {
+        Ok(Some(parsed)) => parsed,
+        Ok(None) => return Parsed::Partial,
         Err(_) => return Parsed::Other,
     };
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
@@ -517,7 +291,7 @@ fn parse(buf: &mut BytesMut, spans: &mut headers::FieldSpans, max_head: usize) -
             return Parsed::Other;
         }
         if name.eq_ignore_ascii_case(b"connection") {
-            for t in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for t in http1::tokens(h.value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if t.eq_ignore_ascii_case(b"keep-alive") {

@@ -5,7 +5,7 @@
 /// (byte moves to align, then `rep movsq`) costs more than the bytes; fixed 8-byte pieces
 /// compile to plain moves. Every field of every head goes through here twice. Past 64 bytes
 /// (eight pieces) the call's fixed cost no longer dominates.
-pub fn put_short(dst: &mut Vec<u8>, src: &[u8]) {
+pub(crate) fn put_short(dst: &mut Vec<u8>, src: &[u8]) {
     if src.len() > 64 {
         dst.extend_from_slice(src);
         return;
