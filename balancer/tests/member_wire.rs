@@ -78,6 +78,10 @@ fn script(path: &str) -> (Vec<u8>, bool) {
 /// connections it accepted and the `/die` requests it saw. After `/then-idle-close` it closes
 /// that connection 50 ms later, without having said so, as a member's keep-alive timer does;
 /// 30 ms after `/then-stray` it sends a whole unasked response; `/die` closes unanswered.
+/// Stray responses the scripted members have written (only one test asks for them), so that
+/// test can wait until the bytes are on the proxy's socket instead of sleeping and hoping.
+static STRAYS_SENT: AtomicU64 = AtomicU64::new(0);
+
 fn scripted_member() -> (SocketAddr, Arc<AtomicU64>, Arc<AtomicU64>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
@@ -143,6 +147,7 @@ fn serve(mut s: TcpStream, deaths: &AtomicU64) {
             if s.write_all(stray).is_err() {
                 return;
             }
+            STRAYS_SENT.fetch_add(1, Ordering::SeqCst);
         }
     }
 }
@@ -249,12 +254,21 @@ fn bytes_a_member_sends_after_a_response_never_answer_the_next_request() {
     let rt = runtime();
     rt.block_on(async {
         let c = client();
-        for _ in 0..3 {
+        for round in 1..=3 {
             let r = c.get(lb.url("/then-stray")).send().await.unwrap();
             assert_eq!(r.text().await.unwrap(), "hello");
-            // Deliberate: the stray bytes (sent 30 ms after the answer) arrive before the next
-            // request, which must not take them for its answer.
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            // The stray bytes (sent 30 ms after the answer) are on the proxy's idle connection
+            // before the next request, which must not take them for its answer: wait for the
+            // member to have written them (loopback delivers a write at once) rather than
+            // sleeping and hoping, which a loaded machine defeated.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while STRAYS_SENT.load(Ordering::SeqCst) < round {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the member never sent its stray response"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             let r = c.get(lb.url("/plain")).send().await.unwrap();
             assert_eq!(r.status(), 200);
             assert_eq!(r.text().await.unwrap(), "plain");
