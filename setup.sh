@@ -104,10 +104,13 @@ validate_inputs() {
         bad_input LAB_IMAGE_PREFIX "an image name prefix such as lab-stack or registry.example:5000/team (lower-case letters, digits, '.', '_', '-' and '/')"
     [[ $LAB_IMAGE_TAG =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] ||
         bad_input LAB_IMAGE_TAG "a docker tag: letters, digits, '_', '.' and '-', at most 128, not starting with '.' or '-'"
-    [ -d "$LAB_BALANCER_CONF_DIR" ] ||
-        bad_input LAB_BALANCER_CONF_DIR "a directory (relative paths start at $ROOT) holding balancer.toml"
-    [ -f "$LAB_BALANCER_CONF_DIR/balancer.toml" ] ||
-        bad_input LAB_BALANCER_CONF_DIR "a directory holding balancer.toml (the balancer reads /etc/balancer/balancer.toml from this mount); copy balancer/conf/balancer.toml there"
+    # Only starting the lab mounts it: `down`, `status` or `logs` must work with it gone.
+    if [ "$1" = up ]; then
+        [ -d "$LAB_BALANCER_CONF_DIR" ] ||
+            bad_input LAB_BALANCER_CONF_DIR "a directory (relative paths start at $ROOT) holding balancer.toml"
+        [ -f "$LAB_BALANCER_CONF_DIR/balancer.toml" ] ||
+            bad_input LAB_BALANCER_CONF_DIR "a directory holding balancer.toml (the balancer reads /etc/balancer/balancer.toml from this mount); copy balancer/conf/balancer.toml there"
+    fi
     for name in $(compgen -e | grep '^LAB_' || true); do
         case $name in
         LAB_HTTP_PORT | LAB_ADMIN_PORT | LAB_WAIT_SECS | LAB_IMAGE_PREFIX | LAB_IMAGE_TAG | LAB_BALANCER_CONF_DIR) ;;
@@ -609,7 +612,7 @@ main() {
         return
         ;;
     esac
-    validate_inputs
+    validate_inputs "$cmd"
     case $cmd in
     up) cmd_up ;;
     build) cmd_build "$@" ;;

@@ -36,6 +36,9 @@ BRIDGE=${PREFIX}br0
 HOST_IP=$SUBNET.1
 REGISTRY_PORT=5000
 DIR=${LAB_CLUSTER_DIR:-/var/tmp/$PREFIX}
+# `up` writes this into DIR; `down` deletes DIR only when it is there, so a LAB_CLUSTER_DIR that
+# names a folder of the user's own is never wiped.
+MARKER=.lab-stack-cluster
 MAX_NODES=9
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -84,6 +87,8 @@ kill_pidfile() {
     [ -f "$file" ] || return 0
     pid=$(cat "$file" 2>/dev/null || true)
     [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+    # After a reboot the number may belong to someone else: ours name our directory.
+    grep -qF "$DIR/" "/proc/$pid/cmdline" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
     # dockerd stops its containers on SIGTERM; give it a while, then force.
     for _ in $(seq 1 60); do
@@ -120,6 +125,9 @@ cmd_down() {
     for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^${PREFIX}[0-9]" || true); do
         n=${ns#"$PREFIX"}
         kill_pidfile "$DIR/n$n/pid"
+        # Before the shims go with the namespace's processes: their children (the containers,
+        # in namespaces of their own) would be orphaned and keep running.
+        kill_containers_of "$DIR/n$n/"
         pids=$(netns_pids "$ns")
         if [ -n "$pids" ]; then
             # shellcheck disable=SC2086
@@ -138,13 +146,15 @@ cmd_down() {
     ip link del "$BRIDGE" 2>/dev/null || true
     while iptables -D DOCKER-USER -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT 2>/dev/null; do :; done
     while iptables -D INPUT -i "$BRIDGE" -j ACCEPT 2>/dev/null; do :; done
-    if [ -d "$DIR" ]; then
+    if [ -f "$DIR/$MARKER" ]; then
         # A crashed daemon can leave mounts (shm, vfs layers) under its roots.
         local m
         for m in $(awk -v d="$DIR/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
             umount -l "$m" 2>/dev/null || true
         done
         rm -rf "$DIR"
+    elif [ -d "$DIR" ]; then
+        say "left $DIR alone: it was not made by cluster up (no $MARKER in it)"
     fi
     say "cluster removed (namespaces ${PREFIX}N, bridge $BRIDGE, iptables rule, $DIR)"
 }
@@ -155,7 +165,11 @@ make_bridge() {
     ip link add "$BRIDGE" type bridge
     ip addr add "$HOST_IP/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
-    iptables -I DOCKER-USER -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
+    # Docker's FORWARD policy is DROP and DOCKER-USER its hook; without the host's dockerd
+    # (no such chain) nothing drops bridge traffic and no rule is needed.
+    if iptables -n -L DOCKER-USER >/dev/null 2>&1; then
+        iptables -I DOCKER-USER -i "$BRIDGE" -o "$BRIDGE" -j ACCEPT
+    fi
     # Hosts with a restrictive INPUT policy would drop the nodes' pulls from the registry.
     iptables -I INPUT -i "$BRIDGE" -j ACCEPT
 }
@@ -211,12 +225,16 @@ cmd_up() {
         die "N must be a whole number of nodes from 1 to $MAX_NODES, got '$nodes'"
     fi
     require_host
-    if ip link show "$BRIDGE" >/dev/null 2>&1 || [ -d "$DIR" ]; then
+    if ip link show "$BRIDGE" >/dev/null 2>&1 || [ -f "$DIR/$MARKER" ]; then
         say "removing what an earlier cluster left"
         cmd_down
     fi
+    if [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
+        die "LAB_CLUSTER_DIR=$DIR exists and holds files that are not a cluster's; choose an empty or new directory"
+    fi
     say "building a $nodes-node swarm under $DIR"
     mkdir -p "$DIR"
+    touch "$DIR/$MARKER"
     echo '{}' >"$DIR/empty.json"
     make_bridge
     start_registry
@@ -258,6 +276,8 @@ need_node() {
 }
 
 validate_inputs() {
+    [[ "$DIR" =~ ^/.*[^/]$ ]] ||
+        die "LAB_CLUSTER_DIR='$DIR' must be an absolute path without a trailing slash (it holds every node's data)"
     # Interface names are at most 15 characters: `${PREFIX}br0` and `${PREFIX}v9` must fit.
     [[ "$PREFIX" =~ ^[a-z]{2,10}$ ]] ||
         die "LAB_CLUSTER_PREFIX='$PREFIX' must be 2 to 10 lower-case letters (it prefixes namespace and interface names)"

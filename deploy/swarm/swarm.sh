@@ -82,38 +82,85 @@ swarm_balancer_addr() {
     docker node inspect -f '{{.Status.Addr}}' "$node" 2>/dev/null || true
 }
 
-# Tasks that failed or were rejected since the deploy began, with their errors.
-swarm_failed_tasks() {
+# Every task id the stack's services have now: a re-deploy judges only the tasks it started.
+swarm_task_ids() {
     local svc
     for svc in "${SERVICES[@]}"; do
-        docker service ps --no-trunc --format '{{.Name}}|{{.CurrentState}}|{{.Error}}' "${STACK}_$svc" 2>/dev/null |
-            awk -F'|' -v svc="$svc" '$3 != "" && ($2 ~ /^(Rejected|Failed)/) {print svc}'
+        docker service ps -q "${STACK}_$svc" 2>/dev/null || true
+    done
+}
+
+# Services with a task that failed or was rejected since the deploy began (not one of
+# BEFORE_TASKS), or whose update swarm paused or rolled back.
+swarm_failed_services() {
+    local svc state
+    for svc in "${SERVICES[@]}"; do
+        docker service ps --no-trunc --format '{{.ID}}|{{.CurrentState}}|{{.Error}}' "${STACK}_$svc" 2>/dev/null |
+            awk -F'|' -v svc="$svc" -v before="$BEFORE_TASKS" '
+                BEGIN { n = split(before, ids, " "); for (i = 1; i <= n; i++) old[ids[i]] = 1 }
+                !($1 in old) && $3 != "" && $2 ~ /^(Rejected|Failed)/ { print svc; exit }' || true
+        state=$(swarm_update_state "$svc")
+        case $state in paused | rollback_*) printf '%s\n' "$svc" ;; esac
     done | sort -u
+}
+
+# The state of the update this deploy started on a service (`updating`, `completed`,
+# `rollback_started`, `paused`, ...), or nothing when it started none (a new service, or an
+# unchanged one whose last update, maybe rolled back, is older than this deploy).
+swarm_update_state() {
+    local line
+    line=$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}} {{.UpdateStatus.State}}{{end}}' "${STACK}_$1" 2>/dev/null || true)
+    [ -n "$line" ] && [ "${line% *}" != "${BEFORE_UPDATES[$1]:-}" ] && printf '%s' "${line##* }"
+    return 0
+}
+
+# When each service's last update started, before this deploy.
+declare -A BEFORE_UPDATES=()
+swarm_record_updates() {
+    local svc
+    for svc in "${SERVICES[@]}"; do
+        BEFORE_UPDATES[$svc]=$(docker service inspect -f '{{if .UpdateStatus}}{{.UpdateStatus.StartedAt}}{{end}}' "${STACK}_$svc" 2>/dev/null || true)
+    done
+}
+
+# Whether every service has finished its update (`stack deploy` returns before it has, and
+# until then the old tasks answer).
+swarm_updated() {
+    local svc
+    for svc in "${SERVICES[@]}"; do
+        case $(swarm_update_state "$svc") in updating) return 1 ;; esac
+    done
 }
 
 swarm_wait_ready() {
     local port=${LAB_HTTP_PORT:-8888} deadline=$((SECONDS + LAB_WAIT_SECS)) addr ok path failed svc
+    local paths=()
+    # A service scaled to 0 stays at 0 across a re-deploy: do not wait for it to answer.
+    [ "$LAB_STATIC_REPLICAS" -gt 0 ] && paths+=(/)
+    [ "$LAB_API_REPLICAS" -gt 0 ] && paths+=(/api/student)
     say "waiting for the lab to answer on the balancer's node (up to ${LAB_WAIT_SECS}s)"
     while :; do
         addr=$(swarm_balancer_addr)
-        if [ -n "$addr" ]; then
+        if [ -n "$addr" ] && swarm_updated; then
             ok=1
-            for path in / /api/student; do
+            for path in "${paths[@]}"; do
                 [ "$(http_status "$port" "$path" "$addr")" = 200 ] || ok=
             done
+            # With both apps at 0 replicas, the balancer itself answering is what there is.
+            [ "${#paths[@]}" -gt 0 ] || [ -n "$(http_status "$port" / "$addr")" ] || ok=
             if [ -n "$ok" ]; then
                 SWARM_ADDR=$addr
                 return 0
             fi
         fi
-        failed=$(swarm_failed_tasks)
+        failed=$(swarm_failed_services)
         if [ -n "$failed" ] || [ "$SECONDS" -ge "$deadline" ]; then
             for svc in ${failed:-${SERVICES[*]}}; do
                 printf '\n--- docker service ps --no-trunc %s_%s\n' "$STACK" "$svc" >&2
                 docker service ps --no-trunc "${STACK}_$svc" >&2 || true
             done
-            [ -n "$failed" ] && die "tasks of $(echo "$failed" | paste -sd, -) failed (errors above). Fix the cause and run ./setup.sh swarm again."
-            die "the lab did not answer 200 on / and /api/student${addr:+ at $addr:$port} within ${LAB_WAIT_SECS}s (task states above)."
+            [ -n "$failed" ] && die "$(echo "$failed" | paste -sd, -) failed to deploy (task errors above; swarm rolls a failed update back). Fix the cause and run ./setup.sh swarm again."
+            die "the lab did not answer 200 on ${paths[*]:-/}${addr:+ at $addr:$port} within ${LAB_WAIT_SECS}s (task states above)."
         fi
         sleep 1
     done
@@ -145,6 +192,8 @@ swarm_up() {
     # The page links to the dashboard; the balancer runs on a manager, this one in a swarm with one.
     LAB_DASHBOARD_URL=http://$(docker info --format '{{.Swarm.NodeAddr}}'):${LAB_ADMIN_PORT:-1936}/
     export LAB_DASHBOARD_URL
+    BEFORE_TASKS=$(swarm_task_ids | paste -sd' ' -)
+    swarm_record_updates
     say "deploying stack $STACK"
     local resolve=never
     [ -n "${LAB_REGISTRY:-}" ] && resolve=always

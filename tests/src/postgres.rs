@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 
 use crate::docker::run;
-use crate::stack::{wait_for, workspace_root};
+use crate::stack::wait_for;
 
 /// A running server; stopped and its directory removed when dropped.
 #[derive(Debug)]
@@ -46,9 +46,10 @@ fn is_root() -> bool {
 }
 
 /// `program` as the `postgres` user when we are root. `setpriv` execs it in place, so the
-/// child's pid is the server's own and a signal reaches it.
+/// child's pid is the server's own and a signal reaches it. It runs in the temp dir, not the
+/// checkout's folder, which that user may not enter.
 fn as_server_user(program: &Path) -> Command {
-    if is_root() {
+    let mut c = if is_root() {
         let mut c = Command::new("setpriv");
         c.args([
             "--reuid=postgres",
@@ -60,7 +61,9 @@ fn as_server_user(program: &Path) -> Command {
         c
     } else {
         Command::new(program)
-    }
+    };
+    c.current_dir(std::env::temp_dir());
+    c
 }
 
 impl Postgres {
@@ -71,9 +74,9 @@ impl Postgres {
         let bin = bin_dir().context(
             "PostgreSQL's server binaries are missing (Debian: apt-get install postgresql)",
         )?;
-        let dir = workspace_root()
-            .join("target/lab-tests")
-            .join(format!("pg-{}-{name}", std::process::id()));
+        // Under the system's temp dir, not the checkout: the server runs as `postgres`, which
+        // may not enter the folders above a clone (a `mktemp -d` one is 0700).
+        let dir = std::env::temp_dir().join(format!("lab-tests-pg-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         if is_root() {
