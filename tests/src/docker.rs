@@ -83,9 +83,18 @@ pub fn available_or_skip(test: &str) -> bool {
 
 /// Ids of the running containers of one compose service.
 pub fn containers(project: &str, service: &str) -> Result<Vec<String>> {
+    compose_containers(project, service, "-q")
+}
+
+/// Ids of every container (running or not) of one compose service.
+pub fn all_containers(project: &str, service: &str) -> Result<Vec<String>> {
+    compose_containers(project, service, "-aq")
+}
+
+fn compose_containers(project: &str, service: &str, flags: &str) -> Result<Vec<String>> {
     let out = docker(&[
         "ps",
-        "-q",
+        flags,
         "--filter",
         &format!("label=com.docker.compose.project={project}"),
         "--filter",

@@ -1,6 +1,7 @@
 //! One lab stack per test: its own compose project and free published ports, built and started
 //! by `./setup.sh` itself (so the tests exercise the script a person runs), torn down by `Drop`.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -169,6 +170,24 @@ impl Drop for Stack {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// Distinct `X-Instance` values of `GET /api/student` on `127.0.0.1:port`, polled until `want`
+/// are seen or `timeout` passes.
+pub fn instances_within(port: u16, want: usize, timeout: Duration) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    let mut client = http::Client::new(port);
+    let deadline = Instant::now() + timeout;
+    while seen.len() < want && Instant::now() < deadline {
+        if let Ok(r) = client.get("/api/student")
+            && r.status == 200
+            && let Some(i) = r.header("x-instance")
+        {
+            seen.insert(i.to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    seen
 }
 
 /// Two distinct free TCP ports (held together while picked, so they differ).

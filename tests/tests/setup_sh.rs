@@ -10,41 +10,8 @@ use std::time::{Duration, Instant};
 
 use lab_tests::checkout::Checkout;
 use lab_tests::docker::{self, available_or_skip};
-use lab_tests::http::Client;
 use lab_tests::load::Load;
-use lab_tests::stack::{Stack, serial, wait_for};
-
-/// Distinct `X-Instance` values of `GET /api/student` on `port`, polled until `want` are seen.
-fn instances_within(port: u16, want: usize, timeout: Duration) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut client = Client::new(port);
-    let deadline = Instant::now() + timeout;
-    while seen.len() < want && Instant::now() < deadline {
-        if let Ok(r) = client.get("/api/student")
-            && r.status == 200
-            && let Some(i) = r.header("x-instance")
-        {
-            seen.insert(i.to_owned());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    seen
-}
-
-/// Ids of every container (running or not) of one service of a project.
-fn all_containers(project: &str, service: &str) -> anyhow::Result<Vec<String>> {
-    Ok(docker::docker(&[
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=com.docker.compose.project={project}"),
-        "--filter",
-        &format!("label=com.docker.compose.service={service}"),
-    ])?
-    .split_whitespace()
-    .map(str::to_owned)
-    .collect())
-}
+use lab_tests::stack::{Stack, instances_within, serial, wait_for};
 
 #[test]
 fn bad_lab_settings_stop_setup_before_it_builds_or_starts_anything() {
@@ -188,7 +155,7 @@ fn reruns_keep_the_chosen_replica_count_and_setup_roll_replaces_replicas_lossles
     stack.setup(&["scale", "0"]).unwrap();
     stack.setup(&[]).unwrap();
     assert_eq!(
-        all_containers(&stack.project, "student-api").unwrap(),
+        docker::all_containers(&stack.project, "student-api").unwrap(),
         Vec::<String>::new(),
         "the re-run brought back API replicas after `scale 0`"
     );
@@ -223,7 +190,7 @@ fn reruns_keep_the_chosen_replica_count_and_setup_roll_replaces_replicas_lossles
         report.ok + report.failures.len() as u64,
         &report.failures[..report.failures.len().min(10)]
     );
-    let new: BTreeSet<String> = all_containers(&stack.project, "student-api")
+    let new: BTreeSet<String> = docker::all_containers(&stack.project, "student-api")
         .unwrap()
         .into_iter()
         .collect();

@@ -5,33 +5,15 @@
 //! and runs alone (`serial()`); its `Stack` guard always runs `./setup.sh down --volumes`.
 //! Without docker these tests print why and pass, except under CI, where they fail.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use lab_tests::docker::{self, available_or_skip};
 use lab_tests::http::Client;
 use lab_tests::load::Load;
-use lab_tests::stack::{Stack, image, serial, setup_sh, wait_for};
+use lab_tests::stack::{Stack, image, instances_within, serial, setup_sh, wait_for};
 
 const IMAGE_LIMIT_BYTES: u64 = 5_000_000;
 const SERVICES: [&str; 3] = ["balancer", "static-site", "student-api"];
-
-/// Distinct `X-Instance` values of `GET /api/student` answers, polled until `want` are seen.
-fn instances_within(stack: &Stack, want: usize, timeout: Duration) -> BTreeSet<String> {
-    let mut seen = BTreeSet::new();
-    let mut client = Client::new(stack.http_port);
-    let deadline = Instant::now() + timeout;
-    while seen.len() < want && Instant::now() < deadline {
-        if let Ok(r) = client.get("/api/student")
-            && r.status == 200
-            && let Some(i) = r.header("x-instance")
-        {
-            seen.insert(i.to_owned());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    seen
-}
 
 #[test]
 fn images_are_small_non_root_scratch_images_without_a_shell() {
@@ -168,7 +150,7 @@ fn scaled_to_three_the_api_answers_from_three_instances_within_5s() {
     let stack = Stack::up("scale3").unwrap();
     stack.scale_api(3).unwrap();
     let ids = stack.containers("student-api").unwrap();
-    let seen = instances_within(&stack, 3, Duration::from_secs(5));
+    let seen = instances_within(stack.http_port, 3, Duration::from_secs(5));
     assert_eq!(seen.len(), 3, "saw {seen:?} from containers {ids:?}");
 }
 
@@ -181,7 +163,7 @@ fn killing_a_replica_under_load_fails_no_request() {
     let stack = Stack::up("kill").unwrap();
     stack.scale_api(3).unwrap();
     assert_eq!(
-        instances_within(&stack, 3, Duration::from_secs(10)).len(),
+        instances_within(stack.http_port, 3, Duration::from_secs(10)).len(),
         3
     );
 
@@ -214,7 +196,7 @@ fn scaling_3_to_1_under_load_fails_no_request_and_keeps_every_post() {
     let stack = Stack::up("scaledown").unwrap();
     stack.scale_api(3).unwrap();
     assert_eq!(
-        instances_within(&stack, 3, Duration::from_secs(10)).len(),
+        instances_within(stack.http_port, 3, Duration::from_secs(10)).len(),
         3
     );
 
