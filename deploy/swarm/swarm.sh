@@ -167,11 +167,12 @@ swarm_wait_ready() {
 }
 
 swarm_up() {
-    local t0=$SECONDS conf hash
+    local t0=$SECONDS conf hash nodes
     swarm_validate_inputs
     swarm_require_manager
-    if [ -z "${LAB_REGISTRY:-}" ] && [ "$(swarm_nodes)" -gt 1 ]; then
-        die "this swarm has $(swarm_nodes) nodes, and the other nodes cannot see this engine's images. Push them through a registry: LAB_REGISTRY=host:port ./setup.sh swarm (./setup.sh cluster up prints one)."
+    nodes=$(swarm_nodes)
+    if [ -z "${LAB_REGISTRY:-}" ] && [ "$nodes" -gt 1 ]; then
+        die "this swarm has $nodes nodes, and the other nodes cannot see this engine's images. Push them through a registry: LAB_REGISTRY=host:port ./setup.sh swarm (./setup.sh cluster up prints one)."
     fi
     # Absolute: `stack deploy` resolves a relative path from the stack file's directory.
     conf=$(cd "${LAB_BALANCER_CONF_DIR:-$ROOT/balancer/conf}" && pwd)/balancer.toml
