@@ -12,7 +12,7 @@ use tokio::time::Sleep;
 static START: OnceLock<Instant> = OnceLock::new();
 
 /// Milliseconds since the process first asked; never 0 so that 0 can mean "never".
-pub fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     let start = *START.get_or_init(Instant::now);
     start.elapsed().as_millis() as u64 + 1
 }
@@ -23,7 +23,7 @@ thread_local! {
 }
 
 /// Now as an HTTP date (`Sun, 22 Nov 2026 05:30:57 GMT`), for responses that lack one.
-pub fn http_date() -> [u8; 29] {
+pub(crate) fn http_date() -> [u8; 29] {
     let now = std::time::SystemTime::now();
     let secs = now
         .duration_since(std::time::UNIX_EPOCH)
@@ -44,7 +44,7 @@ pub fn http_date() -> [u8; 29] {
 /// An idle timer armed lazily: nothing while the stream it guards keeps producing, one timer
 /// (kept for reuse) from the first wait after progress.
 #[derive(Debug)]
-pub struct IdleTimer {
+pub(crate) struct IdleTimer {
     limit: Duration,
     timer: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -52,12 +52,12 @@ pub struct IdleTimer {
 
 impl IdleTimer {
     /// The longest pause allowed.
-    pub fn limit(&self) -> Duration {
+    pub(crate) fn limit(&self) -> Duration {
         self.limit
     }
 
     /// A timer for pauses of at most `limit`.
-    pub fn new(limit: Duration) -> Self {
+    pub(crate) fn new(limit: Duration) -> Self {
         IdleTimer {
             limit,
             timer: None,
@@ -66,12 +66,12 @@ impl IdleTimer {
     }
 
     /// The stream produced something: the next wait starts a new period.
-    pub fn progressed(&mut self) {
+    pub(crate) fn progressed(&mut self) {
         self.armed = false;
     }
 
     /// Call while the stream is pending: ready once it has waited `limit` since progress.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
             self.armed = true;
             let deadline = tokio::time::Instant::now() + self.limit;

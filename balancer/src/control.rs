@@ -102,7 +102,7 @@ struct Registration {
 
 /// State owned by the control loop.
 #[derive(Debug)]
-pub struct Control {
+pub(crate) struct Control {
     shared: Arc<Shared>,
     file: Option<FileChoice>,
     settings: Arc<Settings>,
@@ -119,7 +119,7 @@ pub struct Control {
 impl Control {
     /// A control loop for `settings`; `file` is re-read on reload (None: reload re-reads env
     /// only).
-    pub fn new(
+    pub(crate) fn new(
         shared: Arc<Shared>,
         file: Option<FileChoice>,
         settings: Arc<Settings>,
@@ -143,7 +143,7 @@ impl Control {
     }
 
     /// Runs until `stop`.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    pub(crate) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         self.update_watchers();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
@@ -415,7 +415,7 @@ impl Control {
 }
 
 /// Every (DNS name, port) among the configured members.
-pub fn dns_names(settings: &Settings) -> Vec<(String, u16)> {
+pub(crate) fn dns_names(settings: &Settings) -> Vec<(String, u16)> {
     let mut out: Vec<(String, u16)> = settings
         .pools
         .iter()
@@ -429,7 +429,7 @@ pub fn dns_names(settings: &Settings) -> Vec<(String, u16)> {
 }
 
 /// Resolves every DNS name once (in parallel, bounded by `limit`) for the first snapshot.
-pub async fn initial_resolution(
+pub(crate) async fn initial_resolution(
     settings: &Settings,
     resolver: &Arc<dyn Resolve>,
     limit: Duration,

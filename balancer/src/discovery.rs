@@ -31,7 +31,7 @@ pub enum LookupError {
 }
 
 /// Boxed future returned by [`Resolve::lookup`].
-pub type LookupFuture<'a> =
+pub(crate) type LookupFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<IpAddr>, LookupError>> + Send + 'a>>;
 
 /// Turns a host name into addresses; the seam tests replace with a scripted fake.
@@ -42,7 +42,7 @@ pub trait Resolve: Send + Sync + std::fmt::Debug + 'static {
 
 /// Why the system resolver could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum ResolverError {
+pub(crate) enum ResolverError {
     /// /etc/resolv.conf (or the platform's equivalent) could not be read.
     #[error("cannot read the system DNS configuration: {0}")]
     SystemConfig(hickory_resolver::net::NetError),
@@ -55,13 +55,13 @@ pub enum ResolverError {
 /// image), with its cache cleared before each lookup because Docker's DNS answers with a
 /// 600 s TTL and replicas come and go much faster than that.
 #[derive(Debug)]
-pub struct DnsResolver {
+pub(crate) struct DnsResolver {
     inner: hickory_resolver::TokioResolver,
 }
 
 impl DnsResolver {
     /// Reads the system configuration.
-    pub fn from_system() -> Result<Self, ResolverError> {
+    pub(crate) fn from_system() -> Result<Self, ResolverError> {
         let inner = hickory_resolver::Resolver::builder_tokio()
             .map_err(ResolverError::SystemConfig)?
             .build()
@@ -147,7 +147,7 @@ impl Spell {
 }
 
 /// Resolves `host` every `interval` and reports changed address sets to the control loop.
-pub async fn watch(
+pub(crate) async fn watch(
     resolver: Arc<dyn Resolve>,
     host: String,
     port: u16,

@@ -5,7 +5,7 @@ use http::StatusCode;
 
 /// Why a request was not (fully) proxied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ProxyError {
+pub(crate) enum ProxyError {
     /// The client sent ambiguous framing (CL with TE, repeated CL) or an unusable request.
     #[error("bad request")]
     BadRequest,
@@ -27,27 +27,24 @@ pub enum ProxyError {
     /// The member did not answer within the timeout.
     #[error("upstream timed out")]
     UpstreamTimeout,
-    /// The balancer is shutting down.
-    #[error("shutting down")]
-    ShuttingDown,
 }
 
 impl ProxyError {
     /// The status sent to the client.
-    pub fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoBackend | ProxyError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
     /// The short plain-text body sent to the client.
-    pub fn body(self) -> &'static str {
+    pub(crate) fn body(self) -> &'static str {
         match self {
             ProxyError::BadRequest => "400 Bad Request: ambiguous or malformed request\n",
             ProxyError::RequestTimeout => {
@@ -64,9 +61,6 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => {
                 "504 Gateway Timeout: the backend did not answer in time\n"
             }
-            ProxyError::ShuttingDown => {
-                "503 Service Unavailable: the balancer is restarting, try again\n"
-            }
         }
     }
 }
@@ -80,7 +74,7 @@ impl ProxyError {
 /// `Display` text, which is exactly the kind's fixed description ("URI too long", hyper
 /// `src/error.rs`). So this compares the whole text, without allocating; the 414-versus-431
 /// tests in `tests/requests.rs` catch a hyper upgrade that changes it.
-pub fn is_uri_too_long(e: &hyper::Error) -> bool {
+pub(crate) fn is_uri_too_long(e: &hyper::Error) -> bool {
     e.is_parse_too_large() && displays_as(e, "URI too long")
 }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::pool::{Member, Presence};
 
 /// How many events the feed keeps.
-pub const CAPACITY: usize = 200;
+pub(crate) const CAPACITY: usize = 200;
 
 /// What an event is about; serialized (API, logs, metrics labels) as its lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

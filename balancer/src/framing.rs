@@ -27,7 +27,7 @@ const MAX_LINE: usize = 4096;
 /// connection's service, which answers it 400 and closes), and whether the connection became
 /// a tunnel.
 #[derive(Debug)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     /// Number of the first ambiguous request; `u64::MAX` while there is none.
     first_bad: AtomicU64,
     /// Requests the service has seen so far.
@@ -48,13 +48,13 @@ impl Default for Verdict {
 
 impl Verdict {
     /// Numbers the next request the connection's service sees (0-based).
-    pub fn next_request(&self) -> u64 {
+    pub(crate) fn next_request(&self) -> u64 {
         self.seen.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether request number `n` (0-based) on this connection, or one before it, was
     /// ambiguous.
-    pub fn is_bad(&self, n: u64) -> bool {
+    pub(crate) fn is_bad(&self, n: u64) -> bool {
         self.first_bad.load(Ordering::Acquire) <= n
     }
 
@@ -65,7 +65,7 @@ impl Verdict {
     /// Records that the service answered 101 (or 2xx to CONNECT): what follows is tunnel
     /// data, not requests. Until then an upgrade request is followed like any other, so a
     /// refused upgrade cannot switch the checks off for the rest of the connection.
-    pub fn tunnel(&self) {
+    pub(crate) fn tunnel(&self) {
         self.tunnel.store(true, Ordering::Release);
     }
 
@@ -94,7 +94,7 @@ enum State {
 
 /// The framing follower for one connection.
 #[derive(Debug)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     state: State,
     buf: Vec<u8>,
     heads: u64,
@@ -103,7 +103,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A tracker reporting to `verdict`.
-    pub fn new(verdict: Arc<Verdict>) -> Self {
+    pub(crate) fn new(verdict: Arc<Verdict>) -> Self {
         Tracker {
             state: State::Head,
             buf: Vec::new(),
@@ -119,7 +119,7 @@ impl Tracker {
     }
 
     /// Follows newly received bytes.
-    pub fn feed(&mut self, mut data: &[u8]) {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
         if self.verdict.is_tunnel() {
             self.state = State::Opaque;
         }
@@ -280,7 +280,7 @@ fn mentions_framing(head: &[u8]) -> bool {
 
 /// A client connection whose inbound bytes pass through a [`Tracker`].
 #[derive(Debug)]
-pub struct Guarded<T> {
+pub(crate) struct Guarded<T> {
     inner: T,
     tracker: Tracker,
     /// Bytes already read from `inner` by someone else, served first.
@@ -288,14 +288,9 @@ pub struct Guarded<T> {
 }
 
 impl<T> Guarded<T> {
-    /// Wraps `inner`, reporting to `verdict`.
-    pub fn new(inner: T, verdict: Arc<Verdict>) -> Self {
-        Self::with_prefix(inner, verdict, Bytes::new())
-    }
-
     /// Wraps `inner` whose first bytes, `prefix`, were already read from it (a connection
     /// handed over between requests): they are served, and checked, first.
-    pub fn with_prefix(inner: T, verdict: Arc<Verdict>, prefix: Bytes) -> Self {
+    pub(crate) fn with_prefix(inner: T, verdict: Arc<Verdict>, prefix: Bytes) -> Self {
         Guarded {
             inner,
             tracker: Tracker::new(verdict),

@@ -37,7 +37,7 @@ pub enum Probe {
 /// Consecutive-result counter for one member: `fall` failures take it down, `rise` passes
 /// bring it back. A draining answer takes it out at once.
 #[derive(Debug, Clone)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     state: Health,
     /// Consecutive probes in one direction: positive passes, negative failures.
     streak: i64,
@@ -47,7 +47,7 @@ pub struct Tracker {
 
 impl Tracker {
     /// A member not yet checked (treated as up until checks say otherwise).
-    pub fn new(rise: u32, fall: u32) -> Self {
+    pub(crate) fn new(rise: u32, fall: u32) -> Self {
         Tracker {
             state: Health::Unknown,
             streak: 0,
@@ -57,12 +57,12 @@ impl Tracker {
     }
 
     /// Current verdict.
-    pub fn state(&self) -> Health {
+    pub(crate) fn state(&self) -> Health {
         self.state
     }
 
     /// Records one probe; returns the new state when it changed.
-    pub fn record(&mut self, probe: &Probe) -> Option<Health> {
+    pub(crate) fn record(&mut self, probe: &Probe) -> Option<Health> {
         let next = match (probe, self.state) {
             (Probe::Draining, Health::Draining) => return None,
             (Probe::Draining, _) => Health::Draining,
@@ -98,7 +98,7 @@ impl Tracker {
 }
 
 /// GETs `path` on `addr` and classifies the answer.
-pub async fn probe(addr: SocketAddr, h: &HealthSettings) -> Probe {
+pub(crate) async fn probe(addr: SocketAddr, h: &HealthSettings) -> Probe {
     match tokio::time::timeout(h.timeout, probe_once(addr, &h.path)).await {
         Ok(Ok((status, _))) if status.as_u16() == h.expect_status => Probe::Pass,
         Ok(Ok((StatusCode::SERVICE_UNAVAILABLE, body))) if body.contains("draining") => {
@@ -142,7 +142,7 @@ struct Result_ {
 
 /// Probes every member of every pool with checks on, each at its pool's interval, and applies
 /// transitions to the members. Runs until `stop`.
-pub async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let (tx, mut rx) = mpsc::channel::<Result_>(256);
     let mut trackers: HashMap<(Arc<str>, SocketAddr), (Tracker, u64, bool)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -265,7 +265,7 @@ fn note_probe(member: &Member, probe: &Probe, now_ms: u64) {
 /// Applies the one probe of a member that discovery stopped listing: a failure marks it
 /// `down` (with the reason, as an event, before it leaves); a pass or a draining answer is a
 /// replica leaving in good order and is only noted.
-pub fn departure_probe(shared: &Shared, pool: &str, member: &Member, probe: &Probe) {
+pub(crate) fn departure_probe(shared: &Shared, pool: &str, member: &Member, probe: &Probe) {
     note_probe(member, probe, clock::now_ms());
     let Probe::Fail(reason) = probe else {
         return;
@@ -285,7 +285,7 @@ pub fn departure_probe(shared: &Shared, pool: &str, member: &Member, probe: &Pro
 }
 
 /// Lower-case name of a health state, for logs and the admin API.
-pub fn health_name(h: Health) -> &'static str {
+pub(crate) fn health_name(h: Health) -> &'static str {
     match h {
         Health::Unknown => "unknown",
         Health::Up => "up",

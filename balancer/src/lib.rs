@@ -32,23 +32,23 @@
 //! line when it ends.
 
 pub mod admin;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod control;
 pub mod discovery;
-pub mod error;
+pub(crate) mod error;
 pub mod events;
-pub mod framing;
-pub mod health;
+pub(crate) mod framing;
+pub(crate) mod health;
 pub(crate) mod http1;
-pub mod local_responses;
+pub(crate) mod local_responses;
 pub mod pool;
-pub mod proxy;
-pub mod routes;
+pub(crate) mod proxy;
+pub(crate) mod routes;
 pub mod select;
 pub mod server;
 pub mod state;
-pub mod stats;
+pub(crate) mod stats;
 pub mod sticky;
 
 use std::net::SocketAddr;

@@ -14,10 +14,10 @@ use arc_swap::ArcSwap;
 
 /// Every status the balancer answers with itself, ascending: the [`crate::error::ProxyError`]
 /// statuses and hyper's own 400, 414 and 431 for a head it could not parse.
-pub const CODES: [u16; 9] = [400, 404, 408, 413, 414, 431, 502, 503, 504];
+pub(crate) const CODES: [u16; 9] = [400, 404, 408, 413, 414, 431, 502, 503, 504];
 
 /// The pool label of a response made before any route matched.
-pub const UNROUTED: &str = "-";
+pub(crate) const UNROUTED: &str = "-";
 
 /// The counters of one pool, one per status of [`CODES`].
 #[derive(Debug)]
@@ -48,7 +48,7 @@ pub struct LocalCount {
 
 /// Local responses of every pool seen since start.
 #[derive(Debug)]
-pub struct LocalResponses {
+pub(crate) struct LocalResponses {
     pools: ArcSwap<Vec<Arc<PoolCounts>>>,
 }
 
@@ -67,7 +67,7 @@ fn slot(code: u16) -> Option<usize> {
 
 impl LocalResponses {
     /// Makes sure every pool of `names` has counters (control task, before a publish).
-    pub fn add_pools<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn add_pools<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
         for name in names {
             if !self.pools.load().iter().any(|p| &*p.pool == name) {
                 self.add(name);
@@ -86,7 +86,7 @@ impl LocalResponses {
     }
 
     /// Counts a response with `status` made for `pool` ([`UNROUTED`] before routing).
-    pub fn count(&self, pool: &str, status: u16) {
+    pub(crate) fn count(&self, pool: &str, status: u16) {
         // Every status made locally is in CODES (unit-tested below).
         let Some(i) = slot(status) else {
             return;
@@ -101,7 +101,7 @@ impl LocalResponses {
     }
 
     /// The non-zero counters, by pool name then status.
-    pub fn snapshot(&self) -> Vec<LocalCount> {
+    pub(crate) fn snapshot(&self) -> Vec<LocalCount> {
         let pools = self.pools.load();
         let mut sorted: Vec<&Arc<PoolCounts>> = pools.iter().collect();
         sorted.sort_by(|a, b| a.pool.cmp(&b.pool));
@@ -136,7 +136,6 @@ mod tests {
             ProxyError::NoBackend,
             ProxyError::UpstreamFailed,
             ProxyError::UpstreamTimeout,
-            ProxyError::ShuttingDown,
         ];
         for e in errors {
             assert!(slot(e.status().as_u16()).is_some(), "{e:?}");

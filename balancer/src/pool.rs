@@ -17,7 +17,7 @@ use crate::clock;
 use crate::stats::MemberStats;
 
 /// Selection weights are in 1/100 of a configured weight unit (see [`Member::selection_weight`]).
-pub const WEIGHT_SCALE: u32 = 100;
+pub(crate) const WEIGHT_SCALE: u32 = 100;
 
 /// Opaque, stable identity of a member: a keyed hash of its address, safe to put in a cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -39,10 +39,10 @@ pub struct Snapshot {
 }
 
 /// Addresses that discovery found, by (DNS name, port).
-pub type Discovered = HashMap<(String, u16), Vec<IpAddr>>;
+pub(crate) type Discovered = HashMap<(String, u16), Vec<IpAddr>>;
 
 /// Members that registered themselves over the admin API, by pool name.
-pub type Registered = BTreeMap<String, Vec<(SocketAddr, u32)>>;
+pub(crate) type Registered = BTreeMap<String, Vec<(SocketAddr, u32)>>;
 
 /// The outcome of the last reload, for the admin API.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -178,7 +178,7 @@ impl Shared {
 }
 
 /// Builds a snapshot; `prev` provides the members (and their state) to carry forward.
-pub fn build(
+pub(crate) fn build(
     settings: Arc<Settings>,
     found: &Discovered,
     registered: &Registered,

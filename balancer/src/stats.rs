@@ -16,10 +16,11 @@ use std::time::Duration;
 use crate::clock;
 
 /// Upper bounds (ms) of the latency histogram buckets; the last bucket is +Inf.
-pub const LATENCY_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
+pub(crate) const LATENCY_BUCKETS_MS: [u64; 12] =
+    [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 10000];
 
 /// Seconds of history the recent-latency percentiles cover.
-pub const WINDOW_SECS: u64 = 10;
+pub(crate) const WINDOW_SECS: u64 = 10;
 
 /// Slots in the ring: more than the window, so the slot being written is never one being read
 /// as "old" and a slot is always reused at least a second after it left the window.
@@ -31,7 +32,7 @@ const SUB_BITS: u32 = 2;
 const MIN_OCTAVE: u32 = 4;
 const MAX_OCTAVE: u32 = 24;
 /// Number of recent-latency buckets.
-pub const RECENT_BUCKETS: usize = ((MAX_OCTAVE - MIN_OCTAVE) << SUB_BITS) as usize + 2;
+pub(crate) const RECENT_BUCKETS: usize = ((MAX_OCTAVE - MIN_OCTAVE) << SUB_BITS) as usize + 2;
 
 /// How many copies of the counters a member keeps: each proxy worker thread writes its own
 /// (threads beyond this share), so two cores never fight over one cache line per request.
@@ -42,7 +43,7 @@ std::thread_local! {
 }
 
 /// Makes the calling thread write counter shard `n` (proxy workers call this once).
-pub fn use_shard(n: usize) {
+pub(crate) fn use_shard(n: usize) {
     SHARD.with(|s| s.set(n % SHARDS));
 }
 
@@ -278,7 +279,7 @@ static TICKER: OnceLock<()> = OnceLock::new();
 
 /// The current second of the process clock, as last published by the stats clock thread
 /// (started on first use). One relaxed load: cheap enough for every response.
-pub fn coarse_second() -> u64 {
+pub(crate) fn coarse_second() -> u64 {
     TICKER.get_or_init(|| {
         SECOND.store(clock::now_ms() / 1000, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
@@ -297,7 +298,7 @@ pub fn coarse_second() -> u64 {
 }
 
 /// The second [`coarse_second`] would give now, read from the clock (for the read side).
-pub fn current_second() -> u64 {
+pub(crate) fn current_second() -> u64 {
     coarse_second();
     clock::now_ms() / 1000
 }

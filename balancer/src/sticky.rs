@@ -24,7 +24,7 @@ pub fn member_id(key: &[u8; 16], addr: SocketAddr) -> MemberId {
 }
 
 /// The raw value of cookie `name` in the request, if present.
-pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -36,7 +36,7 @@ pub fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// Parses a cookie value written by [`set_cookie`]; `None` for anything else.
-pub fn parse_id(value: &str) -> Option<MemberId> {
+pub(crate) fn parse_id(value: &str) -> Option<MemberId> {
     if value.len() != 16 {
         return None;
     }
@@ -44,7 +44,7 @@ pub fn parse_id(value: &str) -> Option<MemberId> {
 }
 
 /// The `Set-Cookie` header value pinning a client to `id`.
-pub fn set_cookie(name: &str, id: MemberId, max_age: Option<Duration>) -> String {
+pub(crate) fn set_cookie(name: &str, id: MemberId, max_age: Option<Duration>) -> String {
     let mut v = format!("{name}={id}; Path=/; HttpOnly; SameSite=Lax");
     if let Some(age) = max_age {
         v.push_str(&format!("; Max-Age={}", age.as_secs()));

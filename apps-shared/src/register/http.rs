@@ -15,7 +15,7 @@ const MAX_RESPONSE: usize = 8 * 1024;
 
 /// A response: its status and the start of its body (for error messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
+pub(super) struct Response {
     /// Status code.
     pub status: u16,
     /// The body, lossily decoded and cut to a log-friendly length.
@@ -24,7 +24,7 @@ pub struct Response {
 
 /// Sends `method target` with an empty body to `addr` and reads the whole response.
 /// No timeout here: the caller bounds the whole exchange.
-pub async fn request(
+pub(super) async fn request(
     addr: SocketAddr,
     method: &str,
     host: &str,

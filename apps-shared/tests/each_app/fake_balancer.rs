@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 /// One request as the fake saw it.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// When it arrived.
     pub at: Instant,
     /// `PUT`, `DELETE`, ...
@@ -37,7 +37,7 @@ struct Shared {
 }
 
 /// The running fake.
-pub struct FakeBalancer {
+pub(crate) struct FakeBalancer {
     /// Where it listens.
     pub addr: SocketAddr,
     shared: Shared,
@@ -45,7 +45,7 @@ pub struct FakeBalancer {
 
 impl FakeBalancer {
     /// Starts answering PUTs with 200 and DELETEs with 204.
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Shared::default();
@@ -56,27 +56,27 @@ impl FakeBalancer {
     }
 
     /// The `BALANCER_REGISTER_URL` of pool `pool` on this fake.
-    pub fn url(&self, pool: &str) -> String {
+    pub(crate) fn url(&self, pool: &str) -> String {
         format!("http://{}/api/pools/{pool}/members", self.addr)
     }
 
     /// Answer later PUTs with `status`.
-    pub fn answer_puts_with(&self, status: u16) {
+    pub(crate) fn answer_puts_with(&self, status: u16) {
         self.shared.put_status.store(status, Ordering::SeqCst);
     }
 
     /// Probe `base_url/healthz` whenever a DELETE arrives.
-    pub fn probe_app_on_delete(&self, base_url: &str) {
+    pub(crate) fn probe_app_on_delete(&self, base_url: &str) {
         *self.shared.app.lock().unwrap() = Some(base_url.to_owned());
     }
 
     /// Everything recorded so far.
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.shared.seen.lock().unwrap().clone()
     }
 
     /// Waits (with a deadline) until `pred` holds for the recorded requests.
-    pub async fn wait_for(&self, what: &str, pred: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
+    pub(crate) async fn wait_for(&self, what: &str, pred: impl Fn(&[Seen]) -> bool) -> Vec<Seen> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let seen = self.seen();
@@ -93,7 +93,7 @@ impl FakeBalancer {
 }
 
 /// Counts requests with `method`.
-pub fn count(seen: &[Seen], method: &str) -> usize {
+pub(crate) fn count(seen: &[Seen], method: &str) -> usize {
     seen.iter().filter(|s| s.method == method).count()
 }
 

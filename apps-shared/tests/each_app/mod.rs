@@ -11,7 +11,7 @@
 // Each test binary of an app compiles this module and uses a different part of it.
 #![allow(dead_code)]
 
-pub mod fake_balancer;
+pub(crate) mod fake_balancer;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 /// What the shared tests need to know about an app's binary.
 #[derive(Debug)]
-pub struct Bin {
+pub(crate) struct Bin {
     /// Path of the binary, `env!("CARGO_BIN_EXE_<name>")`.
     pub exe: &'static str,
     /// Its listen-address variable.
@@ -46,12 +46,12 @@ pub struct Bin {
 
 impl Bin {
     /// The binary with no arguments and the inherited environment.
-    pub fn bare(&self) -> Command {
+    pub(crate) fn bare(&self) -> Command {
         Command::new(self.exe)
     }
 
     /// The binary with a clean, explicit environment for the variables it reads.
-    pub fn command(&self, dir: &Path, instance: &str, grace: &str) -> Command {
+    pub(crate) fn command(&self, dir: &Path, instance: &str, grace: &str) -> Command {
         let mut cmd = self.bare();
         cmd.env(self.listen_env, "127.0.0.1:0")
             .envs((self.own_env)(dir))
@@ -68,11 +68,11 @@ impl Bin {
 }
 
 /// A directory under the system temp dir, removed on drop.
-pub struct TempDir(tempfile::TempDir);
+pub(crate) struct TempDir(tempfile::TempDir);
 
 impl TempDir {
     /// A fresh directory named after the app under test and `tag`.
-    pub fn new(tag: &str) -> Self {
+    pub(crate) fn new(tag: &str) -> Self {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-{tag}-", env!("CARGO_PKG_NAME")))
             .tempdir()
@@ -81,18 +81,18 @@ impl TempDir {
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.0.path()
     }
 
     /// A path inside the directory.
-    pub fn file(&self, name: &str) -> PathBuf {
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
         self.0.path().join(name)
     }
 }
 
 /// A client with a timeout, so a hung server fails the test instead of hanging it.
-pub fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -101,7 +101,11 @@ pub fn client() -> reqwest::Client {
 
 /// Polls `GET {base}/healthz` until it answers `status`, for at most `within` (a drain
 /// grace, say, after which the server is gone); returns that answer.
-pub async fn healthz_answering(base: &str, status: u16, within: Duration) -> reqwest::Response {
+pub(crate) async fn healthz_answering(
+    base: &str,
+    status: u16,
+    within: Duration,
+) -> reqwest::Response {
     let deadline = Instant::now() + within;
     loop {
         let res = client()
@@ -121,7 +125,7 @@ pub async fn healthz_answering(base: &str, status: u16, within: Duration) -> req
 }
 
 /// An in-process server; dropping `stop` (or sending on it) starts draining.
-pub struct Server<E> {
+pub(crate) struct Server<E> {
     pub url: String,
     pub stop: Option<oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<Result<(), E>>,
@@ -129,7 +133,7 @@ pub struct Server<E> {
 
 impl<E: Send + 'static> Server<E> {
     /// Spawns `serve(listener, shutdown)` on a task, `shutdown` resolving on `stop`.
-    pub fn spawn<F>(
+    pub(crate) fn spawn<F>(
         listener: tokio::net::TcpListener,
         serve: impl FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> F,
     ) -> Self
@@ -147,7 +151,7 @@ impl<E: Send + 'static> Server<E> {
 }
 
 /// The real binary as a child process; killed on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     pub child: Child,
     pub addr: SocketAddr,
     pub lines: mpsc::Receiver<String>,
@@ -161,7 +165,7 @@ impl Drop for Proc {
 }
 
 /// Spawns `cmd`, waits for its `listening on <addr>` line, and keeps draining its stdout.
-pub fn spawn(mut cmd: Command) -> Proc {
+pub(crate) fn spawn(mut cmd: Command) -> Proc {
     let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -193,7 +197,7 @@ pub fn spawn(mut cmd: Command) -> Proc {
 }
 
 /// Sends SIGTERM to `child`.
-pub fn kill_term(child: &Child) {
+pub(crate) fn kill_term(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -202,7 +206,7 @@ pub fn kill_term(child: &Child) {
 }
 
 /// The binary with registration pointed at `fake`.
-pub fn registering(
+pub(crate) fn registering(
     bin: &Bin,
     dir: &TempDir,
     fake: &FakeBalancer,

@@ -161,14 +161,14 @@ pub(super) async fn enable(
 /// Body or query of a weight change.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WeightBody {
+pub(crate) struct WeightBody {
     /// New weight, 0..=1000 (0 = never picked).
     pub weight: u32,
 }
 
 /// Query of a weight change (the body wins when both are given).
 #[derive(Debug, Deserialize)]
-pub struct WeightQuery {
+pub(crate) struct WeightQuery {
     /// New weight.
     pub weight: Option<String>,
 }
@@ -257,7 +257,7 @@ pub(super) async fn reload(
 
 /// Query of a registration heartbeat.
 #[derive(Debug, Deserialize)]
-pub struct RegisterQuery {
+pub(crate) struct RegisterQuery {
     /// Seconds the registration holds without another heartbeat (default 10, 1..=3600).
     pub ttl: Option<u64>,
     /// Weight (default 1).

@@ -14,9 +14,9 @@ use super::AdminCtx;
 use super::status::{MemberStatus, PoolStatus, Status, build_status};
 
 /// Where the stylesheet is served.
-pub const CSS_PATH: &str = "/assets/dashboard.css";
+pub(crate) const CSS_PATH: &str = "/assets/dashboard.css";
 /// Where the script is served.
-pub const JS_PATH: &str = "/assets/dashboard.js";
+pub(crate) const JS_PATH: &str = "/assets/dashboard.js";
 
 const CSS: &str = include_str!("../../templates/dashboard.css");
 const JS: &str = include_str!("../../templates/dashboard.js");
@@ -26,12 +26,12 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
                    img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// How many events the page shows (newest first).
-pub const EVENTS_SHOWN: usize = 12;
+pub(crate) const EVENTS_SHOWN: usize = 12;
 
 /// The page's inputs: the status document turned into display strings.
 #[derive(Template, WebTemplate)]
 #[template(path = "dashboard.html")]
-pub struct Page {
+pub(crate) struct Page {
     /// Snapshot version.
     pub version: u64,
     /// Config source in words.
@@ -58,7 +58,7 @@ pub struct Page {
 
 /// A pool card.
 #[derive(Debug)]
-pub struct PoolView {
+pub(crate) struct PoolView {
     /// Name.
     pub name: String,
     /// Algorithm, sticky mode and routes in one line.
@@ -71,7 +71,7 @@ pub struct PoolView {
 
 /// A member row.
 #[derive(Debug)]
-pub struct MemberView {
+pub(crate) struct MemberView {
     /// `ip:port`.
     pub addr: String,
     /// As configured, when it differs from `addr`.
@@ -108,7 +108,7 @@ pub struct MemberView {
 
 /// An event line.
 #[derive(Debug)]
-pub struct EventView {
+pub(crate) struct EventView {
     /// Unix time, for the script to show in local time.
     pub at: f64,
     /// Kind.
@@ -167,7 +167,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 impl Page {
     /// The page for a status document.
-    pub fn from_status(s: &Status) -> Self {
+    pub(crate) fn from_status(s: &Status) -> Self {
         let (reload, reload_class) = if s.reload.at == 0.0 {
             ("no reload yet".to_owned(), "none")
         } else if s.reload.ok {
@@ -318,7 +318,7 @@ fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
 }
 
 /// Milliseconds with a precision that suits their size (same rules as the script).
-pub fn fmt_ms(ms: f64) -> String {
+pub(crate) fn fmt_ms(ms: f64) -> String {
     if ms < 1.0 {
         format!("{:.0} µs", ms * 1000.0)
     } else if ms < 10.0 {

@@ -22,7 +22,7 @@ use crate::state::Shared;
 use crate::stats::LATENCY_BUCKETS_MS;
 
 /// Content type of the text exposition format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 pub(super) async fn handler(State(s): State<AdminCtx>) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], render(&s.shared)).into_response()
@@ -80,7 +80,7 @@ fn lbl(r: &Row) -> [(&'static str, &str); 2] {
 }
 
 /// Renders every metric.
-pub fn render(shared: &Shared) -> String {
+pub(crate) fn render(shared: &Shared) -> String {
     let snap = shared.snapshot();
     let now = clock::now_ms();
     let rows: Vec<Row> = snap

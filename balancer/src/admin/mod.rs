@@ -13,9 +13,9 @@
 //! The admin API only reads the snapshot and flips per-member atomics; anything that changes
 //! the snapshot goes through the control loop as a [`Command`].
 
-pub mod actions;
-pub mod dashboard;
-pub mod metrics;
+pub(crate) mod actions;
+pub(crate) mod dashboard;
+pub(crate) mod metrics;
 pub mod status;
 
 use std::sync::Arc;
@@ -30,11 +30,11 @@ use tokio::sync::mpsc;
 use crate::control::Command;
 use crate::state::Shared;
 
-pub use status::{MemberStatus, PoolStatus, RouteStatus, Status, build_status};
+pub use status::build_status;
 
 /// What admin handlers need.
 #[derive(Debug, Clone)]
-pub struct AdminCtx {
+pub(crate) struct AdminCtx {
     /// Shared balancer state.
     pub shared: Arc<Shared>,
     /// The control loop.
@@ -42,7 +42,7 @@ pub struct AdminCtx {
 }
 
 /// The admin router.
-pub fn app(state: AdminCtx) -> Router {
+pub(crate) fn app(state: AdminCtx) -> Router {
     const MEMBER: &str = "/api/pools/{pool}/members/{member}";
     Router::new()
         .route("/", get(dashboard::page))
@@ -66,7 +66,7 @@ async fn not_found() -> ApiError {
 
 /// An admin API error, answered as JSON `{"error": message}`; never carries internals.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// What went wrong, for the operator.
@@ -75,7 +75,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status and a message.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             message: message.into(),

@@ -139,7 +139,7 @@ pub(super) async fn handler(State(s): State<AdminCtx>) -> Json<Status> {
 /// A member's state in one word, most significant first: an operator's drain, the backend
 /// leaving, failing checks, discovery no longer listing it, passive ejection, slow-start
 /// ramp, else up.
-pub fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> MemberState {
+pub(crate) fn member_state(m: &Member, now_ms: u64, slow_start_ms: u64) -> MemberState {
     if m.admin_state() == AdminState::Drained {
         MemberState::Drained
     } else if m.health() == Health::Draining {
@@ -179,7 +179,7 @@ pub enum MemberState {
 
 impl MemberState {
     /// Every state, in the order `/metrics` lists them.
-    pub const ALL: [MemberState; 7] = [
+    pub(crate) const ALL: [MemberState; 7] = [
         MemberState::Up,
         MemberState::SlowStart,
         MemberState::Down,

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Largest weight accepted; keeps smooth-WRR arithmetic far from overflow.
-pub const MAX_WEIGHT: u32 = 1000;
+pub(crate) const MAX_WEIGHT: u32 = 1000;
 
 /// Why a member entry was refused; the message quotes the entry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

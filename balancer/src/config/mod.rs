@@ -7,12 +7,12 @@
 
 pub mod check;
 // The crate shared with the two apps, so that all three binaries report a refused value alike.
-pub use config_report as error;
-pub mod members;
-pub mod model;
+pub(crate) use config_report as error;
+pub(crate) mod members;
+pub(crate) mod model;
 mod origin;
 mod ranges;
-pub mod reload;
+pub(crate) mod reload;
 mod units;
 
 use std::collections::BTreeMap;
@@ -23,19 +23,21 @@ use std::time::Duration;
 use confique::Config;
 use serde::{Deserialize, Serialize};
 
-pub use error::{Problem, Source};
-pub use members::{MemberList, MemberSpec};
-pub use model::{HealthSettings, PoolSettings, RouteSettings, Settings, StickyMode};
-pub use origin::{Origin, env_var};
-pub use units::ByteSize;
+pub(crate) use error::Problem;
+pub(crate) use members::{MemberList, MemberSpec};
+pub use model::Settings;
+pub(crate) use model::{HealthSettings, PoolSettings, RouteSettings, StickyMode};
+pub use origin::Origin;
+pub(crate) use origin::env_var;
+pub(crate) use units::ByteSize;
 
 use crate::select::Algorithm;
 
 /// The variable naming the config file (not a config field, so not in `RawConfig`'s metadata).
-pub const CONFIG_ENV: &str = "BALANCER_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "BALANCER_CONFIG";
 
 /// Where the config file is read from when `BALANCER_CONFIG` is not set (only if it exists).
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/balancer/balancer.toml";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/balancer/balancer.toml";
 
 /// The balancer's configuration as written in the file and the environment.
 #[derive(Config, Debug, Clone)]

@@ -11,7 +11,7 @@ use super::{CONFIG_ENV, ConfigError, FileChoice, RawConfig};
 
 /// The env var that sets the config field at file key `key`, read from `RawConfig::META`: the
 /// `#[config(env = ...)]` attribute is the one place a variable's name is written.
-pub fn env_var(key: &[&str]) -> Option<&'static str> {
+pub(crate) fn env_var(key: &[&str]) -> Option<&'static str> {
     fn find(meta: &'static Meta, key: &[&str]) -> Option<&'static str> {
         let (first, rest) = key.split_first()?;
         let field = meta.fields.iter().find(|f| f.name == *first)?;

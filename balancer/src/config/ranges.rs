@@ -6,11 +6,11 @@ use std::time::Duration;
 use super::{ConfigError, Origin, RawConfig};
 
 /// Shortest `discovery_interval`: DNS is asked at most four times a second per name.
-pub const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_millis(250);
+pub(super) const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_millis(250);
 /// Shortest health-check `interval`.
-pub const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+pub(super) const MIN_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// Most `retries` of a pool: more attempts than this only multiply the load on a failing pool.
-pub const MAX_RETRIES: u32 = 10;
+pub(super) const MAX_RETRIES: u32 = 10;
 
 /// `value`, refused below `min` (not rounded up) naming `key` or its env var.
 pub(super) fn at_least(
@@ -52,9 +52,9 @@ pub(super) fn streak(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, Confi
 }
 
 /// Smallest request-head limit: a request line and a few ordinary headers.
-pub const MIN_HEADER_BYTES: u64 = 1024;
+pub(super) const MIN_HEADER_BYTES: u64 = 1024;
 /// Largest request-head limit: every connection may buffer this much.
-pub const MAX_HEADER_BYTES: u64 = 1024 * 1024;
+pub(super) const MAX_HEADER_BYTES: u64 = 1024 * 1024;
 
 pub(super) fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
     let n = raw.limits.max_header_bytes.0;

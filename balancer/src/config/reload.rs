@@ -59,7 +59,7 @@ impl PartialEq for FileVersion {
 }
 
 /// How long a changed file must stay unchanged before it is reloaded.
-pub const SETTLE: Duration = Duration::from_millis(150);
+pub(crate) const SETTLE: Duration = Duration::from_millis(150);
 /// Give up waiting for a file that keeps changing after this many settle periods.
 const MAX_SETTLE_ROUNDS: u32 = 40;
 
@@ -80,7 +80,7 @@ async fn settle(path: &Path, mut seen: Option<Stamp>) -> Option<Stamp> {
 /// disappears, or is rewritten) from `loaded`, the version the running configuration was read
 /// from (`None`: not read from this file; then from the file as the watcher first sees it),
 /// checking every `every`.
-pub async fn watch_file(
+pub(crate) async fn watch_file(
     path: PathBuf,
     loaded: Option<FileVersion>,
     every: Duration,

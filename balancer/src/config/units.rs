@@ -7,10 +7,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The longest duration any setting accepts: longer ones are typos, and would overflow the
 /// deadlines computed from them.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(super) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Deserializes a human duration (`500ms`, `2s`, `1m`), at most [`MAX_DURATION`].
-pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s).map_err(serde::de::Error::custom)
 }
@@ -46,7 +46,7 @@ pub enum UnitError {
 }
 
 /// Parses a human duration of at most [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
+pub(super) fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let d = humantime::parse_duration(s).map_err(|reason| UnitError::NotADuration {
         text: s.to_owned(),
         reason,
@@ -58,20 +58,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
 }
 
 /// serde `with` module for optional durations in the file, bounded like [`duration`].
-pub mod opt_duration {
+pub(super) mod opt_duration {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Deserializes an optional human duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|s| super::parse_duration(&s).map_err(serde::de::Error::custom))
             .transpose()
     }
 
     /// Serializes as a human duration.
-    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         humantime_serde::serialize(v, s)
     }
 }

@@ -10,13 +10,13 @@ use std::time::Instant;
 use http::{HeaderValue, Method, Uri};
 
 /// Whether access-log lines are wanted (the `access` target is enabled at info).
-pub fn enabled() -> bool {
+pub(crate) fn enabled() -> bool {
     tracing::enabled!(target: "access", tracing::Level::INFO)
 }
 
 /// What the access log says about one request; written when the response body ends.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     /// Request method.
     pub method: Method,
     /// Request target.
@@ -57,13 +57,13 @@ impl AccessLog {
 }
 
 /// nginx's status for a request whose client went away before it was answered.
-pub const CLIENT_CLOSED: u16 = 499;
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 /// An access-log record not yet handed to a response. Dropped while still holding it, the
 /// request's future was given up: by its client, which went away first (nginx's 499), or by
 /// the balancer (the shutdown grace ran out, or a panic).
 #[derive(Debug)]
-pub struct Unanswered<'a> {
+pub(crate) struct Unanswered<'a> {
     log: Option<Box<AccessLog>>,
     /// The worker's: tells the two apart.
     grace: &'a Grace,
@@ -72,17 +72,17 @@ pub struct Unanswered<'a> {
 impl<'a> Unanswered<'a> {
     /// Holds `log` (`None` when access logging is off) for a request of the worker whose
     /// shutdown `grace` says who gave up.
-    pub fn new(log: Option<Box<AccessLog>>, grace: &'a Grace) -> Self {
+    pub(crate) fn new(log: Option<Box<AccessLog>>, grace: &'a Grace) -> Self {
         Unanswered { log, grace }
     }
 
     /// The record, to fill in as the request goes.
-    pub fn as_mut(&mut self) -> Option<&mut AccessLog> {
+    pub(crate) fn as_mut(&mut self) -> Option<&mut AccessLog> {
         self.log.as_deref_mut()
     }
 
     /// Hands the record to the response, which writes it when its body ends.
-    pub fn take(&mut self) -> Option<Box<AccessLog>> {
+    pub(crate) fn take(&mut self) -> Option<Box<AccessLog>> {
         self.log.take()
     }
 }
@@ -91,11 +91,11 @@ impl<'a> Unanswered<'a> {
 /// were abandoned by the balancer, not by their clients. One per worker, read only when a
 /// request is dropped unanswered.
 #[derive(Debug, Default)]
-pub struct Grace(AtomicBool);
+pub(crate) struct Grace(AtomicBool);
 
 impl Grace {
     /// The grace is over: unanswered requests dropped from now on are the balancer's doing.
-    pub fn run_out(&self) {
+    pub(crate) fn run_out(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
@@ -122,7 +122,7 @@ impl Drop for Unanswered<'_> {
 
 /// The access-log line for bytes refused before they made a request (no method or path to
 /// name): a head that does not parse or is over the limit.
-pub fn log_refused(status: u16, bytes: u64, request_id: &str) {
+pub(crate) fn log_refused(status: u16, bytes: u64, request_id: &str) {
     tracing::info!(
         target: "access",
         method = "-", path = "-", status, pool = "-", upstream = "-", attempts = 0u32,

@@ -19,7 +19,7 @@ use crate::pool::InFlight;
 
 /// Bookkeeping that rides along with a response body.
 #[derive(Debug)]
-pub struct Tail {
+pub(crate) struct Tail {
     /// The member's in-flight count, released when the body ends.
     pub guard: Option<InFlight>,
     /// The access-log record (only when access logging is on).
@@ -47,7 +47,7 @@ impl Drop for Tail {
 /// 384, and each of the five moves between member and client went through musl's `memcpy`
 /// (~30 ns each, docs/perf/moves.rs) for a box that costs one allocation.
 #[derive(Debug)]
-pub struct RespBody(Box<Inner>);
+pub(crate) struct RespBody(Box<Inner>);
 
 #[derive(Debug)]
 struct Inner {
@@ -61,7 +61,7 @@ struct Inner {
 /// The error a member's body yields when it pauses longer than the response timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("member sent no body for {0:?}")]
-pub struct MemberStalled(pub Duration);
+pub(crate) struct MemberStalled(pub Duration);
 
 #[derive(Debug)]
 enum Kind {
@@ -83,11 +83,11 @@ impl Drop for Inner {
 }
 
 /// Errors of a response body, passed on to hyper (which then aborts the client connection).
-pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl RespBody {
     /// The member's body, which may pause at most `stall` between frames.
-    pub fn upstream(body: MemberBody, tail: Tail, stall: Duration) -> Self {
+    pub(crate) fn upstream(body: MemberBody, tail: Tail, stall: Duration) -> Self {
         let mut body = Inner {
             kind: Kind::Member(body),
             tail,
@@ -101,7 +101,7 @@ impl RespBody {
     }
 
     /// A short body made here (errors).
-    pub fn full(text: &'static str, tail: Tail) -> Self {
+    pub(crate) fn full(text: &'static str, tail: Tail) -> Self {
         RespBody(Box::new(Inner {
             kind: Kind::Full(Some(Bytes::from_static(text.as_bytes()))),
             tail,
@@ -110,7 +110,7 @@ impl RespBody {
     }
 
     /// No body (a 101 upgrade).
-    pub fn empty(tail: Tail) -> Self {
+    pub(crate) fn empty(tail: Tail) -> Self {
         RespBody(Box::new(Inner {
             kind: Kind::Full(None),
             tail,

@@ -33,7 +33,7 @@ const READ_SPACE: usize = 8 * 1024;
 
 /// An HTTP/1.1 connection to a member, idle or carrying one exchange.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     io: TcpStream,
     /// Bytes read from the member and not yet consumed.
     buf: BytesMut,
@@ -45,7 +45,7 @@ pub struct Conn {
 
 /// Why an exchange failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
+pub(crate) enum Error {
     /// The request head could not be written: nothing usable reached the member.
     Unwritten,
     /// The connection closed or reset before any response byte.
@@ -58,7 +58,7 @@ pub enum Error {
 
 impl Conn {
     /// Wraps a connected stream.
-    pub fn new(io: TcpStream) -> Self {
+    pub(crate) fn new(io: TcpStream) -> Self {
         Conn {
             io,
             buf: BytesMut::new(),
@@ -70,14 +70,14 @@ impl Conn {
     /// Whether an idle connection can carry a request: the member has not closed it and sent
     /// nothing unasked. No syscall while tokio knows the socket is not readable (the usual
     /// case after a response was read), one `recv` otherwise.
-    pub fn probe(&self) -> bool {
+    pub(crate) fn probe(&self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
     /// Sends `req` (which has no body) over the leased connection and reads the response head;
     /// the returned body reads the rest and finishes the lease once it is read to the end.
-    pub async fn exchange<B>(
+    pub(crate) async fn exchange<B>(
         mut lease: Lease<Conn>,
         req: &Request<B>,
         fwd: &Forwarding<'_>,
@@ -259,7 +259,7 @@ enum State {
 
 /// A member's response body, read from its connection as the client's side polls it.
 #[derive(Debug)]
-pub struct Body {
+pub(crate) struct Body {
     /// The connection, until the body ends (then it goes back to the idle list, or closes).
     conn: Option<Lease<Conn>>,
     state: State,

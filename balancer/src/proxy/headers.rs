@@ -10,9 +10,9 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use crate::http1::{self, Digits, field};
 
 /// `X-Request-Id`.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `X-Upstream`.
-pub static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
+pub(crate) static X_UPSTREAM: HeaderName = HeaderName::from_static("x-upstream");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -36,7 +36,7 @@ fn fixed_hop_by_hop() -> [&'static HeaderName; 7] {
 /// Removes hop-by-hop headers and every header named in `Connection`. Returns whether the
 /// message asked for a protocol upgrade (`Connection: upgrade` + `Upgrade`), and in that case
 /// keeps `Upgrade` and sets `Connection: upgrade` so the upgrade can pass through.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // One pass over the names present (no hashing), then removals of only those found: most
     // messages carry one or none of these (a member's `Connection: keep-alive`).
     let hop = fixed_hop_by_hop();
@@ -93,7 +93,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
 
 /// Adds `X-Forwarded-For` (appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`.
 /// One buffer serves both computed values, so this costs one allocation.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
+pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
     let host = headers.get(header::HOST).cloned();
     let mut buf = BytesMut::with_capacity(160);
     let mut prior = false;
@@ -125,7 +125,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
 
 /// What the proxy adds to a request it forwards: the client's address and the request id.
 #[derive(Debug, Clone, Copy)]
-pub struct Forwarding<'a> {
+pub(crate) struct Forwarding<'a> {
     /// The client's address.
     pub client: IpAddr,
     /// The request's id.
@@ -135,7 +135,7 @@ pub struct Forwarding<'a> {
 /// Writes `headers` as HTTP/1.1 field lines with the same rules as [`add_forwarded`] plus the
 /// request id, without building them into the map first: the connections the proxy drives
 /// itself write their heads with this.
-pub fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>) {
+pub(crate) fn write_fields(dst: &mut Vec<u8>, headers: &HeaderMap, fwd: &Forwarding<'_>) {
     let mut prior_xff = false;
     for (name, value) in headers {
         if name == X_FORWARDED_FOR {
@@ -221,7 +221,7 @@ impl<B: BufMut> std::fmt::Write for BufWriter<'_, B> {
 /// Whether the request's `Host` is acceptable (RFC 9112 3.2): exactly one on HTTP/1.1, at
 /// most one on HTTP/1.0, and a plausible authority. Routing reads the first `Host` while a
 /// member might read another, so two are refused, as nginx does.
-pub fn host_is_valid(headers: &HeaderMap, version: http::Version) -> bool {
+pub(crate) fn host_is_valid(headers: &HeaderMap, version: http::Version) -> bool {
     let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
         (Some(_), Some(_)) => false,
@@ -240,7 +240,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The request's id: the client's `X-Request-Id` if it is sane, else a new unique one.
 /// Returns whether it was generated.
-pub fn request_id(headers: &HeaderMap, seed: u64) -> (HeaderValue, bool) {
+pub(crate) fn request_id(headers: &HeaderMap, seed: u64) -> (HeaderValue, bool) {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {

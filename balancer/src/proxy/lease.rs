@@ -15,7 +15,7 @@ use super::direct;
 use super::request_body::ReqBody;
 
 /// A connection kind with an idle list on this thread.
-pub trait Idle: Sized {
+pub(crate) trait Idle: Sized {
     /// Puts `self` back on the idle list of `addr`.
     fn checkin(self, addr: SocketAddr);
 }
@@ -23,7 +23,7 @@ pub trait Idle: Sized {
 /// A connection lent to one exchange. Dropped once marked [`Lease::reusable`] it goes back to
 /// its idle list; dropped otherwise (body abandoned, bytes left, tunnel) it closes.
 #[derive(Debug)]
-pub struct Lease<C: Idle> {
+pub(crate) struct Lease<C: Idle> {
     /// Always `Some` until dropped.
     conn: Option<C>,
     addr: SocketAddr,
@@ -40,12 +40,12 @@ impl<C: Idle> Lease<C> {
     }
 
     /// The response was read to its end over a clean connection: it may carry another.
-    pub fn reusable(&mut self) {
+    pub(crate) fn reusable(&mut self) {
         self.reusable = true;
     }
 
     /// Returns the connection for reuse now.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         self.reusable = true;
     }
 }
@@ -82,7 +82,7 @@ impl<C: Idle> Drop for Lease<C> {
 
 /// A member's response body, by the kind of connection it comes over.
 #[derive(Debug)]
-pub enum MemberBody {
+pub(crate) enum MemberBody {
     /// hyper's connection; the lease returns it once the body was read.
     Hyper(Incoming, Lease<SendRequest<ReqBody>>),
     /// A connection this task drives; its body returns it.
@@ -91,14 +91,14 @@ pub enum MemberBody {
 
 impl MemberBody {
     /// The body was read to its end: its connection may go back to the idle list.
-    pub fn completed(&mut self) {
+    pub(crate) fn completed(&mut self) {
         if let MemberBody::Hyper(_, lease) = self {
             lease.reusable();
         }
     }
 
     /// Whether this is hyper's (which can switch protocols).
-    pub fn is_hyper(&self) -> bool {
+    pub(crate) fn is_hyper(&self) -> bool {
         matches!(self, MemberBody::Hyper(..))
     }
 }

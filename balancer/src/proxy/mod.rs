@@ -1,17 +1,17 @@
 //! Forwarding one request: route, pick (sticky or by algorithm), rewrite headers, send with
 //! timeouts, retry what is safe to retry on another member, stream the response back.
 
-pub mod access_log;
-pub mod body;
-pub mod direct;
-pub mod headers;
-pub mod lease;
+pub(crate) mod access_log;
+pub(crate) mod body;
+pub(crate) mod direct;
+pub(crate) mod headers;
+pub(crate) mod lease;
 mod plan;
 mod replay;
-pub mod request_body;
+pub(crate) mod request_body;
 mod retry;
 mod upgrade;
-pub mod upstream;
+pub(crate) mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use crate::state::Shared;
 
 /// A client's request body as the server side hands it over.
 #[derive(Debug)]
-pub enum ClientBody {
+pub(crate) enum ClientBody {
     /// The request has no body (the server side checked its framing).
     None,
     /// hyper's body of the request (which may still be empty).
@@ -43,7 +43,7 @@ pub enum ClientBody {
 
 /// Per-worker context of the proxy.
 #[derive(Debug)]
-pub struct Proxy {
+pub(crate) struct Proxy {
     /// Shared state (the snapshot lives here).
     pub shared: Arc<Shared>,
     /// Random prefix of generated request ids.
@@ -54,7 +54,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// A worker's proxy.
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
         Proxy {
             shared,
             id_seed: rand::random(),
@@ -64,14 +64,14 @@ impl Proxy {
 
     /// This worker's shutdown grace ran out: the requests it drops from now on are logged as
     /// abandoned by the balancer rather than closed by their clients.
-    pub fn grace_ran_out(&self) {
+    pub(crate) fn grace_ran_out(&self) {
         self.grace.run_out();
     }
 
     /// Proxies one request from `peer`. Never fails: errors become short responses.
     /// `bad_framing` comes from [`crate::framing`]: the head was ambiguous before hyper
     /// normalized it.
-    pub async fn handle(
+    pub(crate) async fn handle(
         &self,
         mut req: Request<ClientBody>,
         peer: SocketAddr,
@@ -196,7 +196,7 @@ impl Proxy {
 
     /// The answer to bytes that could not be made into a request (400), counted like the
     /// rest; the connection is closed after it.
-    pub fn reject(&self, err: ProxyError) -> Response<RespBody> {
+    pub(crate) fn reject(&self, err: ProxyError) -> Response<RespBody> {
         let (rid, _) = headers::request_id(&http::HeaderMap::new(), self.id_seed);
         if access_log::enabled() {
             let body = err.body().len() as u64;
@@ -207,7 +207,7 @@ impl Proxy {
 
     /// Counts and logs a head that hyper's parser refused and answered itself (400, 414 or
     /// 431, with no body and no request id); an HTTP/2 preface gets no answer at all.
-    pub fn refused_by_parser(&self, e: &hyper::Error) {
+    pub(crate) fn refused_by_parser(&self, e: &hyper::Error) {
         if !e.is_parse() || e.is_parse_version_h2() {
             return;
         }
@@ -371,7 +371,7 @@ fn origin_form(uri: Uri) -> Uri {
 }
 
 /// A short response made here, logged like any other.
-pub fn error_response(
+pub(crate) fn error_response(
     err: ProxyError,
     rid: &HeaderValue,
     mut log: Option<Box<AccessLog>>,

@@ -17,16 +17,16 @@ use super::request_body::ReqBody;
 
 /// Largest body kept for a replay (HAProxy's buffer is 16 KiB, nginx's in-memory body 8–16 KiB
 /// before it spills to disk; a lab's PUTs are well under this).
-pub const REPLAY_LIMIT: u64 = 64 * 1024;
+pub(super) const REPLAY_LIMIT: u64 = 64 * 1024;
 
 /// The body frames of one upload, published once the whole body has gone through. They are
 /// slices of the connection's read buffer, so they pin it until the request is answered.
 #[derive(Debug, Default)]
-pub struct Kept(OnceLock<Vec<Bytes>>);
+pub(super) struct Kept(OnceLock<Vec<Bytes>>);
 
 /// What an upload gathers on its way to the first member.
 #[derive(Debug)]
-pub struct Keeper {
+pub(crate) struct Keeper {
     frames: Vec<Bytes>,
     len: u64,
     into: Arc<Kept>,
@@ -34,7 +34,7 @@ pub struct Keeper {
 
 impl Keeper {
     /// Keeps `data`; false once the body outgrew [`REPLAY_LIMIT`] (the keeper should go).
-    pub fn keep(&mut self, data: &Bytes) -> bool {
+    pub(crate) fn keep(&mut self, data: &Bytes) -> bool {
         self.len += data.len() as u64;
         if self.len > REPLAY_LIMIT {
             return false;
@@ -46,14 +46,14 @@ impl Keeper {
     }
 
     /// The body has ended: its frames may now be replayed.
-    pub fn finish(self) {
+    pub(crate) fn finish(self) {
         let _ = self.into.0.set(self.frames);
     }
 }
 
 /// An idempotent request with a body, kept until it is answered.
 #[derive(Debug)]
-pub struct Replay {
+pub(super) struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
@@ -66,7 +66,10 @@ impl Replay {
     /// returns the keeper its body feeds; `None` when a declared length is over the limit.
     /// Boxed: it lives across the request's awaits, and every request's future would carry
     /// its ~220 bytes otherwise.
-    pub fn of(req: &Request<ReqBody>, declared: Option<u64>) -> Option<(Box<Replay>, Keeper)> {
+    pub(super) fn of(
+        req: &Request<ReqBody>,
+        declared: Option<u64>,
+    ) -> Option<(Box<Replay>, Keeper)> {
         if declared.is_some_and(|n| n > REPLAY_LIMIT) {
             return None;
         }
@@ -87,7 +90,7 @@ impl Replay {
     }
 
     /// The request again, when its whole body was kept.
-    pub fn request(&self) -> Option<Box<Request<ReqBody>>> {
+    pub(super) fn request(&self) -> Option<Box<Request<ReqBody>>> {
         let frames = self.body.0.get()?.clone();
         let mut req = Request::new(ReqBody::replayed(frames));
         *req.method_mut() = self.method.clone();

@@ -21,18 +21,18 @@ use crate::clock::IdleTimer;
 /// The error a request body yields when it grows past the limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {0} bytes")]
-pub struct TooLarge(pub u64);
+pub(crate) struct TooLarge(pub u64);
 
 /// The error a request body yields when the client sends nothing for the idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("request body stalled for {0:?}")]
-pub struct Stalled(pub Duration);
+pub(crate) struct Stalled(pub Duration);
 
 /// Set once the whole request body went to the member: the response timeout starts then, so
 /// a slow upload is not blamed on the member. Until then it tells whose turn it is: the
 /// client's (no data yet) or the member's (it has not taken the last frame), and since when.
 #[derive(Debug)]
-pub struct Sent {
+pub(crate) struct Sent {
     done: AtomicBool,
     notify: Notify,
     /// When the body last handed a frame to the member's connection (or began).
@@ -64,7 +64,7 @@ impl Sent {
 
     /// Since when (ms) the member has not taken the body, or `None` while the client is the
     /// one to send.
-    pub fn member_turn_since(&self) -> Option<u64> {
+    pub(crate) fn member_turn_since(&self) -> Option<u64> {
         (!self.client_turn.load(Ordering::Relaxed))
             .then(|| self.progress_ms.load(Ordering::Relaxed))
     }
@@ -75,7 +75,7 @@ impl Sent {
     }
 
     /// Resolves once the body has been sent.
-    pub async fn wait(&self) {
+    pub(crate) async fn wait(&self) {
         loop {
             // Registered before the check, so a `mark` in between is not missed.
             let notified = self.notify.notified();
@@ -89,7 +89,7 @@ impl Sent {
 
 /// Request body sent to a member.
 #[derive(Debug)]
-pub enum ReqBody {
+pub(crate) enum ReqBody {
     /// No body (the common GET): replayable for retries.
     Empty,
     /// The client's body, streamed (boxed: every request moves this enum several times).
@@ -100,14 +100,14 @@ pub enum ReqBody {
 
 /// The frames of a kept body, being sent again.
 #[derive(Debug)]
-pub struct Again {
+pub(crate) struct Again {
     frames: std::vec::IntoIter<Bytes>,
     left: u64,
 }
 
 /// A client's body on its way to a member, with its size limit and idle timeout.
 #[derive(Debug)]
-pub struct Upload {
+pub(crate) struct Upload {
     inner: Incoming,
     remaining: u64,
     limit: u64,
@@ -132,7 +132,7 @@ impl ReqBody {
     /// Streams `inner`, failing with [`TooLarge`] past `limit` bytes and with [`Stalled`] when
     /// the client pauses longer than `idle`; the [`Sent`] is marked at its end. `keeper`
     /// keeps the frames of a request that may be replayed.
-    pub fn stream(
+    pub(crate) fn stream(
         inner: Incoming,
         limit: u64,
         idle: Duration,
@@ -151,7 +151,7 @@ impl ReqBody {
     }
 
     /// A kept body, to be sent again.
-    pub fn replayed(frames: Vec<Bytes>) -> Self {
+    pub(crate) fn replayed(frames: Vec<Bytes>) -> Self {
         let left = frames.iter().map(|f| f.len() as u64).sum();
         ReqBody::Again(Box::new(Again {
             frames: frames.into_iter(),

@@ -8,7 +8,7 @@ use crate::pool::InFlight;
 
 /// Joins the client's and the member's upgraded connections in a background task; the member
 /// counts the tunnel as in flight until it closes.
-pub fn bridge(client: OnUpgrade, upstream: OnUpgrade, guard: InFlight) {
+pub(super) fn bridge(client: OnUpgrade, upstream: OnUpgrade, guard: InFlight) {
     tokio::spawn(async move {
         let _guard = guard;
         let (client, upstream) = match tokio::try_join!(client, upstream) {

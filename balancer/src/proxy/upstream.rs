@@ -93,7 +93,7 @@ thread_local! {
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailKind {
+pub(crate) enum FailKind {
     /// Could not connect (refused, unreachable).
     Connect,
     /// The connection was not established within the connect timeout (as nginx, a 504 when it
@@ -118,7 +118,7 @@ pub enum FailKind {
 /// A failed attempt; `request` is the request back when it can be sent again: provably not
 /// sent, or resendable (see [`Attempt::resendable`]).
 #[derive(Debug)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// What went wrong.
     pub kind: FailKind,
     /// The unsent request, to try elsewhere.
@@ -141,7 +141,7 @@ impl Idle for direct::Conn {
 
 /// Timeouts of one attempt.
 #[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
+pub(crate) struct Timeouts {
     /// To open a connection.
     pub connect: Duration,
     /// From the request (or its body) sent to the response head.
@@ -152,7 +152,7 @@ pub struct Timeouts {
 
 /// How one attempt is made.
 #[derive(Debug, Clone, Copy)]
-pub struct Attempt<'a> {
+pub(crate) struct Attempt<'a> {
     /// With a body: says when it has all gone (the response timeout starts then).
     pub sent: Option<&'a Sent>,
     /// The timeouts.
@@ -172,12 +172,12 @@ pub struct Attempt<'a> {
 
 /// Whether a request goes over a connection this task drives ([`direct`]): no body, no
 /// upgrade, no tunnel. The rest go through hyper.
-pub fn is_direct(method: &Method, empty_body: bool, upgrade: bool) -> bool {
+pub(crate) fn is_direct(method: &Method, empty_body: bool, upgrade: bool) -> bool {
     empty_body && !upgrade && method != Method::CONNECT
 }
 
 /// Sends `req` to `addr`: reuses an idle connection or opens one, waits for response headers.
-pub async fn send(
+pub(crate) async fn send(
     addr: SocketAddr,
     req: Box<Request<ReqBody>>,
     a: &Attempt<'_>,
@@ -377,7 +377,7 @@ fn checkout_direct(addr: SocketAddr, idle_timeout: Duration) -> Option<direct::C
 
 /// Closes this thread's idle connections that expired, closed, or belong to members no
 /// longer in `live`.
-pub fn sweep(idle_timeout: Duration, live: &dyn Fn(&SocketAddr) -> bool) {
+pub(crate) fn sweep(idle_timeout: Duration, live: &dyn Fn(&SocketAddr) -> bool) {
     let max_idle = idle_timeout.as_millis() as u64;
     IDLE.with(|idle| {
         idle.borrow_mut()

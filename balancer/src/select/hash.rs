@@ -50,7 +50,7 @@ pub fn rendezvous_pick(members: &[Arc<Member>], cx: &PickContext<'_>, key: u64) 
 
 /// `ip-hash` and `header-hash`: rendezvous on the request key, round-robin when it is absent.
 #[derive(Debug, Default)]
-pub struct Consistent {
+pub(super) struct Consistent {
     fallback: AtomicUsize,
 }
 

@@ -11,13 +11,13 @@ use crate::pool::Member;
 
 /// Weighted least-connections; ties are broken by smooth weighted round-robin.
 #[derive(Debug)]
-pub struct LeastConnections {
+pub(super) struct LeastConnections {
     scores: Scores,
 }
 
 impl LeastConnections {
     /// State for `n` members.
-    pub fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         LeastConnections {
             scores: Scores::new(n),
         }

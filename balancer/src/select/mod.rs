@@ -112,7 +112,10 @@ impl PickContext<'_> {
 /// passive detection took out (drained and leaving ones stay out), the one that failed least
 /// recently, as the likeliest to have recovered. Rather than failing at once, a pool whose
 /// members are all out still tries one, so a one-replica lab keeps working through a blip.
-pub fn least_recently_failed(members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
+pub(crate) fn least_recently_failed(
+    members: &[Arc<Member>],
+    cx: &PickContext<'_>,
+) -> Option<usize> {
     members
         .iter()
         .enumerate()
@@ -135,7 +138,7 @@ pub trait Select: Send + Sync + std::fmt::Debug {
 
 /// Builds the selector for `algorithm` over a member list of length `n`; rotating selectors
 /// continue from `rotation` (the previous selector's [`Select::rotation`]).
-pub fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Arc<dyn Select> {
+pub(crate) fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Arc<dyn Select> {
     match algorithm {
         Algorithm::RoundRobin => Arc::new(round_robin::RoundRobin::starting_at(rotation)),
         Algorithm::WeightedRoundRobin => Arc::new(weighted::SmoothWeighted::new(n)),

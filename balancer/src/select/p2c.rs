@@ -17,7 +17,7 @@ fn less_loaded(a: (u32, u32), b: (u32, u32)) -> bool {
 
 /// P2C on in-flight requests per unit of weight.
 #[derive(Debug, Default)]
-pub struct PowerOfTwo;
+pub(super) struct PowerOfTwo;
 
 impl Select for PowerOfTwo {
     fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {

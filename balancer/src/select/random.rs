@@ -9,7 +9,7 @@ use crate::pool::Member;
 
 /// Random, proportional to effective weight.
 #[derive(Debug, Default)]
-pub struct WeightedRandom;
+pub(super) struct WeightedRandom;
 
 impl Select for WeightedRandom {
     fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {

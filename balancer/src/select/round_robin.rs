@@ -10,13 +10,13 @@ use crate::pool::Member;
 
 /// Plain round-robin over usable members.
 #[derive(Debug, Default)]
-pub struct RoundRobin {
+pub(super) struct RoundRobin {
     next: AtomicUsize,
 }
 
 impl RoundRobin {
     /// A rotation that continues from turn `n`.
-    pub fn starting_at(n: usize) -> Self {
+    pub(super) fn starting_at(n: usize) -> Self {
         RoundRobin {
             next: AtomicUsize::new(n),
         }
@@ -55,7 +55,11 @@ impl Select for RoundRobin {
 }
 
 /// The first usable member at or after `start` (mod n).
-pub fn scan_from(members: &[Arc<Member>], cx: &PickContext<'_>, start: usize) -> Option<usize> {
+pub(super) fn scan_from(
+    members: &[Arc<Member>],
+    cx: &PickContext<'_>,
+    start: usize,
+) -> Option<usize> {
     let n = members.len();
     (0..n)
         .map(|k| (start.wrapping_add(k)) % n)

@@ -15,20 +15,20 @@ use crate::pool::Member;
 
 /// One smooth-WRR score per member (the selector is rebuilt with its member list).
 #[derive(Debug)]
-pub struct Scores {
+pub(super) struct Scores {
     current: Box<[AtomicI64]>,
 }
 
 impl Scores {
     /// Scores for `n` members, all 0.
-    pub fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         Scores {
             current: (0..n).map(|_| AtomicI64::new(0)).collect(),
         }
     }
 
     /// One smooth-WRR step over the usable members for which `candidate(i)` holds.
-    pub fn pick(
+    pub(super) fn pick(
         &self,
         members: &[Arc<Member>],
         cx: &PickContext<'_>,
@@ -62,13 +62,13 @@ impl Scores {
 
 /// Smooth WRR over every usable member.
 #[derive(Debug)]
-pub struct SmoothWeighted {
+pub(super) struct SmoothWeighted {
     scores: Scores,
 }
 
 impl SmoothWeighted {
     /// State for `n` members.
-    pub fn new(n: usize) -> Self {
+    pub(super) fn new(n: usize) -> Self {
         SmoothWeighted {
             scores: Scores::new(n),
         }

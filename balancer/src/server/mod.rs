@@ -22,12 +22,12 @@ use crate::framing;
 
 mod backoff;
 mod plain;
-pub mod spread;
+pub(crate) mod spread;
 use crate::proxy::{ClientBody, Proxy, upstream};
 use crate::state::Shared;
 
 /// How long shutdown waits for in-flight requests before giving up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Binds `n` sockets on `addr` with `SO_REUSEPORT`: the kernel places each new connection on one
 /// by a hash of its addresses (`spread` evens out what that leaves uneven).
@@ -52,7 +52,7 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
 
 /// Settings of the HTTP server side.
 #[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
+pub(crate) struct ServerLimits {
     /// Largest request head; beyond it hyper answers 431.
     pub max_header_bytes: usize,
     /// Keep-alive idle timeout and header read timeout.
@@ -61,7 +61,7 @@ pub struct ServerLimits {
 
 /// Runs the proxy on `listeners` (one worker thread each) until `shutdown`, then drains.
 /// Blocks the calling thread until every worker has finished.
-pub fn serve(
+pub(crate) fn serve(
     listeners: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
     limits: ServerLimits,

@@ -76,14 +76,14 @@ impl Load {
 
 /// A connection counted on a worker until this drops.
 #[derive(Debug)]
-pub struct Seat {
+pub(crate) struct Seat {
     load: Arc<Load>,
     worker: usize,
 }
 
 impl Seat {
     /// Counts one connection on `worker`.
-    pub fn take(load: &Arc<Load>, worker: usize) -> Self {
+    pub(crate) fn take(load: &Arc<Load>, worker: usize) -> Self {
         if let Some(s) = load.open.get(worker) {
             s.0.fetch_add(1, Ordering::Relaxed);
         }
@@ -104,7 +104,7 @@ impl Drop for Seat {
 
 /// An accepted connection on its way to the worker that serves it.
 #[derive(Debug)]
-pub struct Handed {
+pub(crate) struct Handed {
     /// The client's socket, out of the accepting worker's reactor.
     pub stream: std::net::TcpStream,
     /// The client's address.
@@ -115,21 +115,21 @@ pub struct Handed {
 
 /// The workers' inboxes and their load.
 #[derive(Debug)]
-pub struct Spread {
+pub(crate) struct Spread {
     load: Arc<Load>,
     inboxes: Vec<mpsc::UnboundedSender<Handed>>,
 }
 
 impl Spread {
     /// One inbox per worker `load` counts; the receivers go to the workers in order.
-    pub fn new(load: Arc<Load>) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handed>>) {
+    pub(crate) fn new(load: Arc<Load>) -> (Arc<Self>, Vec<mpsc::UnboundedReceiver<Handed>>) {
         let (inboxes, receivers) = load.open.iter().map(|_| mpsc::unbounded_channel()).unzip();
         (Arc::new(Spread { load, inboxes }), receivers)
     }
 
     /// Places a connection worker `me` accepted: returned with its seat when `me` serves it,
     /// `None` when another worker took it.
-    pub fn place(
+    pub(crate) fn place(
         &self,
         me: usize,
         stream: TcpStream,
@@ -170,14 +170,14 @@ impl Spread {
 /// A client connection's socket holding its [`Seat`]: an upgraded connection (WebSocket,
 /// CONNECT) outlives the task that accepted it, and still counts until it closes.
 #[derive(Debug)]
-pub struct Seated<T> {
+pub(crate) struct Seated<T> {
     io: T,
     _seat: Seat,
 }
 
 impl<T> Seated<T> {
     /// `io`, counted by `seat` until it drops.
-    pub fn new(io: T, seat: Seat) -> Self {
+    pub(crate) fn new(io: T, seat: Seat) -> Self {
         Seated { io, _seat: seat }
     }
 }

@@ -9,7 +9,7 @@ type Labels = Vec<(String, String)>;
 
 /// A parsed text exposition: samples by metric name, each with its labels and value.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub(crate) struct Exposition {
     pub types: BTreeMap<String, String>,
     pub samples: Vec<(String, BTreeMap<String, String>, f64)>,
 }
@@ -18,7 +18,7 @@ impl Exposition {
     /// Parses strictly: every sample belongs to a family declared by `# TYPE` (with `# HELP`)
     /// before it, families are contiguous, names and labels are valid, values are floats,
     /// histograms have cumulative `le` buckets ending in `+Inf` equal to `_count`.
-    pub fn parse(text: &str) -> Result<Exposition, String> {
+    pub(crate) fn parse(text: &str) -> Result<Exposition, String> {
         let mut out = Exposition::default();
         let mut helped = std::collections::BTreeSet::new();
         let mut current: Option<String> = None;
@@ -118,7 +118,7 @@ impl Exposition {
     }
 
     /// The value of the sample with exactly these labels.
-    pub fn value(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<f64> {
+    pub(crate) fn value(&self, name: &str, labels: &BTreeMap<String, String>) -> Option<f64> {
         self.samples
             .iter()
             .find(|(n, l, _)| n == name && l == labels)
@@ -126,7 +126,7 @@ impl Exposition {
     }
 
     /// Sum of the samples of `name` whose labels include every pair of `with`.
-    pub fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
+    pub(crate) fn sum(&self, name: &str, with: &[(&str, &str)]) -> f64 {
         self.samples
             .iter()
             .filter(|(n, l, _)| {
@@ -139,7 +139,7 @@ impl Exposition {
             .sum()
     }
 
-    pub fn has(&self, name: &str) -> bool {
+    pub(crate) fn has(&self, name: &str) -> bool {
         self.samples.iter().any(|s| s.0 == name)
     }
 }

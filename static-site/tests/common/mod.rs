@@ -10,10 +10,10 @@ use static_site::{AppState, Config};
 
 #[path = "../../../apps-shared/tests/each_app/mod.rs"]
 mod shared;
-pub use shared::*;
+pub(crate) use shared::*;
 
 /// The `static-site` binary, for the shared tests.
-pub const BIN: Bin = Bin {
+pub(crate) const BIN: Bin = Bin {
     exe: env!("CARGO_BIN_EXE_static-site"),
     listen_env: "STATIC_SITE_LISTEN",
     config_env: "STATIC_SITE_CONFIG",
@@ -29,7 +29,7 @@ fn no_files(_: &Path) -> Vec<(&'static str, PathBuf)> {
 }
 
 /// A config built in code (tests never touch the process environment).
-pub fn config(instance: &str) -> Config {
+pub(crate) fn config(instance: &str) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         drain_grace: Duration::from_millis(100),
@@ -44,10 +44,10 @@ pub fn config(instance: &str) -> Config {
 }
 
 /// An in-process server; dropping `stop` (or sending on it) starts draining.
-pub type Server = shared::Server<static_site::Error>;
+pub(crate) type Server = shared::Server<static_site::Error>;
 
 /// Starts the real router on 127.0.0.1:0 with `config`.
-pub async fn start(config: Config) -> Server {
+pub(crate) async fn start(config: Config) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let state = AppState::new(&config.instance()).unwrap();
     Server::spawn(listener, |listener, stop| {

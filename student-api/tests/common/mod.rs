@@ -11,12 +11,12 @@ use student_api::{AppState, Config};
 
 #[path = "../../../apps-shared/tests/each_app/mod.rs"]
 mod shared;
-pub use shared::*;
+pub(crate) use shared::*;
 
-pub mod pg;
+pub(crate) mod pg;
 
 /// The `student-api` binary, for the shared tests.
-pub const BIN: Bin = Bin {
+pub(crate) const BIN: Bin = Bin {
     exe: env!("CARGO_BIN_EXE_student-api"),
     listen_env: "STUDENT_API_LISTEN",
     config_env: "STUDENT_API_CONFIG",
@@ -41,12 +41,12 @@ fn data_in(dir: &Path) -> Vec<(&'static str, PathBuf)> {
 }
 
 /// The binary with a clean, explicit environment, its roster in `dir`.
-pub fn command(dir: &TempDir, instance: &str, grace: &str) -> std::process::Command {
+pub(crate) fn command(dir: &TempDir, instance: &str, grace: &str) -> std::process::Command {
     BIN.command(dir.path(), instance, grace)
 }
 
 /// A config built in code (tests never touch the process environment).
-pub fn config(data: &Path, instance: &str) -> Config {
+pub(crate) fn config(data: &Path, instance: &str) -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         data: data.to_owned(),
@@ -62,10 +62,10 @@ pub fn config(data: &Path, instance: &str) -> Config {
 }
 
 /// An in-process server; dropping `stop` (or sending on it) starts draining.
-pub type Server = shared::Server<student_api::Error>;
+pub(crate) type Server = shared::Server<student_api::Error>;
 
 /// Starts the real router on 127.0.0.1:0 with `config`.
-pub async fn start(config: Config) -> Server {
+pub(crate) async fn start(config: Config) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grace = config.drain_grace;
     let state = AppState::open(&config).await.unwrap();
@@ -77,7 +77,7 @@ pub async fn start(config: Config) -> Server {
 }
 
 /// A student body that passes validation.
-pub fn valid_student(n: usize) -> serde_json::Value {
+pub(crate) fn valid_student(n: usize) -> serde_json::Value {
     serde_json::json!({
         "firstName": format!("Test{n}"),
         "lastName": "Student",
@@ -90,7 +90,7 @@ pub fn valid_student(n: usize) -> serde_json::Value {
 
 /// The two places a roster can live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// The JSON Lines file.
     File,
     /// PostgreSQL (`STUDENT_DATABASE_URL`).
@@ -98,7 +98,7 @@ pub enum Kind {
 }
 
 /// The storage of one roster test: a file in a private temp dir, or a private database.
-pub struct TestStore {
+pub(crate) struct TestStore {
     pub kind: Kind,
     pub dir: TempDir,
     pub db: Option<pg::TestDb>,
@@ -107,7 +107,7 @@ pub struct TestStore {
 impl TestStore {
     /// A fresh empty store; `None` when PostgreSQL is unavailable here (the reason is
     /// printed; under `CI=true` that fails instead).
-    pub fn new(kind: Kind, tag: &str) -> Option<Self> {
+    pub(crate) fn new(kind: Kind, tag: &str) -> Option<Self> {
         let db = match kind {
             Kind::File => None,
             Kind::Postgres => Some(pg::TestDb::create(pg::shared_admin_url()?, tag)),
@@ -120,12 +120,12 @@ impl TestStore {
     }
 
     /// The roster file (used by the file store only).
-    pub fn file(&self) -> PathBuf {
+    pub(crate) fn file(&self) -> PathBuf {
         self.dir.file("s.jsonl")
     }
 
     /// A config for an instance named `instance` using this store.
-    pub fn config(&self, instance: &str) -> Config {
+    pub(crate) fn config(&self, instance: &str) -> Config {
         let mut cfg = config(&self.file(), instance);
         cfg.database_url = self.db.as_ref().map(|db| db.url.parse().unwrap());
         cfg
@@ -133,7 +133,7 @@ impl TestStore {
 
     /// Every stored id, read behind the service's back (the file's lines, or the table).
     /// For the file, also checks that every line parses and the last one is complete.
-    pub async fn stored_ids(&self) -> Vec<String> {
+    pub(crate) async fn stored_ids(&self) -> Vec<String> {
         match &self.db {
             Some(db) => pg::stored_ids(&db.url).await,
             None => {

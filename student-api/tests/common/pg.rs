@@ -37,7 +37,7 @@ wait "$pg"
 "#;
 
 /// A PostgreSQL server of this test process, on 127.0.0.1, trusting local connections.
-pub struct PgServer {
+pub(crate) struct PgServer {
     dir: PathBuf,
     bin: PathBuf,
     port: u16,
@@ -55,7 +55,7 @@ struct Running {
 
 impl PgServer {
     /// Makes a cluster in a fresh temp dir and starts it; `Err` says why it cannot.
-    pub fn start() -> Result<Self, String> {
+    pub(crate) fn start() -> Result<Self, String> {
         Self::start_with(false)
     }
 
@@ -97,13 +97,13 @@ impl PgServer {
     }
 
     /// A URL for database `db` on this server, as the superuser `postgres`.
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 
     /// Stops the server at once (SIGQUIT: immediate shutdown, like a crash: clients are cut
     /// off and the next start replays the WAL) and waits until it is gone.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         let Some(mut run) = self.lock().take() else {
             return;
         };
@@ -121,17 +121,17 @@ impl PgServer {
     }
 
     /// Starts the stopped server again, on the same port and data.
-    pub fn restart(&self) -> Result<(), String> {
+    pub(crate) fn restart(&self) -> Result<(), String> {
         self.launch()
     }
 
     /// Freezes every process of the server (SIGSTOP): connections hang, nothing is refused.
-    pub fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.signal_all("STOP");
     }
 
     /// Undoes [`PgServer::pause`].
-    pub fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.signal_all("CONT");
     }
 
@@ -364,7 +364,7 @@ fn signal(sig: &str, target: &str) {
 
 /// Says (once per test binary, past the output capture) why the PostgreSQL tests are
 /// skipped; with `CI=true` fails the test instead.
-pub fn unavailable(reason: &str) {
+pub(crate) fn unavailable(reason: &str) {
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("PostgreSQL tests cannot run: {reason} (CI=true: not skipping)");
     }
@@ -380,7 +380,7 @@ pub fn unavailable(reason: &str) {
 
 /// The shared server's URL for its `postgres` database (or `STUDENT_TEST_DATABASE_URL`);
 /// `None` (after [`unavailable`]) when there is none.
-pub fn shared_admin_url() -> Option<&'static str> {
+pub(crate) fn shared_admin_url() -> Option<&'static str> {
     static SHARED: OnceLock<Result<(String, Option<PgServer>), String>> = OnceLock::new();
     let shared = SHARED.get_or_init(|| {
         if let Some(url) = std::env::var("STUDENT_TEST_DATABASE_URL")
@@ -403,7 +403,7 @@ pub fn shared_admin_url() -> Option<&'static str> {
 }
 
 /// A database of its own for one test, dropped afterwards.
-pub struct TestDb {
+pub(crate) struct TestDb {
     /// Its URL.
     pub url: String,
     admin_url: String,
@@ -412,7 +412,7 @@ pub struct TestDb {
 
 impl TestDb {
     /// Creates a database named after `tag` on the server `admin_url` points to.
-    pub fn create(admin_url: &str, tag: &str) -> Self {
+    pub(crate) fn create(admin_url: &str, tag: &str) -> Self {
         let mut name: String = format!("t_{tag}")
             .chars()
             .map(|c| {
@@ -478,7 +478,7 @@ fn admin_sql(admin_url: &str, sql: String) -> Result<(), String> {
 }
 
 /// `url` with its database (the path) replaced by `db`, query kept.
-pub fn with_database(url: &str, db: &str) -> String {
+pub(crate) fn with_database(url: &str, db: &str) -> String {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, format!("?{q}")),
         None => (url, String::new()),
@@ -494,7 +494,7 @@ pub fn with_database(url: &str, db: &str) -> String {
 }
 
 /// Every id in the `students` table of `url`.
-pub async fn stored_ids(url: &str) -> Vec<String> {
+pub(crate) async fn stored_ids(url: &str) -> Vec<String> {
     let (client, conn) = tokio_postgres::connect(url, NoTls).await.unwrap();
     tokio::spawn(conn);
     client

@@ -32,7 +32,7 @@ mod respond;
 
 /// How the plain loop ended.
 #[derive(Debug)]
-pub enum End {
+pub(super) enum End {
     /// The connection is finished.
     Closed,
     /// A request that is not plain arrived: hyper serves the rest, starting with `rest`.
@@ -40,7 +40,7 @@ pub enum End {
 }
 
 /// Serves plain requests on `io` until the connection ends or one is not plain.
-pub async fn serve(
+pub(super) async fn serve(
     io: TcpStream,
     peer: SocketAddr,
     proxy: &Proxy,
