@@ -2,7 +2,8 @@
 //!
 //! Each app's `config` module declares its own `Config` with
 //! [`app_config!`](crate::app_config), which adds the shared fields (`drain_grace`,
-//! `instance_name` and the `register_*` settings) and their methods. The struct stays flat on purpose: confique's `nested` would move the registration
+//! `instance_name`, the `register_*` settings, `load_capacity` and the `lab_*` fault knobs)
+//! and their methods. The struct stays flat on purpose: confique's `nested` would move the registration
 //! keys into a TOML table, and the file keys (`register_url`, ...) are a contract.
 //!
 //! Every env value goes through a `parse_*` function that says what it expected; loading goes
@@ -15,9 +16,9 @@ use std::time::Duration;
 use config_report::{self as config_error, Problem, Source};
 
 /// Declares an app's `Config`: the attributes and fields written at the call site, then the
-/// fields both apps share, and an `impl` with `registration`, `instance`,
-/// `load_from` (every source, then the cross-field checks) and `fmt_registration` (the tail of
-/// `Display`).
+/// fields both apps share, and an `impl` with `registration`, `instance`, `faults`,
+/// `load_from` (every source, then the cross-field checks), `fmt_load_and_faults` and
+/// `fmt_registration` (the tail of `Display`).
 ///
 /// The caller's module must provide `parse_socket_addr` (its message shows the app's own
 /// port), used here for `REGISTER_ADVERTISE`, and the caller's crate must depend on
@@ -64,6 +65,44 @@ macro_rules! app_config {
                 default = "2s"
             )]
             pub register_interval: std::time::Duration,
+            /// Requests in flight at which this replica reports itself fully used
+            /// (`application_utilization` 1.0 in its `endpoint-load-metrics` header).
+            #[config(
+                env = "LOAD_CAPACITY",
+                parse_env = $crate::load::parse_capacity,
+                validate = $name::check_load_capacity,
+                default = 100
+            )]
+            pub load_capacity: u32,
+            /// Lab fault: extra latency per request, whole milliseconds up to 60s.
+            #[config(
+                env = "LAB_DELAY",
+                parse_env = $crate::faults::parse_delay,
+                deserialize_with = humantime_serde::deserialize,
+                validate = $name::check_lab_delay,
+                default = "0ms"
+            )]
+            pub lab_delay: std::time::Duration,
+            /// Lab fault: CPU work (spinning) per request, whole milliseconds up to 1s.
+            #[config(
+                env = "LAB_CPU",
+                parse_env = $crate::faults::parse_cpu,
+                deserialize_with = humantime_serde::deserialize,
+                validate = $name::check_lab_cpu,
+                default = "0ms"
+            )]
+            pub lab_cpu: std::time::Duration,
+            /// Lab fault: share of requests answered 500, from 0 to 1.
+            #[config(
+                env = "LAB_ERROR_RATE",
+                parse_env = $crate::faults::parse_error_rate,
+                validate = $name::check_lab_error_rate,
+                default = 0.0
+            )]
+            pub lab_error_rate: f64,
+            /// Lab fault: `/healthz` answers 503 `unhealthy`.
+            #[config(env = "LAB_UNHEALTHY", parse_env = $crate::faults::parse_flag, default = false)]
+            pub lab_unhealthy: bool,
         }
 
         impl $name {
@@ -100,11 +139,56 @@ macro_rules! app_config {
                 Ok(config)
             }
 
+            /// confique `validate` for `load_capacity` (see `load::check_capacity`).
+            fn check_load_capacity(capacity: &u32) -> Result<(), &'static str> {
+                $crate::load::check_capacity(capacity)
+            }
+
+            /// confique `validate` for `lab_delay` (see `faults::check_delay`).
+            fn check_lab_delay(delay: &std::time::Duration) -> Result<(), &'static str> {
+                $crate::faults::check_delay(delay)
+            }
+
+            /// confique `validate` for `lab_cpu` (see `faults::check_cpu`).
+            fn check_lab_cpu(cpu: &std::time::Duration) -> Result<(), &'static str> {
+                $crate::faults::check_cpu(cpu)
+            }
+
+            /// confique `validate` for `lab_error_rate` (see `faults::check_error_rate`).
+            fn check_lab_error_rate(rate: &f64) -> Result<(), &'static str> {
+                $crate::faults::check_error_rate(rate)
+            }
+
             /// confique `validate` for `register_interval` (see `register::check_interval`).
             fn check_register_interval(
                 interval: &std::time::Duration,
             ) -> Result<(), &'static str> {
                 $crate::register::check_interval(interval)
+            }
+
+            /// The fault knobs this config starts with; `admin_token` may change them.
+            pub fn faults(&self) -> $crate::faults::Faults {
+                let knobs = $crate::faults::knobs_from(
+                    self.lab_delay,
+                    self.lab_cpu,
+                    self.lab_error_rate,
+                    self.lab_unhealthy,
+                );
+                $crate::faults::Faults::new(knobs, self.admin_token.clone())
+            }
+
+            /// Writes the load capacity and the fault knobs that are on, for `Display`.
+            fn fmt_load_and_faults(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, " load_capacity={}", self.load_capacity)?;
+                let knobs = self.faults().knobs();
+                if knobs.any() {
+                    write!(
+                        f,
+                        " lab_delay={}ms lab_cpu={}ms lab_error_rate={} lab_unhealthy={}",
+                        knobs.delay_ms, knobs.cpu_ms, knobs.error_rate, knobs.unhealthy
+                    )?;
+                }
+                Ok(())
             }
 
             /// Writes the registration settings, if any, for `Display`.

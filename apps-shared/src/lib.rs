@@ -23,6 +23,9 @@
 //! - [`cli`]: an app's whole `main`: arguments, config errors, tracing, runtime, bind, signals.
 //! - [`serve`]: deregister first, then drain, then a graceful shutdown.
 //! - [`web`]: `X-Instance`, access log, `/healthz` and draining, JSON 404/405.
+//! - [`load`]: the ORCA `endpoint-load-metrics` header on every response (utilization, rps,
+//!   eps) for the balancer's load-aware algorithms.
+//! - [`faults`]: the lab's knobs (slow, busy, failing, unhealthy) and `/fault` to turn them.
 //! - [`register`]: heartbeats to the balancer's admin API and the DELETE on shutdown.
 //!
 //! The tests every app binary must pass (exit codes, draining, `--healthcheck`, config
@@ -33,7 +36,9 @@
 pub mod cli;
 pub mod config;
 pub mod errors;
+pub mod faults;
 pub mod healthcheck;
+pub mod load;
 pub mod register;
 pub mod serve;
 pub mod web;

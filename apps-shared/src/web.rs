@@ -1,5 +1,5 @@
 //! HTTP plumbing shared by every route of both apps: `X-Instance`, the access log, `/healthz`
-//! with draining, and JSON bodies for 404 and 405.
+//! with draining and the lab's fault knobs, and JSON bodies for 404 and 405.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,8 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::faults::Faults;
 
 /// The response header naming the replica that answered.
 pub static X_INSTANCE: HeaderName = HeaderName::from_static("x-instance");
@@ -67,16 +69,21 @@ pub async fn identify_and_log(State(id): State<Identity>, req: Request, next: Ne
     res
 }
 
-/// `GET /healthz`: 200 `ok` while serving, 503 `draining` once shutdown began.
-pub async fn healthz(State(draining): State<Draining>) -> Response {
-    if draining.is_draining() {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"status": "draining"}),
-        )
+/// `GET /healthz`: 200 `ok` while serving, 503 `draining` once shutdown began, 503
+/// `unhealthy` while the lab's `unhealthy` knob is on; each with the fault knobs in force.
+pub async fn healthz(
+    State(draining): State<Draining>,
+    State(faults): State<Faults>,
+) -> Response {
+    let knobs = faults.knobs();
+    let (status, word) = if draining.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+    } else if knobs.unhealthy {
+        (StatusCode::SERVICE_UNAVAILABLE, "unhealthy")
     } else {
-        json_response(StatusCode::OK, json!({"status": "ok"}))
-    }
+        (StatusCode::OK, "ok")
+    };
+    json_response(status, json!({"status": word, "faults": knobs}))
 }
 
 /// JSON 404 for unknown paths.

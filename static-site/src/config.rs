@@ -85,6 +85,7 @@ impl fmt::Display for Config {
             self.sticky_cookie,
             self.dashboard_url
         )?;
+        self.fmt_load_and_faults(f)?;
         self.fmt_registration(f)
     }
 }

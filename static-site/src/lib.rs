@@ -12,6 +12,9 @@
 //! Shared with student-api (the `apps-shared` crate, re-exported here):
 //!
 //! - [`healthcheck`]: the tiny HTTP client behind `--healthcheck`.
+//! - [`load`]: the ORCA `endpoint-load-metrics` header on every response.
+//! - [`faults`]: the lab's knobs (slow, busy, failing, unhealthy) and `/fault`: the code is
+//!   shared, so the site takes the same `LAB_*` variables as the API.
 //! - [`register`]: heartbeats to the balancer's admin API and the DELETE on shutdown.
 //! - [`cli`]: the binary's `main` (arguments, tracing, runtime, signals).
 //!
@@ -25,7 +28,7 @@ pub mod config;
 pub mod page;
 pub mod web;
 
-pub use apps_shared::{cli, healthcheck, register};
+pub use apps_shared::{cli, faults, healthcheck, load, register};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,11 +36,14 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::FromRef;
 use axum::http::HeaderMap;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
 use assets::Assets;
 pub use config::Config;
+use faults::Faults;
+use load::LoadMeter;
 use web::{Draining, Identity};
 
 /// Why the site could not start or stopped with an error.
@@ -62,11 +68,16 @@ pub struct AppState {
     pub identity: Identity,
     /// What the page shows about the balancer: sticky cookie name, dashboard link.
     pub lab: Arc<page::LabSettings>,
+    /// The lab's fault knobs and who may turn them.
+    pub faults: Faults,
+    /// What the load report on every response is computed from.
+    pub load: LoadMeter,
 }
 
 impl AppState {
     /// A state named `instance`, with the default lab settings (`lb_static`, dashboard on
-    /// `http://localhost:1936/`).
+    /// `http://localhost:1936/`), no fault knobs (none can be turned: no token), the default
+    /// load capacity.
     pub fn new(instance: &str) -> Result<Self, Error> {
         let identity =
             Identity::new(instance).ok_or_else(|| Error::InstanceName(instance.to_owned()))?;
@@ -75,6 +86,8 @@ impl AppState {
             assets: Arc::new(Assets::new()),
             identity,
             lab: Arc::new(page::LabSettings::default()),
+            faults: Faults::default(),
+            load: LoadMeter::new(load::DEFAULT_CAPACITY),
         })
     }
 
@@ -85,7 +98,15 @@ impl AppState {
             sticky_cookie: config.sticky_cookie.clone(),
             dashboard_url: config.dashboard_url.clone(),
         });
+        state.faults = config.faults();
+        state.load = LoadMeter::new(config.load_capacity);
         Ok(state)
+    }
+}
+
+impl FromRef<AppState> for Faults {
+    fn from_ref(state: &AppState) -> Self {
+        state.faults.clone()
     }
 }
 
@@ -111,10 +132,13 @@ pub fn app(state: AppState) -> Router {
             get(move |headers: HeaderMap| async move { js.respond(&headers) }),
         )
         .route("/healthz", get(web::healthz))
+        .route(faults::PATH, get(faults::endpoint::show).put(faults::endpoint::change))
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
         .layer(axum::middleware::map_response(web::security_headers))
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(from_fn_with_state(state.faults.clone(), faults::inject))
+        .layer(from_fn_with_state(state.load.clone(), load::report))
+        .layer(from_fn_with_state(
             state.identity.clone(),
             web::identify_and_log,
         ))

@@ -98,6 +98,7 @@ impl fmt::Display for Config {
             " drain_grace={}",
             humantime::format_duration(self.drain_grace)
         )?;
+        self.fmt_load_and_faults(f)?;
         self.fmt_registration(f)
     }
 }

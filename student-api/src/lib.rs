@@ -13,6 +13,8 @@
 //! Shared with static-site (the `apps-shared` crate, re-exported here):
 //!
 //! - [`web`]: `X-Instance`, access log, `/healthz` and draining, JSON 404/405.
+//! - [`load`]: the ORCA `endpoint-load-metrics` header on every response.
+//! - [`faults`]: the lab's knobs (slow, busy, failing, unhealthy) and `/fault`.
 //! - [`healthcheck`]: the tiny HTTP client behind `--healthcheck`.
 //! - [`register`]: heartbeats to the balancer's admin API and the DELETE on shutdown.
 //! - [`cli`]: the binary's `main` (arguments, tracing, runtime, signals).
@@ -28,17 +30,20 @@ pub mod roster;
 pub mod store;
 pub mod student;
 
-pub use apps_shared::{cli, healthcheck, register, web};
+pub use apps_shared::{cli, faults, healthcheck, load, register, web};
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
 pub use config::Config;
+use faults::Faults;
+use load::LoadMeter;
 use roster::Roster;
 use store::Store;
 use web::{Draining, Identity};
@@ -67,6 +72,10 @@ pub struct AppState {
     pub store: Store,
     /// `X-Instance` value and the draining flag.
     pub identity: Identity,
+    /// The lab's fault knobs and who may turn them.
+    pub faults: Faults,
+    /// What the load report on every response is computed from.
+    pub load: LoadMeter,
 }
 
 impl AppState {
@@ -74,7 +83,10 @@ impl AppState {
     /// answer yet is not an error (see [`Store::open`]).
     pub async fn open(config: &Config) -> Result<Self, Error> {
         let store = Store::open(config).await?;
-        Self::with_store(&config.instance(), store)
+        let mut state = Self::with_store(&config.instance(), store)?;
+        state.faults = config.faults();
+        state.load = LoadMeter::new(config.load_capacity);
+        Ok(state)
     }
 
     /// A state around an existing roster file, named `instance`.
@@ -82,12 +94,15 @@ impl AppState {
         Self::with_store(instance, Store::File(Arc::new(roster)))
     }
 
-    /// A state around an existing store, named `instance`.
+    /// A state around an existing store, named `instance`, no fault knobs (and none can be
+    /// turned: no token), the default load capacity.
     pub fn with_store(instance: &str, store: Store) -> Result<Self, Error> {
         Ok(Self {
             store,
             identity: Identity::new(instance)
                 .ok_or_else(|| Error::InstanceName(instance.to_owned()))?,
+            faults: Faults::default(),
+            load: LoadMeter::new(load::DEFAULT_CAPACITY),
         })
     }
 }
@@ -95,6 +110,12 @@ impl AppState {
 impl FromRef<AppState> for Store {
     fn from_ref(state: &AppState) -> Self {
         state.store.clone()
+    }
+}
+
+impl FromRef<AppState> for Faults {
+    fn from_ref(state: &AppState) -> Self {
+        state.faults.clone()
     }
 }
 
@@ -112,10 +133,13 @@ pub fn app(state: AppState) -> Router {
         .route("/api/student/", student)
         .route("/api/student/{id}", get(api::get_one))
         .route("/healthz", get(web::healthz))
+        .route(faults::PATH, get(faults::endpoint::show).put(faults::endpoint::change))
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(
+        .layer(from_fn_with_state(state.faults.clone(), faults::inject))
+        .layer(from_fn_with_state(state.load.clone(), load::report))
+        .layer(from_fn_with_state(
             state.identity.clone(),
             web::identify_and_log,
         ))

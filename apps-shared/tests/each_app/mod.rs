@@ -4,8 +4,8 @@
 //! Included with `#[path]` by each app's `tests/common/mod.rs`, which adds what is its own
 //! (config, in-process server, the `BIN` for its binary): these tests start the app's binary,
 //! and only a test target of the app's own package can (`CARGO_BIN_EXE_<name>`). The tests
-//! every app binary must pass are here too, in `binary.rs` and `registration.rs`, which each
-//! app's `tests/binary.rs` and `tests/register.rs` include. They live in a subdirectory so
+//! every app binary must pass are here too, in `binary.rs`, `registration.rs` and `faults.rs`,
+//! which each app's `tests/binary.rs`, `tests/register.rs` and `tests/faults.rs` include. They live in a subdirectory so
 //! that cargo does not take them for test targets of `apps-shared` itself.
 
 // Each test binary of an app compiles this module and uses a different part of it.
@@ -62,6 +62,11 @@ impl Bin {
             .env_remove("BALANCER_ADMIN_TOKEN")
             .env_remove("REGISTER_ADVERTISE")
             .env_remove("REGISTER_INTERVAL")
+            .env_remove("LOAD_CAPACITY")
+            .env_remove("LAB_DELAY")
+            .env_remove("LAB_CPU")
+            .env_remove("LAB_ERROR_RATE")
+            .env_remove("LAB_UNHEALTHY")
             .env_remove("RUST_LOG");
         cmd
     }

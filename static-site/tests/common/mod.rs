@@ -38,6 +38,11 @@ pub(crate) fn config(instance: &str) -> Config {
         admin_token: None,
         register_advertise: None,
         register_interval: Duration::from_secs(2),
+        load_capacity: 100,
+        lab_delay: Duration::ZERO,
+        lab_cpu: Duration::ZERO,
+        lab_error_rate: 0.0,
+        lab_unhealthy: false,
         sticky_cookie: "lb_static".to_owned(),
         dashboard_url: "http://localhost:1936/".to_owned(),
     }
@@ -49,7 +54,7 @@ pub(crate) type Server = shared::Server<static_site::Error>;
 /// Starts the real router on 127.0.0.1:0 with `config`.
 pub(crate) async fn start(config: Config) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let state = AppState::new(&config.instance()).unwrap();
+    let state = AppState::from_config(&config).unwrap();
     Server::spawn(listener, |listener, stop| {
         static_site::serve(listener, state, config.drain_grace, async {
             let _ = stop.await;

@@ -58,6 +58,11 @@ pub(crate) fn config(data: &Path, instance: &str) -> Config {
         admin_token: None,
         register_advertise: None,
         register_interval: Duration::from_secs(2),
+        load_capacity: 100,
+        lab_delay: Duration::ZERO,
+        lab_cpu: Duration::ZERO,
+        lab_error_rate: 0.0,
+        lab_unhealthy: false,
     }
 }
 
