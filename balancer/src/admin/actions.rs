@@ -9,6 +9,7 @@
 //! | `POST /api/reload` | reload the config now; answers with the result |
 //! | `PUT /api/pools/{pool}/members/{ip:port}?ttl=&weight=` | self-registration heartbeat |
 //! | `DELETE /api/pools/{pool}/members/{ip:port}` | leave cleanly |
+//! | `PUT /api/pools/{pool}/members/{member}/fault` | the lab's fault knobs, relayed to the replica ([`super::fault`]) |
 //!
 //! `{member}` is the member's `ip:port` or its sticky id. Drain, enable and weight flip the
 //! member's atomics directly (the request path sees them at its next pick) and survive reloads
@@ -38,7 +39,7 @@ use crate::pool::{AdminState, Member};
 use crate::state::Shared;
 
 /// Checks the bearer token; `Err` is the response to send.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
     let snap = shared.snapshot();
     let Some(token) = snap.settings.admin_token.as_deref() else {
         return Err(ApiError::new(
@@ -66,7 +67,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The member `member` (address or sticky id) of `pool` in the current snapshot, with the
 /// pool's slow-start duration in ms.
-fn find_member(shared: &Shared, pool: &str, member: &str) -> Result<(Arc<Member>, u64), ApiError> {
+pub(super) fn find_member(shared: &Shared, pool: &str, member: &str) -> Result<(Arc<Member>, u64), ApiError> {
     let snap = shared.snapshot();
     let Some(p) = snap.pools.iter().find(|p| &*p.settings.name == pool) else {
         return Err(ApiError::new(

@@ -7,7 +7,8 @@
 //! - `/healthz` — liveness (503 while shutting down).
 //!
 //! Runtime actions, bearer-token protected ([`actions`]): drain / enable a member, set its
-//! weight, trigger a reload, and members' self-registration. With no `BALANCER_ADMIN_TOKEN`
+//! weight, trigger a reload, members' self-registration, and the lab's fault knobs of a
+//! member, relayed to the replica (`fault`). With no `BALANCER_ADMIN_TOKEN`
 //! every action is refused (403) while the read-only pages stay open.
 //!
 //! The admin API only reads the snapshot and flips per-member atomics; anything that changes
@@ -15,6 +16,7 @@
 
 pub(crate) mod actions;
 pub(crate) mod dashboard;
+mod fault;
 pub(crate) mod metrics;
 pub mod status;
 
@@ -55,6 +57,7 @@ pub(crate) fn app(state: AdminCtx) -> Router {
         .route(&format!("{MEMBER}/drain"), post(actions::drain))
         .route(&format!("{MEMBER}/enable"), post(actions::enable))
         .route(&format!("{MEMBER}/weight"), put(actions::weight))
+        .route(&format!("{MEMBER}/fault"), put(fault::relay).get(fault::relay))
         .route("/api/reload", post(actions::reload))
         .fallback(not_found)
         .with_state(state)
