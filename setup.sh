@@ -19,7 +19,8 @@
 # default: COMPOSE_PROJECT_NAME (lab-stack), LAB_HTTP_PORT (8888), LAB_ADMIN_PORT (1936),
 # LAB_BALANCER_CONF_DIR (./balancer/conf), LAB_IMAGE_PREFIX (lab-stack), LAB_IMAGE_TAG (latest),
 # LAB_WAIT_SECS (how long `up` waits for the lab to answer, 90), BALANCER_ADMIN_TOKEN (unset:
-# the balancer's admin actions are off).
+# the balancer's admin actions and the replicas' run-time fault knobs are off), LAB_DELAY,
+# LAB_CPU, LAB_ERROR_RATE, LAB_UNHEALTHY (fault knobs of every student-api replica, unset: off).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -116,6 +117,8 @@ validate_inputs() {
         LAB_HTTP_PORT | LAB_ADMIN_PORT | LAB_WAIT_SECS | LAB_IMAGE_PREFIX | LAB_IMAGE_TAG | LAB_BALANCER_CONF_DIR) ;;
         # deploy/swarm/swarm.sh and cluster.sh check these themselves.
         LAB_REGISTRY | LAB_CLUSTER_PREFIX | LAB_CLUSTER_SUBNET | LAB_CLUSTER_DIR) ;;
+        # compose.yaml passes these to student-api, which checks them (a bad one stops it).
+        LAB_DELAY | LAB_CPU | LAB_ERROR_RATE | LAB_UNHEALTHY) ;;
         *) say "warning: $name is not a setting of setup.sh or compose.yaml (a typo?); ignored" ;;
         esac
     done

@@ -135,8 +135,8 @@ pub fn app(state: AppState) -> Router {
         .route(faults::PATH, get(faults::endpoint::show).put(faults::endpoint::change))
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
-        .layer(axum::middleware::map_response(web::security_headers))
         .layer(from_fn_with_state(state.faults.clone(), faults::inject))
+        .layer(axum::middleware::map_response(web::security_headers))
         .layer(from_fn_with_state(state.load.clone(), load::report))
         .layer(from_fn_with_state(
             state.identity.clone(),

@@ -31,6 +31,13 @@ ENVIRONMENT (defaults in brackets):
     BALANCER_ADMIN_TOKEN bearer token for the balancer's admin API [unset]
     REGISTER_ADVERTISE   ip:port to announce [listen port on the IP the balancer sees]
     REGISTER_INTERVAL    time between heartbeats; TTL = 3x, at least 5s [2s]
+    LOAD_CAPACITY        requests in flight reported as full utilization in the
+                         endpoint-load-metrics header on every response [100]
+    LAB_DELAY            lab fault: extra latency per request, e.g. 50ms [0ms]
+    LAB_CPU              lab fault: CPU spinning per request, e.g. 5ms [0ms]
+    LAB_ERROR_RATE       lab fault: share of requests answered 500, 0 to 1 [0]
+    LAB_UNHEALTHY        lab fault: /healthz answers 503 (1/0) [0]
+                         (at run time: PUT /fault with BALANCER_ADMIN_TOKEN)
     STUDENT_API_CONFIG   optional TOML file with the same keys in snake_case
     RUST_LOG             log filter [info]
 ";

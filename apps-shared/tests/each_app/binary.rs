@@ -259,6 +259,11 @@ fn help_and_version() {
         "BALANCER_ADMIN_TOKEN",
         "REGISTER_ADVERTISE",
         "REGISTER_INTERVAL",
+        "LOAD_CAPACITY",
+        "LAB_DELAY",
+        "LAB_CPU",
+        "LAB_ERROR_RATE",
+        "LAB_UNHEALTHY",
         "--healthcheck",
     ];
     for var in shared.iter().chain(bin.help_vars) {
