@@ -138,7 +138,12 @@ impl LoadMeter {
             && self
                 .0
                 .next_refresh_us
-                .compare_exchange(due, now_us + REFRESH_US, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(
+                    due,
+                    now_us + REFRESH_US,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
         {
             self.0

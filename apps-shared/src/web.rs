@@ -71,10 +71,7 @@ pub async fn identify_and_log(State(id): State<Identity>, req: Request, next: Ne
 
 /// `GET /healthz`: 200 `ok` while serving, 503 `draining` once shutdown began, 503
 /// `unhealthy` while the lab's `unhealthy` knob is on; each with the fault knobs in force.
-pub async fn healthz(
-    State(draining): State<Draining>,
-    State(faults): State<Faults>,
-) -> Response {
+pub async fn healthz(State(draining): State<Draining>, State(faults): State<Faults>) -> Response {
     let knobs = faults.knobs();
     let (status, word) = if draining.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, "draining")

@@ -35,7 +35,10 @@ impl Stub {
             .route(
                 "/fault",
                 any(
-                    move |State(seen): State<Seen>, method: Method, headers: HeaderMap, body: Bytes| async move {
+                    move |State(seen): State<Seen>,
+                          method: Method,
+                          headers: HeaderMap,
+                          body: Bytes| async move {
                         let auth = headers
                             .get("authorization")
                             .map(|v| v.to_str().unwrap().to_owned())
@@ -106,7 +109,11 @@ fn the_relay_reaches_the_named_member_with_the_token() {
     assert_eq!(
         b.seen(),
         [
-            (Method::PUT, bearer.clone(), r#"{"delay_ms": 50}"#.to_owned()),
+            (
+                Method::PUT,
+                bearer.clone(),
+                r#"{"delay_ms": 50}"#.to_owned()
+            ),
             (Method::GET, bearer, String::new()),
         ]
     );
@@ -125,9 +132,18 @@ fn the_relay_needs_the_token_and_a_known_member() {
         assert_eq!(relay(&admin, &member, Some("wrong"), "{}").await.0, 401);
         let (status, answer) = relay(&admin, "127.0.0.1:1", Some(TOKEN), "{}").await;
         assert_eq!(status, 404, "{answer}");
-        assert!(answer["error"].as_str().unwrap().contains(&member), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(&member),
+            "{answer}"
+        );
         let url = format!("{admin}/api/pools/nope/members/{member}/fault");
-        let res = client().put(url).bearer_auth(TOKEN).body("{}").send().await.unwrap();
+        let res = client()
+            .put(url)
+            .bearer_auth(TOKEN)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 404);
     });
     assert!(a.seen().is_empty(), "{:?}", a.seen());
@@ -150,10 +166,16 @@ fn replica_failures_are_told_apart() {
         let member = other_token.addr.to_string();
         let (status, answer) = relay(&admin, &member, Some(TOKEN), "{}").await;
         assert_eq!(status, 502, "{answer}");
-        assert!(answer["error"].as_str().unwrap().contains("token"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("token"),
+            "{answer}"
+        );
 
         let (status, answer) = relay(&admin, &gone.to_string(), Some(TOKEN), "{}").await;
         assert_eq!(status, 502, "{answer}");
-        assert!(answer["error"].as_str().unwrap().contains("cannot reach"), "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains("cannot reach"),
+            "{answer}"
+        );
     });
 }

@@ -132,7 +132,10 @@ pub fn app(state: AppState) -> Router {
             get(move |headers: HeaderMap| async move { js.respond(&headers) }),
         )
         .route("/healthz", get(web::healthz))
-        .route(faults::PATH, get(faults::endpoint::show).put(faults::endpoint::change))
+        .route(
+            faults::PATH,
+            get(faults::endpoint::show).put(faults::endpoint::change),
+        )
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
         .layer(from_fn_with_state(state.faults.clone(), faults::inject))

@@ -133,7 +133,10 @@ pub fn app(state: AppState) -> Router {
         .route("/api/student/", student)
         .route("/api/student/{id}", get(api::get_one))
         .route("/healthz", get(web::healthz))
-        .route(faults::PATH, get(faults::endpoint::show).put(faults::endpoint::change))
+        .route(
+            faults::PATH,
+            get(faults::endpoint::show).put(faults::endpoint::change),
+        )
         .method_not_allowed_fallback(web::method_not_allowed)
         .fallback(web::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -38,8 +38,13 @@ pub async fn show(State(faults): State<Faults>) -> Response {
 
 /// `PUT /fault`: changes the knobs given in the body (see the module doc).
 pub async fn change(State(faults): State<Faults>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refusal) = authorize(&faults, &headers) {
-        return refusal;
+    if let Some((status, message)) = refusal(&faults, &headers) {
+        let mut res = json_response(status, json!({ "error": message }));
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        return res;
     }
     let change = match parse(&body) {
         Ok(change) => change,
@@ -68,27 +73,27 @@ pub async fn change(State(faults): State<Faults>, headers: HeaderMap, body: Byte
     json_response(StatusCode::OK, json!(after))
 }
 
-fn authorize(faults: &Faults, headers: &HeaderMap) -> Result<(), Response> {
+/// Why this request may not change the knobs, if it may not.
+fn refusal(faults: &Faults, headers: &HeaderMap) -> Option<(StatusCode, &'static str)> {
     let Some(token) = faults.token() else {
-        return Err(json_response(
+        return Some((
             StatusCode::FORBIDDEN,
-            json!({"error": "fault knobs cannot change at run time: this replica has no \
-                   BALANCER_ADMIN_TOKEN (set it, or use the LAB_* variables at start)"}),
+            "fault knobs cannot change at run time: this replica has no BALANCER_ADMIN_TOKEN \
+             (set it, or use the LAB_* variables at start)",
         ));
     };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let message = match given {
-        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => return Ok(()),
-        Some(_) => "wrong token",
-        None => "missing `Authorization: Bearer <BALANCER_ADMIN_TOKEN>`",
-    };
-    let mut res = json_response(StatusCode::UNAUTHORIZED, json!({ "error": message }));
-    res.headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Err(res)
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => None,
+        Some(_) => Some((StatusCode::UNAUTHORIZED, "wrong token")),
+        None => Some((
+            StatusCode::UNAUTHORIZED,
+            "missing `Authorization: Bearer <BALANCER_ADMIN_TOKEN>`",
+        )),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -100,8 +105,12 @@ const USAGE: &str = "send a JSON object with any of delay_ms (0..=60000), cpu_ms
 
 /// 400 when the body is not a JSON object, 422 when it is one we cannot take.
 fn parse(body: &[u8]) -> Result<Change, (StatusCode, String)> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("body is not JSON ({e}): {USAGE}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("body is not JSON ({e}): {USAGE}"),
+        )
+    })?;
     if !value.is_object() {
         return Err((
             StatusCode::BAD_REQUEST,

@@ -114,7 +114,8 @@ impl Faults {
 
     fn set(&self, k: &Knobs) {
         let i = &self.0;
-        i.delay_ms.store(k.delay_ms.min(MAX_DELAY_MS), Ordering::Relaxed);
+        i.delay_ms
+            .store(k.delay_ms.min(MAX_DELAY_MS), Ordering::Relaxed);
         i.cpu_ms.store(k.cpu_ms.min(MAX_CPU_MS), Ordering::Relaxed);
         let ppm = (k.error_rate.clamp(0.0, 1.0) * PPM as f64).round() as u32;
         i.error_ppm.store(ppm, Ordering::Relaxed);
@@ -191,7 +192,7 @@ const RATE_EXPECTED: &str = "a share of requests from 0 to 1, such as 0.2";
 const FLAG_EXPECTED: &str = "1, 0, true, false, yes, no, on or off";
 
 fn whole_ms(d: &Duration, max_ms: u32) -> bool {
-    d.subsec_nanos() % 1_000_000 == 0 && d.as_millis() <= u128::from(max_ms)
+    d.subsec_nanos().is_multiple_of(1_000_000) && d.as_millis() <= u128::from(max_ms)
 }
 
 /// `parse_env` for `LAB_DELAY`.
@@ -230,7 +231,9 @@ pub fn parse_flag(s: &str) -> Result<bool, BadValue> {
 
 /// confique `validate` for `lab_delay` from a file.
 pub fn check_delay(d: &Duration) -> Result<(), &'static str> {
-    whole_ms(d, MAX_DELAY_MS).then_some(()).ok_or(DELAY_EXPECTED)
+    whole_ms(d, MAX_DELAY_MS)
+        .then_some(())
+        .ok_or(DELAY_EXPECTED)
 }
 
 /// confique `validate` for `lab_cpu` from a file.
@@ -274,20 +277,31 @@ mod tests {
         assert_eq!(parse_delay("50ms").unwrap(), Duration::from_millis(50));
         assert_eq!(parse_cpu("0s").unwrap(), Duration::ZERO);
         for (bad, parse) in [
-            ("1.5ms", parse_delay as fn(&str) -> Result<Duration, BadValue>),
+            (
+                "1.5ms",
+                parse_delay as fn(&str) -> Result<Duration, BadValue>,
+            ),
             ("2m", parse_delay),
             ("slow", parse_delay),
             ("2s", parse_cpu),
         ] {
             let err = parse(bad).unwrap_err().to_string();
-            assert!(err.contains(bad) && err.contains("whole milliseconds"), "{err}");
+            assert!(
+                err.contains(bad) && err.contains("whole milliseconds"),
+                "{err}"
+            );
         }
         assert_eq!(parse_error_rate("0.2").unwrap(), 0.2);
         for bad in ["1.5", "-0.1", "NaN", "20%"] {
             assert!(parse_error_rate(bad).is_err(), "{bad}");
         }
         assert!(parse_flag("1").unwrap() && !parse_flag("off").unwrap());
-        assert!(parse_flag("maybe").unwrap_err().to_string().contains("maybe"));
+        assert!(
+            parse_flag("maybe")
+                .unwrap_err()
+                .to_string()
+                .contains("maybe")
+        );
     }
 
     #[test]

@@ -139,10 +139,26 @@ fn a_bad_env_value_names_the_variable_and_value_and_exits_nonzero() {
     for (var, value, expected) in [
         (bin.listen_env, "localhost", "expected a socket address"),
         ("DRAIN_GRACE", "soon", "expected a duration"),
-        ("LOAD_CAPACITY", "0", "expected a whole number of concurrent requests"),
-        ("LAB_DELAY", "1.5ms", "expected a duration in whole milliseconds"),
-        ("LAB_CPU", "2s", "expected a duration in whole milliseconds from 0ms to 1s"),
-        ("LAB_ERROR_RATE", "20%", "expected a share of requests from 0 to 1"),
+        (
+            "LOAD_CAPACITY",
+            "0",
+            "expected a whole number of concurrent requests",
+        ),
+        (
+            "LAB_DELAY",
+            "1.5ms",
+            "expected a duration in whole milliseconds",
+        ),
+        (
+            "LAB_CPU",
+            "2s",
+            "expected a duration in whole milliseconds from 0ms to 1s",
+        ),
+        (
+            "LAB_ERROR_RATE",
+            "20%",
+            "expected a share of requests from 0 to 1",
+        ),
         ("LAB_UNHEALTHY", "maybe", "expected 1, 0, true, false"),
     ] {
         let out = bin.bare().env(var, value).output().unwrap();

@@ -81,7 +81,10 @@ async fn every_response_carries_a_load_report() {
         let res = client().get(url(&proc, path)).send().await.unwrap();
         let report = load_report(&res);
         assert!(report["rps_fractional"] > 0.0, "{path}: {report:?}");
-        assert!(report["application_utilization"] > 0.0, "{path}: {report:?}");
+        assert!(
+            report["application_utilization"] > 0.0,
+            "{path}: {report:?}"
+        );
     }
 }
 
@@ -118,7 +121,12 @@ async fn knobs_from_the_environment_show_in_healthz_and_apply() {
     assert_eq!(res.json::<Value>().await.unwrap()["delay_ms"], 20);
     let (status, body) = put_fault(&proc, Some(TOKEN), r#"{"error_rate": 0}"#).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("BALANCER_ADMIN_TOKEN"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("BALANCER_ADMIN_TOKEN")
+    );
 }
 
 /// `LAB_UNHEALTHY=1`: `/healthz` answers 503 `unhealthy`; the app itself still serves.
@@ -147,7 +155,8 @@ async fn knobs_turn_at_run_time_with_the_token() {
     let res = client().get(url(&proc, BIN.serves)).send().await.unwrap();
     assert_eq!(res.status(), 500);
 
-    let (status, body) = put_fault(&proc, Some(TOKEN), r#"{"unhealthy": true, "delay_ms": 5}"#).await;
+    let (status, body) =
+        put_fault(&proc, Some(TOKEN), r#"{"unhealthy": true, "delay_ms": 5}"#).await;
     assert_eq!(status, 200, "{body}");
     let (status, health) = healthz(&proc).await;
     assert_eq!(status, 503);
@@ -173,7 +182,10 @@ async fn run_time_changes_are_refused_without_the_token_or_with_bad_values() {
         let res = client()
             .put(url(&proc, "/fault"))
             .body(change)
-            .header("authorization", token.map_or(String::new(), |t| format!("Bearer {t}")))
+            .header(
+                "authorization",
+                token.map_or(String::new(), |t| format!("Bearer {t}")),
+            )
             .send()
             .await
             .unwrap();
@@ -182,10 +194,14 @@ async fn run_time_changes_are_refused_without_the_token_or_with_bad_values() {
     }
     let (status, body) = put_fault(&proc, Some(TOKEN), "error_rate=1").await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = put_fault(&proc, Some(TOKEN), r#"{"error_rate": 2, "cpu_ms": 5000}"#).await;
+    let (status, body) =
+        put_fault(&proc, Some(TOKEN), r#"{"error_rate": 2, "cpu_ms": 5000}"#).await;
     assert_eq!(status, 422, "{body}");
     let message = body["error"].as_str().unwrap();
-    assert!(message.contains("error_rate 2") && message.contains("cpu_ms 5000"), "{message}");
+    assert!(
+        message.contains("error_rate 2") && message.contains("cpu_ms 5000"),
+        "{message}"
+    );
     let (status, body) = put_fault(&proc, Some(TOKEN), r#"{"slow": true}"#).await;
     assert_eq!(status, 422, "{body}");
     assert!(body["error"].as_str().unwrap().contains("slow"), "{body}");

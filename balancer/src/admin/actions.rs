@@ -67,7 +67,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// The member `member` (address or sticky id) of `pool` in the current snapshot, with the
 /// pool's slow-start duration in ms.
-pub(super) fn find_member(shared: &Shared, pool: &str, member: &str) -> Result<(Arc<Member>, u64), ApiError> {
+pub(super) fn find_member(
+    shared: &Shared,
+    pool: &str,
+    member: &str,
+) -> Result<(Arc<Member>, u64), ApiError> {
     let snap = shared.snapshot();
     let Some(p) = snap.pools.iter().find(|p| &*p.settings.name == pool) else {
         return Err(ApiError::new(

@@ -93,13 +93,18 @@ pub(super) async fn relay(
         404 | 405 => {
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                format!("member {addr} has no {REPLICA_PATH} endpoint (not one of the lab's apps?)"),
+                format!(
+                    "member {addr} has no {REPLICA_PATH} endpoint (not one of the lab's apps?)"
+                ),
             ));
         }
         other => {
             return Err(ApiError::new(
                 StatusCode::BAD_GATEWAY,
-                format!("member {addr} answered {other} on {REPLICA_PATH}: {}", said()),
+                format!(
+                    "member {addr} answered {other} on {REPLICA_PATH}: {}",
+                    said()
+                ),
             ));
         }
     }

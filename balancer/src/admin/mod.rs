@@ -57,7 +57,10 @@ pub(crate) fn app(state: AdminCtx) -> Router {
         .route(&format!("{MEMBER}/drain"), post(actions::drain))
         .route(&format!("{MEMBER}/enable"), post(actions::enable))
         .route(&format!("{MEMBER}/weight"), put(actions::weight))
-        .route(&format!("{MEMBER}/fault"), put(fault::relay).get(fault::relay))
+        .route(
+            &format!("{MEMBER}/fault"),
+            put(fault::relay).get(fault::relay),
+        )
         .route("/api/reload", post(actions::reload))
         .fallback(not_found)
         .with_state(state)
