@@ -9,6 +9,8 @@
 //! and once a rebuild drops it, it is `Left`: requests still in flight on it finish, but nothing
 //! they or a late probe see about it is recorded as an event any more.
 
+pub mod load;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,6 +127,8 @@ pub struct Member {
     ramp_start: AtomicU64,
     /// Counters for the admin page and metrics.
     pub stats: MemberStats,
+    /// What its answers say about its load (latency estimate, ORCA reports).
+    pub load: load::MemberLoad,
     /// The last active health probe, for the admin page. Only the checker writes it and only
     /// the admin API reads it, never the request path, so a mutex is fine.
     last_check: Mutex<Option<LastCheck>>,
@@ -204,6 +208,7 @@ impl Member {
             presence: AtomicU8::new(Presence::Listed as u8),
             ramp_start: AtomicU64::new(0),
             stats: MemberStats::default(),
+            load: load::MemberLoad::default(),
             last_check: Mutex::new(None),
         }
     }

@@ -298,12 +298,15 @@ fn selector_for(
                 .iter()
                 .zip(members)
                 .all(|(a, b)| Arc::ptr_eq(a, b));
-        if same_members && p.settings.algorithm == ps.algorithm {
+        if same_members
+            && p.settings.algorithm == ps.algorithm
+            && p.settings.balancing == ps.balancing
+        {
             return Arc::clone(&p.selector);
         }
     }
     let rotation = prev.map_or(0, |p| p.selector.rotation());
-    select::build(ps.algorithm, members.len(), rotation)
+    select::build(ps.algorithm, &ps.balancing, members.len(), rotation)
 }
 
 /// Every (address, weight, origin) a pool has now: IP members as written, DNS members as last

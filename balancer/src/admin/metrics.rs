@@ -6,6 +6,8 @@
 //! `_total` on counters, one `# HELP` and `# TYPE` per family, each family's samples together.
 //! Member series are labelled `pool` and `member` (the `ip:port`).
 
+mod load;
+
 use std::fmt::{Display, Write};
 use std::sync::Arc;
 
@@ -72,6 +74,8 @@ struct Row {
     member: String,
     m: Arc<Member>,
     slow_start_ms: u64,
+    algorithm: crate::select::Algorithm,
+    balancing: crate::config::balancing::Balancing,
 }
 
 /// The `pool` and `member` labels of a row.
@@ -92,6 +96,8 @@ pub(crate) fn render(shared: &Shared) -> String {
                 member: m.addr.to_string(),
                 m: Arc::clone(m),
                 slow_start_ms: p.settings.slow_start.as_millis() as u64,
+                algorithm: p.settings.algorithm,
+                balancing: p.settings.balancing,
             })
         })
         .collect();
@@ -192,6 +198,7 @@ pub(crate) fn render(shared: &Shared) -> String {
     }
 
     member_metrics(&mut o, &rows, now);
+    load::load_metrics(&mut o, &rows, now);
 
     let totals = shared.events.totals();
     o.family(

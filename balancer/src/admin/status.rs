@@ -2,6 +2,8 @@
 //! source, the last reload, routes, every pool and member with state and counters, recent
 //! latency percentiles, the last health check, and the event feed. Built from one snapshot.
 
+mod load;
+
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -67,6 +69,9 @@ pub struct PoolStatus {
     pub health_check: Option<String>,
     /// Responses of all members.
     pub requests: u64,
+    /// reported-load only: whether fewer than two members have a usable weight, so all
+    /// count as equal (A58's fallback to round-robin); `null` for other algorithms.
+    pub rr_fallback: Option<bool>,
     /// Members.
     pub members: Vec<MemberStatus>,
 }
@@ -106,6 +111,8 @@ pub struct MemberStatus {
     pub latency: Option<Latency>,
     /// The last active health check (`null` when none ran).
     pub last_check: Option<CheckStatus>,
+    /// What the load-aware algorithms see (reports, weights, latency estimate).
+    pub load: load::LoadStatus,
 }
 
 /// Recent latency (time to response headers), in milliseconds.
@@ -250,22 +257,35 @@ pub fn build_status(shared: &Shared) -> Status {
 
 fn pool_status(p: &Pool, now: u64, second: u64) -> PoolStatus {
     let slow = p.settings.slow_start.as_millis() as u64;
+    let b = &p.settings.balancing;
     let members: Vec<MemberStatus> = p
         .members
         .iter()
-        .map(|m| member_status(m, now, slow, second))
+        .map(|m| member_status(m, now, slow, second, b))
         .collect();
+    let fresh = members
+        .iter()
+        .filter(|m| m.load.weight_state == crate::pool::load::WeightState::Fresh)
+        .count();
     PoolStatus {
         name: p.settings.name.to_string(),
         algorithm: p.settings.algorithm.to_string(),
         sticky: p.settings.sticky,
         health_check: p.settings.health.as_ref().map(|h| h.path.clone()),
         requests: members.iter().map(|m| m.requests).sum(),
+        rr_fallback: (p.settings.algorithm == crate::select::Algorithm::ReportedLoad)
+            .then_some(fresh < 2),
         members,
     }
 }
 
-fn member_status(m: &Member, now: u64, slow: u64, second: u64) -> MemberStatus {
+fn member_status(
+    m: &Member,
+    now: u64,
+    slow: u64,
+    second: u64,
+    b: &crate::config::balancing::Balancing,
+) -> MemberStatus {
     let responses: [u64; 5] = std::array::from_fn(|i| m.stats.responses(i));
     let window = m.stats.recent.window(second);
     let ms = |q| window.quantile_us(q).map_or(0.0, |us| round3(us / 1000.0));
@@ -296,6 +316,7 @@ fn member_status(m: &Member, now: u64, slow: u64, second: u64) -> MemberStatus {
             detail: c.detail,
             age_seconds: round3(now.saturating_sub(c.at_ms) as f64 / 1000.0),
         }),
+        load: load::load_status(m, now, b),
     }
 }
 

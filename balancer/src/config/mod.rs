@@ -5,6 +5,7 @@
 //! default pools merged from file and env and every cross-reference checked. A bad value always
 //! names its variable or file key, the value and what was expected ([`error::Problem`]).
 
+pub mod balancing;
 pub mod check;
 // The crate shared with the two apps, so that all three binaries report a refused value alike.
 pub(crate) use config_report as error;
@@ -107,10 +108,15 @@ pub struct RawConfig {
     #[config(nested)]
     pub limits: Limits,
 
+    /// Settings of the load-aware algorithms (peak-ewma, reported-load); a pool table may
+    /// override each key.
+    #[config(nested)]
+    pub balancing: balancing::BalancingFile,
+
     /// Pools by name. `static` and `dynamic` always exist; a table here adds a pool or changes
     /// one (keys: members, algorithm, hash_header, sticky, cookie_name, cookie_max_age,
     /// connect_timeout, response_timeout, retries, retry_budget, max_fails, fail_timeout,
-    /// max_body, slow_start, health).
+    /// max_body, slow_start, health, and the keys of `[balancing]`).
     #[config(default = {})]
     pub pools: BTreeMap<String, PoolFile>,
 
@@ -196,6 +202,23 @@ pub struct PoolFile {
     pub slow_start: Option<Duration>,
     /// Active health check.
     pub health: Option<HealthFile>,
+    /// peak-ewma decay (overrides `balancing.ewma_decay`).
+    #[serde(default, with = "units::opt_duration")]
+    pub ewma_decay: Option<Duration>,
+    /// peak-ewma estimate before any answer (overrides `balancing.ewma_default_rtt`).
+    #[serde(default, with = "units::opt_duration")]
+    pub ewma_default_rtt: Option<Duration>,
+    /// reported-load blackout (overrides `balancing.blackout_period`).
+    #[serde(default, with = "units::opt_duration")]
+    pub blackout_period: Option<Duration>,
+    /// reported-load weight expiry (overrides `balancing.weight_expiration_period`).
+    #[serde(default, with = "units::opt_duration")]
+    pub weight_expiration_period: Option<Duration>,
+    /// reported-load recompute period (overrides `balancing.weight_update_period`).
+    #[serde(default, with = "units::opt_duration")]
+    pub weight_update_period: Option<Duration>,
+    /// reported-load error penalty (overrides `balancing.error_utilization_penalty`).
+    pub error_utilization_penalty: Option<f64>,
 }
 
 /// Active health check settings as written in the file.

@@ -144,6 +144,8 @@ pub struct PoolSettings {
     pub slow_start: Duration,
     /// Active health check, if on.
     pub health: Option<HealthSettings>,
+    /// Settings of the load-aware algorithms.
+    pub balancing: super::balancing::Balancing,
 }
 
 /// A route, validated: which requests go to which pool.
@@ -367,6 +369,7 @@ fn pool(
         max_body: file.max_body.unwrap_or(raw.limits.max_body).0,
         slow_start: file.slow_start.unwrap_or(pd::SLOW_START),
         health: health(name, file.health.as_ref(), origin)?,
+        balancing: super::balancing::build(&raw.balancing, file, name, origin)?,
     })
 }
 

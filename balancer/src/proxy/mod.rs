@@ -155,12 +155,19 @@ impl Proxy {
             attempt.fresh = attempts.fresh();
             let sent_at = Instant::now();
             let Failure { kind, request } = match upstream::send(member.addr, req, &attempt).await {
-                Ok(answer) => {
+                Ok(mut answer) => {
                     member.record_success();
                     let micros = sent_at.elapsed().as_micros() as u64;
+                    let status = answer.status();
+                    member.stats.record_response(status.as_u16(), micros);
+                    // Strips the member's load report (never for clients) and feeds the
+                    // pool's algorithm; see `pool::load`.
+                    let (algorithm, b) = (ps.algorithm, &ps.balancing);
+                    let at = now_ms + micros / 1000;
+                    let headers = answer.headers_mut();
                     member
-                        .stats
-                        .record_response(answer.status().as_u16(), micros);
+                        .load
+                        .observe(algorithm, b, headers, status, micros, at);
                     let picked = Picked { idx, member };
                     return self.respond(answer, picked, &plan, guard, log.take(), client_upgrade);
                 }
@@ -239,6 +246,10 @@ impl Proxy {
 
     fn record_failure(&self, pool: &Pool, member: &Member, kind: FailKind, now_ms: u64) {
         member.stats.add_failure();
+        let ps = &pool.settings;
+        member
+            .load
+            .observe_failure(ps.algorithm, &ps.balancing, now_ms);
         if member.record_failure(now_ms, pool.passive) {
             // Dropped if the member has left its pool meanwhile: a request that was in flight
             // when it left must not report on it afterwards.

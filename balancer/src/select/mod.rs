@@ -8,7 +8,9 @@
 mod hash;
 mod least_conn;
 mod p2c;
+mod peak_ewma;
 mod random;
+mod reported_load;
 mod round_robin;
 mod weighted;
 
@@ -19,9 +21,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::balancing::Balancing;
 use crate::pool::Member;
 
 pub use hash::{rendezvous_pick, stable_hash};
+pub use reported_load::scheduler_weights;
 
 /// The selection algorithms a pool can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,11 +45,16 @@ pub enum Algorithm {
     IpHash,
     /// Consistent hashing on a request header (see the pool's `hash_header`).
     HeaderHash,
+    /// Power of two choices on peak-EWMA latency x (in-flight + 1), as Linkerd balances.
+    PeakEwma,
+    /// Smooth weighted round-robin over the weights members' ORCA load reports give them
+    /// (gRPC's weighted_round_robin, gRFC A58).
+    ReportedLoad,
 }
 
 impl Algorithm {
     /// Every algorithm, for docs and error messages.
-    pub const ALL: [Algorithm; 7] = [
+    pub const ALL: [Algorithm; 9] = [
         Algorithm::RoundRobin,
         Algorithm::WeightedRoundRobin,
         Algorithm::LeastConnections,
@@ -53,6 +62,8 @@ impl Algorithm {
         Algorithm::Random,
         Algorithm::IpHash,
         Algorithm::HeaderHash,
+        Algorithm::PeakEwma,
+        Algorithm::ReportedLoad,
     ];
 
     /// The config spelling (`round-robin`, ...).
@@ -65,6 +76,8 @@ impl Algorithm {
             Algorithm::Random => "random",
             Algorithm::IpHash => "ip-hash",
             Algorithm::HeaderHash => "header-hash",
+            Algorithm::PeakEwma => "peak-ewma",
+            Algorithm::ReportedLoad => "reported-load",
         }
     }
 
@@ -137,8 +150,14 @@ pub trait Select: Send + Sync + std::fmt::Debug {
 }
 
 /// Builds the selector for `algorithm` over a member list of length `n`; rotating selectors
-/// continue from `rotation` (the previous selector's [`Select::rotation`]).
-pub(crate) fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Arc<dyn Select> {
+/// continue from `rotation` (the previous selector's [`Select::rotation`]); the load-aware
+/// ones read the pool's `balancing` settings.
+pub(crate) fn build(
+    algorithm: Algorithm,
+    balancing: &Balancing,
+    n: usize,
+    rotation: usize,
+) -> Arc<dyn Select> {
     match algorithm {
         Algorithm::RoundRobin => Arc::new(round_robin::RoundRobin::starting_at(rotation)),
         Algorithm::WeightedRoundRobin => Arc::new(weighted::SmoothWeighted::new(n)),
@@ -146,5 +165,7 @@ pub(crate) fn build(algorithm: Algorithm, n: usize, rotation: usize) -> Arc<dyn 
         Algorithm::P2c => Arc::new(p2c::PowerOfTwo),
         Algorithm::Random => Arc::new(random::WeightedRandom),
         Algorithm::IpHash | Algorithm::HeaderHash => Arc::new(hash::Consistent::default()),
+        Algorithm::PeakEwma => Arc::new(peak_ewma::PeakEwma::new(*balancing)),
+        Algorithm::ReportedLoad => Arc::new(reported_load::ReportedLoad::new(n, *balancing)),
     }
 }

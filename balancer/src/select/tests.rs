@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::{Algorithm, PickContext, build, least_recently_failed, rendezvous_pick, stable_hash};
+use crate::config::balancing::DEFAULT as B;
 use crate::pool::{AdminState, Health, Member, PassivePolicy};
 use crate::sticky;
 
@@ -136,7 +137,7 @@ fn rendezvous_spreads_keys_evenly_and_by_weight() {
 #[test]
 fn smooth_weighted_round_robin_interleaves_5_1_1() {
     let ms = vec![member(0, 5), member(1, 1), member(2, 1)];
-    let sel = build(Algorithm::WeightedRoundRobin, ms.len(), 0);
+    let sel = build(Algorithm::WeightedRoundRobin, &B, ms.len(), 0);
     let names = ["a", "b", "c"];
     let seq: Vec<&str> = (0..14)
         .map(|_| names[sel.pick(&ms, &cx(None)).unwrap()])
@@ -152,7 +153,7 @@ fn smooth_weighted_round_robin_interleaves_5_1_1() {
 #[test]
 fn round_robin_takes_each_member_in_turn() {
     let ms = members(3);
-    let sel = build(Algorithm::RoundRobin, 3, 0);
+    let sel = build(Algorithm::RoundRobin, &B, 3, 0);
     let seq: Vec<usize> = (0..6).map(|_| sel.pick(&ms, &cx(None)).unwrap()).collect();
     assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
 }
@@ -160,7 +161,7 @@ fn round_robin_takes_each_member_in_turn() {
 #[test]
 fn least_connections_prefers_the_idle_member() {
     let ms = members(3);
-    let sel = build(Algorithm::LeastConnections, 3, 0);
+    let sel = build(Algorithm::LeastConnections, &B, 3, 0);
     let _busy0 = ms[0].begin_request();
     let _busy2 = ms[2].begin_request();
     for _ in 0..10 {
@@ -177,7 +178,7 @@ fn least_connections_spreads_idle_requests_in_proportion_to_weight() {
         member(3, 1),
         member(4, 1),
     ];
-    let sel = build(Algorithm::LeastConnections, ms.len(), 0);
+    let sel = build(Algorithm::LeastConnections, &B, ms.len(), 0);
     let mut counts = [0usize; 5];
     for _ in 0..70 {
         counts[sel.pick(&ms, &cx(None)).unwrap()] += 1;
@@ -189,7 +190,7 @@ fn least_connections_spreads_idle_requests_in_proportion_to_weight() {
 #[test]
 fn least_connections_breaks_ties_among_the_least_loaded_only() {
     let ms = vec![member(0, 2), member(1, 1), member(2, 1)];
-    let sel = build(Algorithm::LeastConnections, ms.len(), 0);
+    let sel = build(Algorithm::LeastConnections, &B, ms.len(), 0);
     // 1 in flight per 2 of weight on member 0 and 1 per 1 on member 1: member 2 (idle) is
     // the only least loaded, then with 1 each on 1 and 2, member 0 (1/2) stays alone.
     let _a = ms[0].begin_request();
@@ -209,7 +210,7 @@ fn least_connections_breaks_ties_among_the_least_loaded_only() {
 #[test]
 fn p2c_never_picks_the_busier_of_two() {
     let ms = members(2);
-    let sel = build(Algorithm::P2c, 2, 0);
+    let sel = build(Algorithm::P2c, &B, 2, 0);
     let _busy = ms[0].begin_request();
     for _ in 0..50 {
         assert_eq!(sel.pick(&ms, &cx(None)), Some(1));
@@ -227,7 +228,7 @@ fn each_algorithm() -> Vec<(Algorithm, Option<u64>)> {
 fn never_picks(ms: &[Arc<Member>], bad: usize, what: &str) {
     for (alg, key) in each_algorithm() {
         for key in [key, None] {
-            let sel = build(alg, ms.len(), 0);
+            let sel = build(alg, &B, ms.len(), 0);
             for _ in 0..50 {
                 let got = sel.pick(ms, &cx(key));
                 assert!(got.is_some(), "{alg}: other members are usable");
@@ -266,7 +267,7 @@ fn member_failing_checks_is_skipped_by_every_algorithm() {
 fn excluded_member_is_skipped_by_every_algorithm() {
     let ms = members(3);
     for (alg, key) in each_algorithm() {
-        let sel = build(alg, 3, 0);
+        let sel = build(alg, &B, 3, 0);
         let exclude = [1usize];
         let c = PickContext {
             exclude: &exclude,
@@ -294,7 +295,7 @@ fn no_usable_member_gives_none() {
     ms[2].record_failure(crate::clock::now_ms(), policy);
     for (alg, key) in each_algorithm() {
         for key in [key, None] {
-            let sel = build(alg, 3, 0);
+            let sel = build(alg, &B, 3, 0);
             assert_eq!(sel.pick(&ms, &cx(key)), None, "{alg} (key {key:?})");
             assert_eq!(sel.pick(&[], &cx(key)), None, "{alg} with no members");
         }
@@ -303,7 +304,7 @@ fn no_usable_member_gives_none() {
     let zero = vec![member(0, 0)];
     for (alg, key) in each_algorithm() {
         assert_eq!(
-            build(alg, 1, 0).pick(&zero, &cx(key)),
+            build(alg, &B, 1, 0).pick(&zero, &cx(key)),
             None,
             "{alg} picked weight 0"
         );
@@ -327,7 +328,7 @@ fn last_resort_is_the_least_recently_failed_and_never_drained() {
     for (alg, key) in each_algorithm() {
         let c = PickContext { key, ..c };
         assert_eq!(
-            build(alg, 4, 0).pick(&ms, &c),
+            build(alg, &B, 4, 0).pick(&ms, &c),
             None,
             "{alg}: nothing is available"
         );
@@ -358,7 +359,7 @@ fn last_resort_is_the_least_recently_failed_and_never_drained() {
 fn round_robin_shares_evenly_around_an_unusable_member() {
     let ms = members(3);
     ms[1].set_health(crate::pool::Health::Down);
-    let rr = build(Algorithm::RoundRobin, ms.len(), 0);
+    let rr = build(Algorithm::RoundRobin, &B, ms.len(), 0);
     let mut counts = [0usize; 3];
     for _ in 0..100 {
         counts[rr.pick(&ms, &cx(None)).unwrap()] += 1;
@@ -375,7 +376,7 @@ fn round_robin_eases_in_a_ramping_member() {
     let ms = members(2);
     let now = crate::clock::now_ms();
     ms[1].begin_ramp(now);
-    let rr = build(Algorithm::RoundRobin, ms.len(), 0);
+    let rr = build(Algorithm::RoundRobin, &B, ms.len(), 0);
     let cx = PickContext {
         now_ms: now + 1000,
         slow_start_ms: 10_000,
@@ -393,10 +394,10 @@ fn round_robin_eases_in_a_ramping_member() {
 #[test]
 fn a_rebuilt_round_robin_continues_the_rotation() {
     let ms = members(2);
-    let before = build(Algorithm::RoundRobin, 2, 0);
+    let before = build(Algorithm::RoundRobin, &B, 2, 0);
     let first = before.pick(&ms, &cx(None));
     // A membership change elsewhere rebuilds every selector: the next new session must still
     // go to the next member, not start over at the first.
-    let after = build(Algorithm::RoundRobin, 2, before.rotation());
+    let after = build(Algorithm::RoundRobin, &B, 2, before.rotation());
     assert_ne!(after.pick(&ms, &cx(None)), first);
 }

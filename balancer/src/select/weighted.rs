@@ -34,6 +34,17 @@ impl Scores {
         cx: &PickContext<'_>,
         candidate: impl Fn(usize) -> bool,
     ) -> Option<usize> {
+        self.pick_by(members, cx, candidate, |_, m| i64::from(cx.weight(m)))
+    }
+
+    /// [`Scores::pick`] with the weight of member `i` given by `weight(i, member)`.
+    pub fn pick_by(
+        &self,
+        members: &[Arc<Member>],
+        cx: &PickContext<'_>,
+        candidate: impl Fn(usize) -> bool,
+        weight: impl Fn(usize, &Member) -> i64,
+    ) -> Option<usize> {
         let mut total = 0i64;
         let mut best: Option<(usize, i64)> = None;
         for (i, m) in members.iter().enumerate() {
@@ -44,7 +55,7 @@ impl Scores {
             if !candidate(i) || !cx.usable(i, m) {
                 continue;
             }
-            let w = i64::from(cx.weight(m));
+            let w = weight(i, m);
             if w == 0 {
                 continue;
             }

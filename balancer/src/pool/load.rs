@@ -1,0 +1,446 @@
+//! What a member's answers say about its load, for the load-aware algorithms: the peak-EWMA
+//! latency estimate (`peak-ewma`) and the last ORCA report with the gRFC A58 weight computed
+//! from it (`reported-load`). Atomics only; the pure arithmetic is beside it, unit-tested.
+//!
+//! The response hook ([`MemberLoad::observe`]) always removes the `endpoint-load-metrics`
+//! header (it is between the member and the balancer, never for clients), and does the rest
+//! only where the pool's algorithm reads it, so round-robin pays one header-map removal:
+//! - `reported-load` parses every report (a few float operations more compute its weight);
+//! - other algorithms parse at most one report per member per second, only so the dashboard
+//!   can show what members report whatever the algorithm (one atomic load otherwise);
+//! - `peak-ewma` alone updates the latency estimate.
+//!
+//! Errors count against a member in both: peak-ewma charges a 5xx answer or a failed attempt
+//! as if it had taken [`ERROR_RTT_FACTOR`] x the default rtt (at least), so a replica that
+//! fails fast looks slow, not fast; reported-load uses A58's `eps / rps x penalty` term.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderMap, StatusCode};
+
+use crate::config::balancing::Balancing;
+use crate::orca;
+use crate::select::Algorithm;
+
+/// A 5xx or failed attempt counts, for peak-ewma, as an answer that took at least this many
+/// times the pool's `ewma_default_rtt` (300 ms by default).
+pub const ERROR_RTT_FACTOR: f64 = 10.0;
+
+/// Members of pools whose algorithm does not use reports still have one parsed this often,
+/// for display.
+const DISPLAY_SAMPLE_MS: u64 = 1000;
+
+/// An `f64` in an `AtomicU64`.
+#[derive(Debug, Default)]
+struct AtomicF64(AtomicU64);
+
+impl AtomicF64 {
+    fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Where a member's reported weight stands (gRPC A78's states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightState {
+    /// No usable report yet (none, or all with a zero weight): counts as the mean.
+    None,
+    /// Reporting for less than the blackout period: counts as the mean.
+    Blackout,
+    /// In use.
+    Fresh,
+    /// No report within the expiration period: counts as the mean.
+    Stale,
+}
+
+impl WeightState {
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WeightState::None => "none",
+            WeightState::Blackout => "blackout",
+            WeightState::Fresh => "fresh",
+            WeightState::Stale => "stale",
+        }
+    }
+}
+
+/// A58's weight of one report: `qps / (utilization + eps / qps x penalty)`; 0 (no weight)
+/// when qps or utilization is 0, as gRPC ignores such reports.
+pub fn a58_weight(report: &orca::Report, penalty: f64) -> f64 {
+    let (qps, utilization) = (report.rps, report.utilization());
+    if qps <= 0.0 || utilization <= 0.0 {
+        return 0.0;
+    }
+    let error_term = if report.eps > 0.0 && penalty > 0.0 {
+        report.eps / qps * penalty
+    } else {
+        0.0
+    };
+    qps / (utilization + error_term)
+}
+
+/// A weight's state at `now` from when it was last updated and since when reports have been
+/// non-empty (ms, 0 = never), as gRPC's `EndpointWeight::GetWeight` decides it.
+pub fn weight_state(now: u64, updated_at: u64, non_empty_since: u64, b: &Balancing) -> WeightState {
+    if updated_at == 0 || non_empty_since == 0 {
+        return WeightState::None;
+    }
+    if now.saturating_sub(updated_at) >= b.weight_expiration_period.as_millis() as u64 {
+        return WeightState::Stale;
+    }
+    if now.saturating_sub(non_empty_since) < b.blackout_period.as_millis() as u64 {
+        return WeightState::Blackout;
+    }
+    WeightState::Fresh
+}
+
+/// Peak-EWMA (tower's `PeakEwma`): a sample above the estimate replaces it at once (the peak);
+/// one below pulls the estimate toward it by how long it has been since the last update, on
+/// the time constant `tau_ms`.
+pub fn ewma_update(estimate: f64, updated_at: u64, sample: f64, now: u64, tau_ms: f64) -> f64 {
+    if updated_at == 0 || sample >= estimate {
+        return sample;
+    }
+    let decay = (-(now.saturating_sub(updated_at) as f64) / tau_ms).exp();
+    estimate * decay + sample * (1.0 - decay)
+}
+
+/// The estimate as time passes without answers: it decays toward 0, as tower's does, so a
+/// member left alone after a bad spell is tried again.
+pub fn ewma_decayed(estimate: f64, updated_at: u64, now: u64, tau_ms: f64) -> f64 {
+    estimate * (-(now.saturating_sub(updated_at) as f64) / tau_ms).exp()
+}
+
+/// Load state of one member (see the module doc).
+#[derive(Debug, Default)]
+pub struct MemberLoad {
+    /// Peak-EWMA estimate, in ms.
+    rtt_ms: AtomicF64,
+    /// When the estimate was last updated (ms); 0 = no answer yet.
+    rtt_at: AtomicU64,
+    /// Last valid report's utilization, rps and eps.
+    utilization: AtomicF64,
+    rps: AtomicF64,
+    eps: AtomicF64,
+    /// When the last valid report came (ms, 0 = never).
+    report_at: AtomicU64,
+    /// When a report was last parsed, valid or not (the display sampling).
+    parsed_at: AtomicU64,
+    /// Valid and malformed reports.
+    reports: AtomicU64,
+    malformed: AtomicU64,
+    /// A58 weight of the last report that had one, when it came, and since when reports have
+    /// had one without expiring (0 = never / reset by expiry).
+    weight: AtomicF64,
+    weight_at: AtomicU64,
+    non_empty_since: AtomicU64,
+    /// The weight the selector last used (A58 units, after mean substitution and clamps).
+    in_use: AtomicF64,
+    /// Selector updates that found this member's weight not yet usable, or stale (A78).
+    not_yet_usable: AtomicU64,
+    stale: AtomicU64,
+}
+
+/// What [`MemberLoad`] shows (admin page, `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LoadView {
+    /// Last valid report: utilization, rps, eps, and its age in ms.
+    pub report: Option<(f64, f64, f64, u64)>,
+    /// Valid reports parsed.
+    pub reports: u64,
+    /// Malformed reports ignored.
+    pub malformed: u64,
+    /// The reported weight's state.
+    pub weight_state: WeightState,
+    /// The A58 weight of the last report that had one, and its age in ms.
+    pub weight: Option<(f64, u64)>,
+    /// The weight the selector uses (`None` before it first computed one).
+    pub in_use: Option<f64>,
+    /// Counters of A78: selector updates finding the weight not yet usable / stale.
+    pub not_yet_usable: u64,
+    /// See `not_yet_usable`.
+    pub stale: u64,
+    /// Peak-EWMA estimate now (decayed), in ms; `None` before any answer.
+    pub ewma_ms: Option<f64>,
+}
+
+impl MemberLoad {
+    /// The response hook: strips the report header and feeds what the pool's algorithm uses.
+    /// `at` is when the answer came (ms); `rtt_us` how long it took.
+    pub fn observe(
+        &self,
+        algorithm: Algorithm,
+        b: &Balancing,
+        headers: &mut HeaderMap,
+        status: StatusCode,
+        rtt_us: u64,
+        at: u64,
+    ) {
+        if let Some(value) = headers.remove(orca::HEADER) {
+            let wanted = algorithm == Algorithm::ReportedLoad
+                || at.saturating_sub(self.parsed_at.load(Ordering::Relaxed)) >= DISPLAY_SAMPLE_MS;
+            if wanted {
+                self.record_report(value.as_bytes(), b, at);
+            }
+        }
+        if algorithm == Algorithm::PeakEwma {
+            let mut sample = rtt_us as f64 / 1000.0;
+            if status.is_server_error() {
+                sample = sample.max(error_rtt(b));
+            }
+            self.record_rtt(sample, b, at);
+        }
+    }
+
+    /// A failed attempt (no answer): for peak-ewma, an answer that took the error rtt.
+    pub fn observe_failure(&self, algorithm: Algorithm, b: &Balancing, at: u64) {
+        if algorithm == Algorithm::PeakEwma {
+            self.record_rtt(error_rtt(b), b, at);
+        }
+    }
+
+    fn record_rtt(&self, sample_ms: f64, b: &Balancing, at: u64) {
+        let tau = b.ewma_decay.as_millis() as f64;
+        let prev_at = self.rtt_at.load(Ordering::Relaxed);
+        // Two answers racing may lose one update; a peak is rarely lost and the estimate is
+        // an estimate. No lock on the response path.
+        let next = ewma_update(self.rtt_ms.get(), prev_at, sample_ms, at, tau);
+        self.rtt_ms.set(next);
+        self.rtt_at.store(at.max(1), Ordering::Relaxed);
+    }
+
+    fn record_report(&self, value: &[u8], b: &Balancing, at: u64) {
+        self.parsed_at.store(at, Ordering::Relaxed);
+        let Ok(report) = orca::parse(value) else {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.reports.fetch_add(1, Ordering::Relaxed);
+        self.utilization.set(report.utilization());
+        self.rps.set(report.rps);
+        self.eps.set(report.eps);
+        self.report_at.store(at.max(1), Ordering::Relaxed);
+        let weight = a58_weight(&report, b.error_utilization_penalty);
+        if weight <= 0.0 {
+            return;
+        }
+        let last = self.weight_at.load(Ordering::Relaxed);
+        let expired =
+            last == 0 || at.saturating_sub(last) >= b.weight_expiration_period.as_millis() as u64;
+        if expired || self.non_empty_since.load(Ordering::Relaxed) == 0 {
+            // Reports resume after none or after expiry: a new blackout starts (A58).
+            self.non_empty_since.store(at.max(1), Ordering::Relaxed);
+        }
+        self.weight.set(weight);
+        self.weight_at.store(at.max(1), Ordering::Relaxed);
+    }
+
+    /// The reported weight usable at `now` (0 when none, in blackout or stale), counting the
+    /// A78 not-yet-usable and stale events: the selector calls this once per update.
+    pub fn usable_weight(&self, now: u64, b: &Balancing) -> f64 {
+        match self.state(now, b) {
+            WeightState::Fresh => self.weight.get(),
+            WeightState::Stale => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+                0.0
+            }
+            WeightState::None | WeightState::Blackout => {
+                self.not_yet_usable.fetch_add(1, Ordering::Relaxed);
+                0.0
+            }
+        }
+    }
+
+    /// Records the weight the selector now uses.
+    pub fn set_in_use(&self, w: f64) {
+        self.in_use.set(w);
+    }
+
+    fn state(&self, now: u64, b: &Balancing) -> WeightState {
+        weight_state(
+            now,
+            self.weight_at.load(Ordering::Relaxed),
+            self.non_empty_since.load(Ordering::Relaxed),
+            b,
+        )
+    }
+
+    /// The peak-EWMA estimate at `now` in ms, decayed; `None` before any answer.
+    pub fn ewma_ms(&self, now: u64, b: &Balancing) -> Option<f64> {
+        let at = self.rtt_at.load(Ordering::Relaxed);
+        (at != 0).then(|| ewma_decayed(self.rtt_ms.get(), at, now, b.ewma_decay.as_millis() as f64))
+    }
+
+    /// Everything shown about the member's load at `now`.
+    pub fn view(&self, now: u64, b: &Balancing) -> LoadView {
+        let age = |at: u64| now.saturating_sub(at);
+        let report_at = self.report_at.load(Ordering::Relaxed);
+        let weight_at = self.weight_at.load(Ordering::Relaxed);
+        let in_use = self.in_use.get();
+        LoadView {
+            report: (report_at != 0).then(|| {
+                (
+                    self.utilization.get(),
+                    self.rps.get(),
+                    self.eps.get(),
+                    age(report_at),
+                )
+            }),
+            reports: self.reports.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            weight_state: self.state(now, b),
+            weight: (weight_at != 0).then(|| (self.weight.get(), age(weight_at))),
+            in_use: (in_use > 0.0).then_some(in_use),
+            not_yet_usable: self.not_yet_usable.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            ewma_ms: self.ewma_ms(now, b),
+        }
+    }
+}
+
+/// The rtt a failed attempt or a 5xx counts as, at least (ms).
+fn error_rtt(b: &Balancing) -> f64 {
+    b.ewma_default_rtt.as_secs_f64() * 1000.0 * ERROR_RTT_FACTOR
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn report(util: f64, rps: f64, eps: f64) -> orca::Report {
+        orca::Report {
+            application_utilization: util,
+            rps,
+            eps,
+            ..orca::Report::default()
+        }
+    }
+
+    fn settings(blackout_ms: u64, expiry_ms: u64) -> Balancing {
+        Balancing {
+            blackout_period: Duration::from_millis(blackout_ms),
+            weight_expiration_period: Duration::from_millis(expiry_ms),
+            ..Balancing::default()
+        }
+    }
+
+    #[test]
+    fn a58_weight_is_qps_over_utilization_plus_error_penalty() {
+        assert_eq!(a58_weight(&report(0.5, 100.0, 0.0), 1.0), 200.0);
+        // 20 errors per 100 requests add 0.2 to the utilization.
+        assert!((a58_weight(&report(0.05, 100.0, 20.0), 1.0) - 400.0).abs() < 1e-9);
+        assert_eq!(a58_weight(&report(0.05, 100.0, 20.0), 0.0), 2000.0);
+        assert_eq!(
+            a58_weight(&report(0.0, 100.0, 0.0), 1.0),
+            0.0,
+            "no utilization"
+        );
+        assert_eq!(a58_weight(&report(0.5, 0.0, 0.0), 1.0), 0.0, "no qps");
+    }
+
+    #[test]
+    fn weight_waits_out_the_blackout_then_expires() {
+        let b = settings(1000, 5000);
+        let m = MemberLoad::default();
+        let text = b"TEXT application_utilization=0.5,rps_fractional=100";
+        m.record_report(text, &b, 10_000);
+        assert_eq!(m.state(10_500, &b), WeightState::Blackout);
+        assert_eq!(m.usable_weight(10_500, &b), 0.0);
+        m.record_report(text, &b, 11_000);
+        assert_eq!(m.usable_weight(11_000, &b), 200.0);
+        assert_eq!(m.state(15_999, &b), WeightState::Fresh);
+        assert_eq!(m.usable_weight(16_000, &b), 0.0, "expired");
+        assert_eq!(m.state(16_000, &b), WeightState::Stale);
+        m.record_report(text, &b, 20_000);
+        assert_eq!(m.state(20_500, &b), WeightState::Blackout, "a new blackout");
+        let v = m.view(20_500, &b);
+        assert_eq!((v.not_yet_usable, v.stale, v.reports), (1, 1, 3));
+    }
+
+    #[test]
+    fn a_malformed_report_is_counted_and_changes_nothing() {
+        let b = settings(0, 5000);
+        let m = MemberLoad::default();
+        m.record_report(
+            b"TEXT application_utilization=0.5,rps_fractional=100",
+            &b,
+            10,
+        );
+        m.record_report(b"TEXT rps_fractional=oops", &b, 20);
+        let v = m.view(30, &b);
+        assert_eq!((v.reports, v.malformed), (1, 1));
+        assert_eq!(v.report.map(|r| r.1), Some(100.0));
+        assert_eq!(v.weight_state, WeightState::Fresh);
+    }
+
+    #[test]
+    fn peak_ewma_jumps_to_peaks_and_decays_toward_faster_answers() {
+        assert_eq!(ewma_update(0.0, 0, 40.0, 5, 10_000.0), 40.0, "first answer");
+        assert_eq!(ewma_update(10.0, 100, 40.0, 105, 10_000.0), 40.0, "a peak");
+        let e = ewma_update(40.0, 100, 10.0, 10_100, 10_000.0);
+        let want = 40.0 * (-1f64).exp() + 10.0 * (1.0 - (-1f64).exp());
+        assert!((e - want).abs() < 1e-9);
+        let soon = ewma_update(40.0, 100, 10.0, 101, 10_000.0);
+        assert!(soon > 39.9, "one fast answer right after barely moves it");
+        assert!(
+            (ewma_decayed(40.0, 0, 10_000, 10_000.0) - 40.0 / std::f64::consts::E).abs() < 1e-9
+        );
+    }
+
+    #[test]
+    fn errors_count_as_slow_answers_for_peak_ewma_only() {
+        let b = Balancing::default();
+        let m = MemberLoad::default();
+        let mut h = HeaderMap::new();
+        m.observe(
+            Algorithm::PeakEwma,
+            &b,
+            &mut h,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            500,
+            10,
+        );
+        assert_eq!(m.ewma_ms(10, &b), Some(300.0));
+        let n = MemberLoad::default();
+        n.observe(
+            Algorithm::RoundRobin,
+            &b,
+            &mut h,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            500,
+            10,
+        );
+        n.observe_failure(Algorithm::RoundRobin, &b, 10);
+        assert_eq!(n.ewma_ms(10, &b), None);
+        n.observe_failure(Algorithm::PeakEwma, &b, 10);
+        assert_eq!(n.ewma_ms(10, &b), Some(300.0));
+    }
+
+    #[test]
+    fn the_header_is_always_removed_and_parsed_only_when_needed() {
+        let b = Balancing::default();
+        let m = MemberLoad::default();
+        let value =
+            http::HeaderValue::from_static("TEXT application_utilization=0.5,rps_fractional=9");
+        let mut h = HeaderMap::new();
+        for at in [5000, 5100, 5200] {
+            h.insert(orca::HEADER, value.clone());
+            m.observe(Algorithm::RoundRobin, &b, &mut h, StatusCode::OK, 100, at);
+            assert!(h.is_empty());
+        }
+        assert_eq!(m.view(5200, &b).reports, 1, "sampled once a second");
+        for at in [5300, 5400] {
+            h.insert(orca::HEADER, value.clone());
+            m.observe(Algorithm::ReportedLoad, &b, &mut h, StatusCode::OK, 100, at);
+        }
+        assert_eq!(m.view(5400, &b).reports, 3, "every report");
+    }
+}

@@ -1,0 +1,73 @@
+//! Peak-EWMA, as Linkerd balances (tower's `p2c` over `load::PeakEwma`): two random usable
+//! members, the cheaper one wins, cost = latency estimate x (in-flight + 1) / weight.
+//!
+//! The estimate (see [`crate::pool::load`]) jumps to any slower answer at once and drifts
+//! toward faster ones on the pool's `ewma_decay` (10 s); without answers it decays toward 0,
+//! so a member left alone after a bad spell gets tried again.
+//!
+//! Two choices the references leave open, made here:
+//! - Errors: a 5xx or a failed attempt is charged as an answer of at least 10x the default
+//!   rtt, so a replica that fails fast looks slow, not fast (the known trap of latency-based
+//!   balancing).
+//! - Cold start (linkerd2#9652: a new endpoint's default estimate below the others' real ones
+//!   drew all the traffic): a member with no answer yet is costed as the slower of the default
+//!   rtt and the member it is compared with. It wins a draw only by having fewer requests in
+//!   flight, so it takes its share of the concurrency until its first answers speak for it,
+//!   never all of it.
+
+use std::sync::Arc;
+
+use rand::Rng;
+
+use super::{PickContext, Select, round_robin};
+use crate::config::balancing::Balancing;
+use crate::pool::Member;
+
+/// P2C over peak-EWMA cost.
+#[derive(Debug)]
+pub struct PeakEwma {
+    settings: Balancing,
+}
+
+impl PeakEwma {
+    /// With the pool's decay and default rtt.
+    pub fn new(settings: Balancing) -> Self {
+        PeakEwma { settings }
+    }
+
+    fn estimate(&self, m: &Member, now: u64) -> Option<f64> {
+        m.load.ewma_ms(now, &self.settings)
+    }
+}
+
+/// The cost of a member with estimate `rtt_ms`: latency x (in-flight + 1) per unit of weight.
+pub fn cost(rtt_ms: f64, in_flight: u32, weight: u32) -> f64 {
+    rtt_ms * (f64::from(in_flight) + 1.0) / f64::from(weight.max(1))
+}
+
+impl Select for PeakEwma {
+    fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
+        let n = members.len();
+        if n == 0 {
+            return None;
+        }
+        let mut rng = rand::rng();
+        let a = round_robin::scan_from(members, cx, rng.random_range(0..n))?;
+        let b = match round_robin::scan_from(members, cx, rng.random_range(0..n)) {
+            Some(b) if b != a => b,
+            _ => round_robin::scan_from(members, cx, a + 1).unwrap_or(a),
+        };
+        if a == b {
+            return Some(a);
+        }
+        let (ma, mb) = (&members[a], &members[b]);
+        let default = self.settings.ewma_default_rtt.as_secs_f64() * 1000.0;
+        let (ea, eb) = (self.estimate(ma, cx.now_ms), self.estimate(mb, cx.now_ms));
+        // An unmeasured member is no better than the one it is compared with.
+        let ea_or = ea.unwrap_or_else(|| default.max(eb.unwrap_or(default)));
+        let eb_or = eb.unwrap_or_else(|| default.max(ea.unwrap_or(default)));
+        let ca = cost(ea_or, ma.in_flight(), cx.weight(ma));
+        let cb = cost(eb_or, mb.in_flight(), cx.weight(mb));
+        Some(if cb < ca { b } else { a })
+    }
+}
