@@ -15,6 +15,8 @@ mod round_robin;
 mod weighted;
 
 #[cfg(test)]
+mod load_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
