@@ -130,7 +130,7 @@ pub struct MemberLoad {
     eps: AtomicF64,
     /// When the last valid report came (ms, 0 = never).
     report_at: AtomicU64,
-    /// When a report was last parsed, valid or not (the display sampling).
+    /// When a report was last parsed, valid or not (the display sampling); 0 = never.
     parsed_at: AtomicU64,
     /// Valid and malformed reports.
     reports: AtomicU64,
@@ -183,8 +183,10 @@ impl MemberLoad {
         at: u64,
     ) {
         if let Some(value) = headers.remove(orca::HEADER) {
+            let last = self.parsed_at.load(Ordering::Relaxed);
             let wanted = algorithm == Algorithm::ReportedLoad
-                || at.saturating_sub(self.parsed_at.load(Ordering::Relaxed)) >= DISPLAY_SAMPLE_MS;
+                || last == 0
+                || at.saturating_sub(last) >= DISPLAY_SAMPLE_MS;
             if wanted {
                 self.record_report(value.as_bytes(), b, at);
             }
@@ -216,7 +218,7 @@ impl MemberLoad {
     }
 
     fn record_report(&self, value: &[u8], b: &Balancing, at: u64) {
-        self.parsed_at.store(at, Ordering::Relaxed);
+        self.parsed_at.store(at.max(1), Ordering::Relaxed);
         let Ok(report) = orca::parse(value) else {
             self.malformed.fetch_add(1, Ordering::Relaxed);
             return;

@@ -10,10 +10,11 @@
 //!   rtt, so a replica that fails fast looks slow, not fast (the known trap of latency-based
 //!   balancing).
 //! - Cold start (linkerd2#9652: a new endpoint's default estimate below the others' real ones
-//!   drew all the traffic): a member with no answer yet is costed as the slower of the default
-//!   rtt and the member it is compared with. It wins a draw only by having fewer requests in
-//!   flight, so it takes its share of the concurrency until its first answers speak for it,
-//!   never all of it.
+//!   drew all the traffic): a member with no answer yet is costed as the member it is
+//!   compared with (the default rtt only when neither has answered). It is never cheaper, so
+//!   it wins a draw only by having fewer requests in flight (or by the coin on a tie): it
+//!   takes its share of the traffic at once — unlike a fixed pessimistic default, which would
+//!   starve it at low concurrency — but never all of it, until its own answers speak for it.
 
 use std::sync::Arc;
 
@@ -63,9 +64,9 @@ impl Select for PeakEwma {
         let (ma, mb) = (&members[a], &members[b]);
         let default = self.settings.ewma_default_rtt.as_secs_f64() * 1000.0;
         let (ea, eb) = (self.estimate(ma, cx.now_ms), self.estimate(mb, cx.now_ms));
-        // An unmeasured member is no better than the one it is compared with.
-        let ea_or = ea.unwrap_or_else(|| default.max(eb.unwrap_or(default)));
-        let eb_or = eb.unwrap_or_else(|| default.max(ea.unwrap_or(default)));
+        // An unmeasured member is as good as the one it is compared with, never better.
+        let ea_or = ea.or(eb).unwrap_or(default);
+        let eb_or = eb.or(ea).unwrap_or(default);
         let ca = cost(ea_or, ma.in_flight(), cx.weight(ma));
         let cb = cost(eb_or, mb.in_flight(), cx.weight(mb));
         Some(if cb < ca { b } else { a })

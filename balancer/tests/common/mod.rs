@@ -105,6 +105,10 @@ pub(crate) struct BackendState {
     pub connections: AtomicU64,
     /// What `/healthz` answers (a [`Health`] as `u8`).
     health: AtomicU8,
+    /// The `endpoint-load-metrics` value put on every answer (see [`BackendState::report`]).
+    report: std::sync::Mutex<Option<String>>,
+    /// Status every answer other than `/healthz` gets instead of its own (0 = none).
+    fail_with: std::sync::atomic::AtomicU16,
 }
 
 /// What a backend's `/healthz` answers.
@@ -123,6 +127,17 @@ impl BackendState {
     /// Makes `/healthz` answer `health` from now on.
     pub(crate) fn set_health(&self, health: Health) {
         self.health.store(health as u8, Ordering::SeqCst);
+    }
+
+    /// Puts `value` as the ORCA `endpoint-load-metrics` header on every answer from now on
+    /// (`None`: no header).
+    pub fn report(&self, value: Option<&str>) {
+        *self.report.lock().unwrap_or_else(|e| e.into_inner()) = value.map(str::to_owned);
+    }
+
+    /// Makes every answer other than `/healthz` a `status` (0: back to normal), at once.
+    pub fn fail_with(&self, status: u16) {
+        self.fail_with.store(status, Ordering::SeqCst);
     }
 
     fn healthz(&self) -> Response<BackendBody> {
@@ -288,6 +303,25 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<BackendBo
     }
     ctx.state.in_flight.fetch_add(1, Ordering::SeqCst);
     let _guard = InFlightGuard(Arc::clone(&ctx.state));
+    let report = ctx
+        .state
+        .report
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let report = report.and_then(|r| http::HeaderValue::from_str(&r).ok());
+    let fail_with = ctx.state.fail_with.load(Ordering::SeqCst);
+    if let Ok(status) = StatusCode::from_u16(fail_with) {
+        let mut r = Response::new(full(ctx.name.clone()));
+        *r.status_mut() = status;
+        if let Ok(v) = http::HeaderValue::from_str(&ctx.name) {
+            r.headers_mut().insert("x-backend", v);
+        }
+        if let Some(v) = report {
+            r.headers_mut().insert("endpoint-load-metrics", v);
+        }
+        return r;
+    }
     if !ctx.opts.delay.is_zero() {
         tokio::time::sleep(ctx.opts.delay).await;
     }
@@ -408,6 +442,9 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<BackendBo
     };
     if let Ok(v) = http::HeaderValue::from_str(&ctx.name) {
         resp.headers_mut().insert("x-backend", v);
+    }
+    if let Some(v) = report {
+        resp.headers_mut().insert("endpoint-load-metrics", v);
     }
     resp
 }
