@@ -41,9 +41,9 @@ function recent(m) {
 // One table row per member, created once and then updated. Each cell carries its column's
 // label: narrow cards show the rows stacked, each value under its label (dashboard.css).
 const CELLS = ["addr", "state", "n weight", "n active", "share", "n ok", "n c4", "n c5",
-  "n retries", "n p50", "n p95", "n p99", "check"];
+  "n retries", "n p50", "n p95", "n p99", "check", "load"];
 const LABELS = ["member", "state", "weight", "active", "requests · share of last %s s", "2xx",
-  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check"];
+  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check", "load seen"];
 
 function label(i, window) {
   return LABELS[i].replace("%s", window);
@@ -64,10 +64,36 @@ function newRow(addr, window) {
   bar.append(el("i"));
   tr.children[4].append(el("span", "count"), bar, el("span", "pct"));
   tr.children[12].append(el("span", "dot"), document.createTextNode(""), el("small"));
+  tr.children[13].append(document.createTextNode(""), el("small"));
   return tr;
 }
 
-function updateRow(tr, m, recentTotal) {
+// What the pool's algorithm sees of a member (same rules as dashboard.rs's load_text and
+// load_detail): peak-ewma's estimate, reported-load's weight in use, the last load report.
+function loadText(m, algorithm) {
+  const l = m.load;
+  if (algorithm === "peak-ewma") return l.ewma_ms === null ? "rtt –" : "rtt " + fmtMs(l.ewma_ms);
+  if (algorithm === "reported-load") {
+    const w = l.weight_in_use === null ? "–" : Math.round(l.weight_in_use);
+    return `weight ${w} · ${l.weight_state}`;
+  }
+  return "–";
+}
+
+function loadDetail(m, algorithm) {
+  const l = m.load;
+  const r = l.report;
+  let out = r
+    ? `util ${r.utilization.toFixed(2)} · ${r.rps.toFixed(1)} rps · ${r.eps.toFixed(1)} eps`
+    : "no report";
+  if (algorithm === "reported-load" && l.reported_weight !== null && l.weight_age_seconds !== null) {
+    out += ` · reported ${Math.round(l.reported_weight)}, ${Math.round(l.weight_age_seconds)} s ago`;
+  }
+  if (l.malformed_reports > 0) out += ` · ${l.malformed_reports} malformed`;
+  return out;
+}
+
+function updateRow(tr, m, recentTotal, algorithm) {
   const c = tr.children;
   setText($("small", c[0]), m.origin === m.addr ? "" : m.origin);
   const pill = $(".pill", c[1]);
@@ -92,6 +118,8 @@ function updateRow(tr, m, recentTotal) {
   setText($("small", c[12]), check
     ? (check.detail ? check.detail + " · " : "") + Math.round(check.age_seconds) + " s ago"
     : "no check");
+  c[13].childNodes[0].textContent = loadText(m, algorithm);
+  setText($("small", c[13]), loadDetail(m, algorithm));
 }
 
 function newCard(pool, window) {
@@ -134,7 +162,7 @@ function updateCard(card, pool, status) {
     let tr = rows.get(m.addr);
     if (!tr) tr = newRow(m.addr, status.latency_window_seconds);
     rows.delete(m.addr);
-    updateRow(tr, m, recentTotal);
+    updateRow(tr, m, recentTotal, pool.algorithm);
     if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
   });
   for (const gone of rows.values()) gone.remove();

@@ -104,6 +104,10 @@ pub(crate) struct MemberView {
     pub check: &'static str,
     /// Last check detail and age.
     pub check_detail: String,
+    /// What the load-aware algorithm sees: estimate or weight in use with its state.
+    pub load: String,
+    /// The last load report and the weight's age.
+    pub load_detail: String,
 }
 
 /// An event line.
@@ -256,7 +260,7 @@ fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
         members: p
             .members
             .iter()
-            .map(|m| member_view(m, recent_total))
+            .map(|m| member_view(m, recent_total, &p.algorithm))
             .collect(),
     }
 }
@@ -266,7 +270,7 @@ fn recent(m: &MemberStatus) -> u64 {
     m.latency.as_ref().map_or(0, |l| l.samples)
 }
 
-fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
+fn member_view(m: &MemberStatus, recent_total: u64, algorithm: &str) -> MemberView {
     let fmt = |f: fn(&super::status::Latency) -> f64| {
         m.latency
             .as_ref()
@@ -314,7 +318,50 @@ fn member_view(m: &MemberStatus, recent_total: u64) -> MemberView {
         p99: fmt(|l| l.p99_ms),
         check,
         check_detail,
+        load: load_text(m, algorithm),
+        load_detail: load_detail(m, algorithm),
     }
+}
+
+/// What the pool's algorithm sees of a member, in a few words (same rules as the script):
+/// peak-ewma's latency estimate, reported-load's weight in use and its state.
+pub fn load_text(m: &MemberStatus, algorithm: &str) -> String {
+    let l = &m.load;
+    match algorithm {
+        "peak-ewma" => l
+            .ewma_ms
+            .map_or_else(|| "rtt –".to_owned(), |e| format!("rtt {}", fmt_ms(e))),
+        "reported-load" => format!(
+            "weight {} · {}",
+            l.weight_in_use
+                .map_or_else(|| "–".to_owned(), |w| format!("{w:.0}")),
+            l.weight_state.map_or("–", |s| s.as_str())
+        ),
+        _ => "–".to_owned(),
+    }
+}
+
+/// The member's last load report, and for reported-load the reported weight's age.
+pub fn load_detail(m: &MemberStatus, algorithm: &str) -> String {
+    let l = &m.load;
+    let mut out = l.report.as_ref().map_or_else(
+        || "no report".to_owned(),
+        |r| {
+            format!(
+                "util {:.2} · {:.1} rps · {:.1} eps",
+                r.utilization, r.rps, r.eps
+            )
+        },
+    );
+    if algorithm == "reported-load"
+        && let (Some(w), Some(age)) = (l.reported_weight, l.weight_age_seconds)
+    {
+        out.push_str(&format!(" · reported {w:.0}, {age:.0} s ago"));
+    }
+    if l.malformed_reports > 0 {
+        out.push_str(&format!(" · {} malformed", l.malformed_reports));
+    }
+    out
 }
 
 /// Milliseconds with a precision that suits their size (same rules as the script).

@@ -261,11 +261,11 @@ fn pool_status(p: &Pool, now: u64, second: u64) -> PoolStatus {
     let members: Vec<MemberStatus> = p
         .members
         .iter()
-        .map(|m| member_status(m, now, slow, second, b))
+        .map(|m| member_status(m, now, slow, second, (b, p.settings.algorithm)))
         .collect();
     let fresh = members
         .iter()
-        .filter(|m| m.load.weight_state == crate::pool::load::WeightState::Fresh)
+        .filter(|m| m.load.weight_state == Some(crate::pool::load::WeightState::Fresh))
         .count();
     PoolStatus {
         name: p.settings.name.to_string(),
@@ -284,7 +284,10 @@ fn member_status(
     now: u64,
     slow: u64,
     second: u64,
-    b: &crate::config::balancing::Balancing,
+    (b, algorithm): (
+        &crate::config::balancing::Balancing,
+        crate::select::Algorithm,
+    ),
 ) -> MemberStatus {
     let responses: [u64; 5] = std::array::from_fn(|i| m.stats.responses(i));
     let window = m.stats.recent.window(second);
@@ -316,7 +319,7 @@ fn member_status(
             detail: c.detail,
             age_seconds: round3(now.saturating_sub(c.at_ms) as f64 / 1000.0),
         }),
-        load: load::load_status(m, now, b),
+        load: load::load_status(m, now, b, algorithm),
     }
 }
 

@@ -8,6 +8,7 @@ use super::round3;
 use crate::config::balancing::Balancing;
 use crate::pool::Member;
 use crate::pool::load::WeightState;
+use crate::select::Algorithm;
 
 /// What the algorithms know about a member's load.
 #[derive(Debug, Serialize)]
@@ -19,11 +20,13 @@ pub struct LoadStatus {
     pub reports: u64,
     /// Malformed reports ignored.
     pub malformed_reports: u64,
-    /// `none`, `blackout`, `fresh` or `stale`: whether the reported weight is used.
-    pub weight_state: WeightState,
-    /// gRFC A58 weight of the last report that had one (`null` before).
+    /// reported-load: `none`, `blackout`, `fresh` or `stale`: whether the reported weight is
+    /// used (`null` in pools with another algorithm).
+    pub weight_state: Option<WeightState>,
+    /// reported-load: gRFC A58 weight of the last report that had one (`null` before, and in
+    /// pools with another algorithm).
     pub reported_weight: Option<f64>,
-    /// Seconds since that report.
+    /// reported-load: seconds since that report.
     pub weight_age_seconds: Option<f64>,
     /// The weight reported-load uses now, after mean substitution and clamps (`null` until
     /// a reported-load selector computed one; 1 each while it falls back to round-robin).
@@ -49,9 +52,11 @@ pub struct ReportStatus {
     pub age_seconds: f64,
 }
 
-/// The load view of `m` at `now` under the pool's settings.
-pub fn load_status(m: &Member, now: u64, b: &Balancing) -> LoadStatus {
+/// The load view of `m` at `now` under the pool's algorithm and settings.
+pub fn load_status(m: &Member, now: u64, b: &Balancing, algorithm: Algorithm) -> LoadStatus {
     let v = m.load.view(now, b);
+    let wrr = algorithm == Algorithm::ReportedLoad;
+    let weight = v.weight.filter(|_| wrr);
     let secs = |ms: u64| round3(ms as f64 / 1000.0);
     LoadStatus {
         report: v.report.map(|(utilization, rps, eps, age)| ReportStatus {
@@ -62,9 +67,9 @@ pub fn load_status(m: &Member, now: u64, b: &Balancing) -> LoadStatus {
         }),
         reports: v.reports,
         malformed_reports: v.malformed,
-        weight_state: v.weight_state,
-        reported_weight: v.weight.map(|(w, _)| round3(w)),
-        weight_age_seconds: v.weight.map(|(_, age)| secs(age)),
+        weight_state: wrr.then_some(v.weight_state),
+        reported_weight: weight.map(|(w, _)| round3(w)),
+        weight_age_seconds: weight.map(|(_, age)| secs(age)),
         weight_in_use: v.in_use.map(round3),
         weight_not_yet_usable: v.not_yet_usable,
         weight_stale: v.stale,
