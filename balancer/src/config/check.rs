@@ -19,7 +19,7 @@ pub fn default_template() -> String {
          #\n\
          # [pools.dynamic]\n\
          # members = [\"student-api:3000\"]\n\
-         # algorithm = \"least-connections\"  # round-robin | weighted-round-robin | least-connections | p2c | random | ip-hash | header-hash\n\
+         # algorithm = \"least-connections\"  # round-robin | weighted-round-robin | least-connections | p2c | random | ip-hash | header-hash | peak-ewma | reported-load\n\
          # sticky = \"none\"                   # none | cookie | ip-hash\n\
          # cookie_name = \"lb_dynamic\"\n\
          # retries = {}\n\
@@ -28,6 +28,7 @@ pub fn default_template() -> String {
          # fail_timeout = \"{}\"\n\
          # slow_start = \"{}\"\n\
          # max_body = \"100MiB\"\n\
+         # blackout_period = \"{}\"          # any key of [balancing] overrides it for this pool\n\
          # [pools.dynamic.health]\n\
          # path = \"{}\"\n\
          # interval = \"{}\"\n\
@@ -44,6 +45,7 @@ pub fn default_template() -> String {
         pd::MAX_FAILS,
         d(pd::FAIL_TIMEOUT),
         d(pd::SLOW_START),
+        d(super::balancing::DEFAULT.blackout_period),
         pd::CHECK_PATH,
         d(pd::CHECK_INTERVAL),
         d(pd::CHECK_TIMEOUT),
@@ -197,6 +199,41 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
             None => "{ enabled = false }".into(),
         };
         lines.push(("health", health, src(None, "health")));
+        let b = &p.balancing;
+        let from = |k: &str| {
+            if origin.file_has(&["pools", &p.name, k]) {
+                src(None, k)
+            } else {
+                origin.describe(None, &["balancing", k])
+            }
+        };
+        let hd = |v| q(humantime::format_duration(v));
+        lines.push(("ewma_decay", hd(b.ewma_decay), from("ewma_decay")));
+        lines.push((
+            "ewma_default_rtt",
+            hd(b.ewma_default_rtt),
+            from("ewma_default_rtt"),
+        ));
+        lines.push((
+            "blackout_period",
+            hd(b.blackout_period),
+            from("blackout_period"),
+        ));
+        lines.push((
+            "weight_expiration_period",
+            hd(b.weight_expiration_period),
+            from("weight_expiration_period"),
+        ));
+        lines.push((
+            "weight_update_period",
+            hd(b.weight_update_period),
+            from("weight_update_period"),
+        ));
+        lines.push((
+            "error_utilization_penalty",
+            b.error_utilization_penalty.to_string(),
+            from("error_utilization_penalty"),
+        ));
         for (k, v, src) in lines {
             line(&mut out, k, v, src);
         }
