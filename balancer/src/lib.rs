@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`config`]: file + env configuration (confique), validation, `--check-config`, file watch.
 //! - [`routes`]: host + path prefix -> pool.
-//! - [`pool`]: members and their shared state (health, passive failures, in-flight count).
+//! - [`pool`]: members and their shared state (health, passive failures, in-flight count,
+//!   what their answers say about their load).
 //! - [`select`]: the selection algorithms, one file each.
 //! - [`sticky`]: sticky-cookie ids and parsing.
 //! - [`state`]: the one snapshot the request path reads, rebuilt and swapped atomically.
