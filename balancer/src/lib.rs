@@ -18,7 +18,7 @@
 //! - `http1`: the HTTP/1 wire primitives (heads, lengths, chunk sizes, token lists, writers),
 //!   strict in one place, used by the plain server loop, the direct member connection and
 //!   [`framing`]; checked against httparse and hyper's rules by a differential test.
-//! - [`orca`]: parsing the ORCA load reports members send in `endpoint-load-metrics`.
+//! - `orca`: parsing the ORCA load reports members send in `endpoint-load-metrics`.
 //! - [`framing`]: refuses ambiguous request framing that hyper would normalize.
 //! - [`admin`]: the admin listener (status API, registration).
 //! - [`local_responses`]: lock-free counts of the answers the balancer makes itself.

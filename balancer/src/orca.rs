@@ -22,11 +22,11 @@
 use http::HeaderName;
 
 /// The response header a member reports its load in; never forwarded to clients.
-pub const HEADER: HeaderName = HeaderName::from_static("endpoint-load-metrics");
+pub(crate) const HEADER: HeaderName = HeaderName::from_static("endpoint-load-metrics");
 
 /// The metrics of one report that the balancer reads; absent ones are 0, as in the proto.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Report {
+pub(crate) struct Report {
     /// `cpu_utilization`.
     pub cpu_utilization: f64,
     /// `application_utilization`.
@@ -40,7 +40,7 @@ pub struct Report {
 impl Report {
     /// The utilization A58 uses: `application_utilization` when reported (above 0), else
     /// `cpu_utilization`.
-    pub fn utilization(&self) -> f64 {
+    pub(crate) fn utilization(&self) -> f64 {
         if self.application_utilization > 0.0 {
             self.application_utilization
         } else {
@@ -51,7 +51,7 @@ impl Report {
 
 /// Why a header value is not a usable report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Malformed {
+pub(crate) enum Malformed {
     /// `BIN` (base64 protobuf) is not supported.
     #[error("binary (BIN) reports are not supported")]
     Binary,
@@ -73,7 +73,7 @@ pub enum Malformed {
 }
 
 /// Parses one `endpoint-load-metrics` value.
-pub fn parse(value: &[u8]) -> Result<Report, Malformed> {
+pub(crate) fn parse(value: &[u8]) -> Result<Report, Malformed> {
     let value = value.trim_ascii();
     if let Some(rest) = strip_prefix(value, b"TEXT") {
         parse_text(rest)

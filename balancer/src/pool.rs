@@ -9,7 +9,7 @@
 //! and once a rebuild drops it, it is `Left`: requests still in flight on it finish, but nothing
 //! they or a late probe see about it is recorded as an event any more.
 
-pub mod load;
+pub(crate) mod load;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -128,7 +128,7 @@ pub struct Member {
     /// Counters for the admin page and metrics.
     pub stats: MemberStats,
     /// What its answers say about its load (latency estimate, ORCA reports).
-    pub load: load::MemberLoad,
+    pub(crate) load: load::MemberLoad,
     /// The last active health probe, for the admin page. Only the checker writes it and only
     /// the admin API reads it, never the request path, so a mutex is fine.
     last_check: Mutex<Option<LastCheck>>,

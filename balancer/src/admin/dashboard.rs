@@ -325,7 +325,7 @@ fn member_view(m: &MemberStatus, recent_total: u64, algorithm: &str) -> MemberVi
 
 /// What the pool's algorithm sees of a member, in a few words (same rules as the script):
 /// peak-ewma's latency estimate, reported-load's weight in use and its state.
-pub fn load_text(m: &MemberStatus, algorithm: &str) -> String {
+pub(crate) fn load_text(m: &MemberStatus, algorithm: &str) -> String {
     let l = &m.load;
     match algorithm {
         "peak-ewma" => l
@@ -342,7 +342,7 @@ pub fn load_text(m: &MemberStatus, algorithm: &str) -> String {
 }
 
 /// The member's last load report, and for reported-load the reported weight's age.
-pub fn load_detail(m: &MemberStatus, algorithm: &str) -> String {
+pub(crate) fn load_detail(m: &MemberStatus, algorithm: &str) -> String {
     let l = &m.load;
     let mut out = l.report.as_ref().map_or_else(
         || "no report".to_owned(),

@@ -24,7 +24,7 @@ use crate::select::Algorithm;
 
 /// A 5xx or failed attempt counts, for peak-ewma, as an answer that took at least this many
 /// times the pool's `ewma_default_rtt` (300 ms by default).
-pub const ERROR_RTT_FACTOR: f64 = 10.0;
+pub(crate) const ERROR_RTT_FACTOR: f64 = 10.0;
 
 /// Members of pools whose algorithm does not use reports still have one parsed this often,
 /// for display.
@@ -72,7 +72,7 @@ impl WeightState {
 
 /// A58's weight of one report: `qps / (utilization + eps / qps x penalty)`; 0 (no weight)
 /// when qps or utilization is 0, as gRPC ignores such reports.
-pub fn a58_weight(report: &orca::Report, penalty: f64) -> f64 {
+pub(crate) fn a58_weight(report: &orca::Report, penalty: f64) -> f64 {
     let (qps, utilization) = (report.rps, report.utilization());
     if qps <= 0.0 || utilization <= 0.0 {
         return 0.0;
@@ -87,7 +87,12 @@ pub fn a58_weight(report: &orca::Report, penalty: f64) -> f64 {
 
 /// A weight's state at `now` from when it was last updated and since when reports have been
 /// non-empty (ms, 0 = never), as gRPC's `EndpointWeight::GetWeight` decides it.
-pub fn weight_state(now: u64, updated_at: u64, non_empty_since: u64, b: &Balancing) -> WeightState {
+pub(crate) fn weight_state(
+    now: u64,
+    updated_at: u64,
+    non_empty_since: u64,
+    b: &Balancing,
+) -> WeightState {
     if updated_at == 0 || non_empty_since == 0 {
         return WeightState::None;
     }
@@ -103,7 +108,13 @@ pub fn weight_state(now: u64, updated_at: u64, non_empty_since: u64, b: &Balanci
 /// Peak-EWMA (tower's `PeakEwma`): a sample above the estimate replaces it at once (the peak);
 /// one below pulls the estimate toward it by how long it has been since the last update, on
 /// the time constant `tau_ms`.
-pub fn ewma_update(estimate: f64, updated_at: u64, sample: f64, now: u64, tau_ms: f64) -> f64 {
+pub(crate) fn ewma_update(
+    estimate: f64,
+    updated_at: u64,
+    sample: f64,
+    now: u64,
+    tau_ms: f64,
+) -> f64 {
     if updated_at == 0 || sample >= estimate {
         return sample;
     }
@@ -113,13 +124,13 @@ pub fn ewma_update(estimate: f64, updated_at: u64, sample: f64, now: u64, tau_ms
 
 /// The estimate as time passes without answers: it decays toward 0, as tower's does, so a
 /// member left alone after a bad spell is tried again.
-pub fn ewma_decayed(estimate: f64, updated_at: u64, now: u64, tau_ms: f64) -> f64 {
+pub(crate) fn ewma_decayed(estimate: f64, updated_at: u64, now: u64, tau_ms: f64) -> f64 {
     estimate * (-(now.saturating_sub(updated_at) as f64) / tau_ms).exp()
 }
 
 /// Load state of one member (see the module doc).
 #[derive(Debug, Default)]
-pub struct MemberLoad {
+pub(crate) struct MemberLoad {
     /// Peak-EWMA estimate, in ms.
     rtt_ms: AtomicF64,
     /// When the estimate was last updated (ms); 0 = no answer yet.
@@ -149,7 +160,7 @@ pub struct MemberLoad {
 
 /// What [`MemberLoad`] shows (admin page, `/metrics`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LoadView {
+pub(crate) struct LoadView {
     /// Last valid report: utilization, rps, eps, and its age in ms.
     pub report: Option<(f64, f64, f64, u64)>,
     /// Valid reports parsed.
@@ -173,7 +184,7 @@ pub struct LoadView {
 impl MemberLoad {
     /// The response hook: strips the report header and feeds what the pool's algorithm uses.
     /// `at` is when the answer came (ms); `rtt_us` how long it took.
-    pub fn observe(
+    pub(crate) fn observe(
         &self,
         algorithm: Algorithm,
         b: &Balancing,
@@ -201,7 +212,7 @@ impl MemberLoad {
     }
 
     /// A failed attempt (no answer): for peak-ewma, an answer that took the error rtt.
-    pub fn observe_failure(&self, algorithm: Algorithm, b: &Balancing, at: u64) {
+    pub(crate) fn observe_failure(&self, algorithm: Algorithm, b: &Balancing, at: u64) {
         if algorithm == Algorithm::PeakEwma {
             self.record_rtt(error_rtt(b), b, at);
         }
@@ -245,7 +256,7 @@ impl MemberLoad {
 
     /// The reported weight usable at `now` (0 when none, in blackout or stale), counting the
     /// A78 not-yet-usable and stale events: the selector calls this once per update.
-    pub fn usable_weight(&self, now: u64, b: &Balancing) -> f64 {
+    pub(crate) fn usable_weight(&self, now: u64, b: &Balancing) -> f64 {
         match self.state(now, b) {
             WeightState::Fresh => self.weight.get(),
             WeightState::Stale => {
@@ -260,7 +271,7 @@ impl MemberLoad {
     }
 
     /// Records the weight the selector now uses.
-    pub fn set_in_use(&self, w: f64) {
+    pub(crate) fn set_in_use(&self, w: f64) {
         self.in_use.set(w);
     }
 
@@ -274,13 +285,13 @@ impl MemberLoad {
     }
 
     /// The peak-EWMA estimate at `now` in ms, decayed; `None` before any answer.
-    pub fn ewma_ms(&self, now: u64, b: &Balancing) -> Option<f64> {
+    pub(crate) fn ewma_ms(&self, now: u64, b: &Balancing) -> Option<f64> {
         let at = self.rtt_at.load(Ordering::Relaxed);
         (at != 0).then(|| ewma_decayed(self.rtt_ms.get(), at, now, b.ewma_decay.as_millis() as f64))
     }
 
     /// Everything shown about the member's load at `now`.
-    pub fn view(&self, now: u64, b: &Balancing) -> LoadView {
+    pub(crate) fn view(&self, now: u64, b: &Balancing) -> LoadView {
         let age = |at: u64| now.saturating_sub(at);
         let report_at = self.report_at.load(Ordering::Relaxed);
         let weight_at = self.weight_at.load(Ordering::Relaxed);

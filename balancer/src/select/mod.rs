@@ -27,7 +27,6 @@ use crate::config::balancing::Balancing;
 use crate::pool::Member;
 
 pub use hash::{rendezvous_pick, stable_hash};
-pub use reported_load::scheduler_weights;
 
 /// The selection algorithms a pool can use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

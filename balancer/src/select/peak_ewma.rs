@@ -26,13 +26,13 @@ use crate::pool::Member;
 
 /// P2C over peak-EWMA cost.
 #[derive(Debug)]
-pub struct PeakEwma {
+pub(crate) struct PeakEwma {
     settings: Balancing,
 }
 
 impl PeakEwma {
     /// With the pool's decay and default rtt.
-    pub fn new(settings: Balancing) -> Self {
+    pub(crate) fn new(settings: Balancing) -> Self {
         PeakEwma { settings }
     }
 
@@ -42,7 +42,7 @@ impl PeakEwma {
 }
 
 /// The cost of a member with estimate `rtt_ms`: latency x (in-flight + 1) per unit of weight.
-pub fn cost(rtt_ms: f64, in_flight: u32, weight: u32) -> f64 {
+pub(crate) fn cost(rtt_ms: f64, in_flight: u32, weight: u32) -> f64 {
     rtt_ms * (f64::from(in_flight) + 1.0) / f64::from(weight.max(1))
 }
 

@@ -37,7 +37,7 @@ const MAX_RATIO: f64 = 10.0;
 /// The weights a scheduler uses, from the members' usable weights (0 = none): zeros become
 /// the mean of the others, and everything is clamped to 0.01x..10x the mean. Returns whether
 /// fewer than two members had a weight (every member is then equal: A58's fallback).
-pub fn scheduler_weights(weights: &mut [f64]) -> bool {
+pub(crate) fn scheduler_weights(weights: &mut [f64]) -> bool {
     let (sum, n) = weights
         .iter()
         .filter(|w| **w > 0.0)
@@ -59,7 +59,7 @@ pub fn scheduler_weights(weights: &mut [f64]) -> bool {
 
 /// Smooth WRR over reported weights.
 #[derive(Debug)]
-pub struct ReportedLoad {
+pub(crate) struct ReportedLoad {
     settings: Balancing,
     scores: Scores,
     /// Each member's weight relative to the largest, x[`SCALE`].
@@ -70,7 +70,7 @@ pub struct ReportedLoad {
 
 impl ReportedLoad {
     /// State for `n` members.
-    pub fn new(n: usize, settings: Balancing) -> Self {
+    pub(crate) fn new(n: usize, settings: Balancing) -> Self {
         ReportedLoad {
             settings,
             scores: Scores::new(n),

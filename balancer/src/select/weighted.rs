@@ -38,7 +38,7 @@ impl Scores {
     }
 
     /// [`Scores::pick`] with the weight of member `i` given by `weight(i, member)`.
-    pub fn pick_by(
+    pub(crate) fn pick_by(
         &self,
         members: &[Arc<Member>],
         cx: &PickContext<'_>,

@@ -131,12 +131,12 @@ impl BackendState {
 
     /// Puts `value` as the ORCA `endpoint-load-metrics` header on every answer from now on
     /// (`None`: no header).
-    pub fn report(&self, value: Option<&str>) {
+    pub(crate) fn report(&self, value: Option<&str>) {
         *self.report.lock().unwrap_or_else(|e| e.into_inner()) = value.map(str::to_owned);
     }
 
     /// Makes every answer other than `/healthz` a `status` (0: back to normal), at once.
-    pub fn fail_with(&self, status: u16) {
+    pub(crate) fn fail_with(&self, status: u16) {
         self.fail_with.store(status, Ordering::SeqCst);
     }
 

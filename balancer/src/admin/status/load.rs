@@ -53,7 +53,7 @@ pub struct ReportStatus {
 }
 
 /// The load view of `m` at `now` under the pool's algorithm and settings.
-pub fn load_status(m: &Member, now: u64, b: &Balancing, algorithm: Algorithm) -> LoadStatus {
+pub(crate) fn load_status(m: &Member, now: u64, b: &Balancing, algorithm: Algorithm) -> LoadStatus {
     let v = m.load.view(now, b);
     let wrr = algorithm == Algorithm::ReportedLoad;
     let weight = v.weight.filter(|_| wrr);
