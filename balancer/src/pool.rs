@@ -125,6 +125,8 @@ pub struct Member {
     ramp_start: AtomicU64,
     /// Counters for the admin page and metrics.
     pub stats: MemberStats,
+    /// Hedges sent to and won by this member, and its cached hedge delay.
+    pub hedge: crate::proxy::hedge::MemberHedge,
     /// The last active health probe, for the admin page. Only the checker writes it and only
     /// the admin API reads it, never the request path, so a mutex is fine.
     last_check: Mutex<Option<LastCheck>>,
@@ -204,6 +206,7 @@ impl Member {
             presence: AtomicU8::new(Presence::Listed as u8),
             ramp_start: AtomicU64::new(0),
             stats: MemberStats::default(),
+            hedge: crate::proxy::hedge::MemberHedge::default(),
             last_check: Mutex::new(None),
         }
     }

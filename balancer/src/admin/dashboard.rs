@@ -65,6 +65,8 @@ pub(crate) struct PoolView {
     pub about: String,
     /// Total responses.
     pub requests: u64,
+    /// Hedges sent, and how many answered first (`3 (2 won)`; `off` when hedging is off).
+    pub hedges: String,
     /// Member rows.
     pub members: Vec<MemberView>,
 }
@@ -229,6 +231,15 @@ impl Page {
     }
 }
 
+/// A pool's hedges as the card's header shows them.
+fn hedges_text(p: &PoolStatus) -> String {
+    if p.hedging {
+        format!("{} ({} won)", p.hedges, p.hedges_won)
+    } else {
+        "off".to_owned()
+    }
+}
+
 fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
     let routes: Vec<String> = s
         .routes
@@ -253,6 +264,7 @@ fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
             }
         ),
         requests: p.requests,
+        hedges: hedges_text(p),
         members: p
             .members
             .iter()

@@ -67,6 +67,12 @@ pub struct PoolStatus {
     pub health_check: Option<String>,
     /// Responses of all members.
     pub requests: u64,
+    /// Whether idempotent requests are hedged.
+    pub hedging: bool,
+    /// Hedges sent to its members (those present now).
+    pub hedges: u64,
+    /// Hedges that answered first.
+    pub hedges_won: u64,
     /// Members.
     pub members: Vec<MemberStatus>,
 }
@@ -100,6 +106,10 @@ pub struct MemberStatus {
     pub failures: u64,
     /// Retry attempts made on this member.
     pub retries: u64,
+    /// Hedges sent to this member.
+    pub hedges: u64,
+    /// Hedges sent to this member that answered first.
+    pub hedges_won: u64,
     /// Response bytes sent.
     pub bytes_out: u64,
     /// Latency percentiles over the last `latency_window_seconds` (`null` without traffic).
@@ -261,6 +271,9 @@ fn pool_status(p: &Pool, now: u64, second: u64) -> PoolStatus {
         sticky: p.settings.sticky,
         health_check: p.settings.health.as_ref().map(|h| h.path.clone()),
         requests: members.iter().map(|m| m.requests).sum(),
+        hedging: p.settings.hedge.enabled,
+        hedges: members.iter().map(|m| m.hedges).sum(),
+        hedges_won: members.iter().map(|m| m.hedges_won).sum(),
         members,
     }
 }
@@ -289,6 +302,8 @@ fn member_status(m: &Member, now: u64, slow: u64, second: u64) -> MemberStatus {
         responses,
         failures: m.stats.failures(),
         retries: m.stats.retries(),
+        hedges: m.hedge.sent(),
+        hedges_won: m.hedge.won(),
         bytes_out: m.stats.bytes_out(),
         latency,
         last_check: m.last_check().map(|c| CheckStatus {

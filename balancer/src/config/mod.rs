@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use error::Problem;
 pub(crate) use members::{MemberList, MemberSpec};
 pub use model::Settings;
-pub(crate) use model::{HealthSettings, PoolSettings, RouteSettings, StickyMode};
+pub(crate) use model::{HealthSettings, HedgeSettings, PoolSettings, RouteSettings, StickyMode};
 pub use origin::Origin;
 pub(crate) use origin::env_var;
 pub(crate) use units::ByteSize;
@@ -107,10 +107,14 @@ pub struct RawConfig {
     #[config(nested)]
     pub limits: Limits,
 
+    /// Hedged requests (every pool; a pool's `hedge` table overrides these).
+    #[config(nested)]
+    pub hedge: Hedge,
+
     /// Pools by name. `static` and `dynamic` always exist; a table here adds a pool or changes
     /// one (keys: members, algorithm, hash_header, sticky, cookie_name, cookie_max_age,
     /// connect_timeout, response_timeout, retries, retry_budget, max_fails, fail_timeout,
-    /// max_body, slow_start, health).
+    /// max_body, slow_start, health, hedge).
     #[config(default = {})]
     pub pools: BTreeMap<String, PoolFile>,
 
@@ -140,6 +144,28 @@ pub struct Timeouts {
     /// A pooled connection to a member unused for this long is closed.
     #[config(env = "BALANCER_BACKEND_IDLE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
     pub backend_idle: Duration,
+}
+
+/// Hedged requests: an idempotent request with no response head after the hedge delay is
+/// also sent to another member, and the first answer wins.
+#[derive(Config, Debug, Clone)]
+#[config(layer_attr(serde(deny_unknown_fields)))]
+pub struct Hedge {
+    /// Hedge idempotent requests (GET, HEAD, OPTIONS; PUT and DELETE whose body was kept).
+    #[config(env = "BALANCER_HEDGE", default = true)]
+    pub enabled: bool,
+
+    /// Shortest hedge delay (the delay is 2 x the member's recent p99, within min and max).
+    #[config(env = "BALANCER_HEDGE_DELAY_MIN", default = "50ms", deserialize_with = units::duration)]
+    pub delay_min: Duration,
+
+    /// Longest hedge delay: a hung member costs a request at most this much.
+    #[config(env = "BALANCER_HEDGE_DELAY_MAX", default = "500ms", deserialize_with = units::duration)]
+    pub delay_max: Duration,
+
+    /// Hedges allowed, in percent of a pool's responses over the last 10 s (0 to 100).
+    #[config(env = "BALANCER_HEDGE_BUDGET", default = 10)]
+    pub budget: u32,
 }
 
 /// Request limits.
@@ -196,6 +222,24 @@ pub struct PoolFile {
     pub slow_start: Option<Duration>,
     /// Active health check.
     pub health: Option<HealthFile>,
+    /// Hedged requests of this pool (unset keys: the top-level `[hedge]`).
+    pub hedge: Option<HedgeFile>,
+}
+
+/// A pool's hedging settings as written in the file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeFile {
+    /// Turn hedging on or off for this pool.
+    pub enabled: Option<bool>,
+    /// Shortest hedge delay.
+    #[serde(default, with = "units::opt_duration")]
+    pub delay_min: Option<Duration>,
+    /// Longest hedge delay.
+    #[serde(default, with = "units::opt_duration")]
+    pub delay_max: Option<Duration>,
+    /// Hedges allowed, in percent of the pool's recent responses.
+    pub budget: Option<u32>,
 }
 
 /// Active health check settings as written in the file.

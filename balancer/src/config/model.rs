@@ -10,9 +10,12 @@ use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
 use super::ranges::{
-    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, retries, streak,
+    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, MIN_HEDGE_DELAY, at_least, header_limit, percent,
+    retries, streak,
 };
-use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var};
+use super::{
+    ConfigError, HealthFile, HedgeFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var,
+};
 use crate::select::Algorithm;
 
 /// The two pools that exist without any file, with the top-level fields (and so the env vars)
@@ -144,6 +147,21 @@ pub struct PoolSettings {
     pub slow_start: Duration,
     /// Active health check, if on.
     pub health: Option<HealthSettings>,
+    /// Hedged requests.
+    pub hedge: HedgeSettings,
+}
+
+/// A pool's hedging, validated (see [`crate::proxy::hedge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HedgeSettings {
+    /// Whether idempotent requests are hedged.
+    pub enabled: bool,
+    /// Shortest hedge delay.
+    pub delay_min: Duration,
+    /// Longest hedge delay.
+    pub delay_max: Duration,
+    /// Hedges allowed, in percent of the pool's recent responses.
+    pub budget_percent: u32,
 }
 
 /// A route, validated: which requests go to which pool.
@@ -367,6 +385,7 @@ fn pool(
         max_body: file.max_body.unwrap_or(raw.limits.max_body).0,
         slow_start: file.slow_start.unwrap_or(pd::SLOW_START),
         health: health(name, file.health.as_ref(), origin)?,
+        hedge: hedge(raw, name, file.hedge.as_ref(), origin)?,
     })
 }
 
@@ -537,4 +556,36 @@ mod tests {
             ]
         );
     }
+}
+
+/// A pool's hedging: its `hedge` table over the top-level `[hedge]`. A bad value is named by
+/// where it was set (the pool's key when the pool set it).
+fn hedge(
+    raw: &RawConfig,
+    pool: &str,
+    file: Option<&HedgeFile>,
+    origin: &Origin,
+) -> Result<HedgeSettings, ConfigError> {
+    let f = file.cloned().unwrap_or_default();
+    let g = &raw.hedge;
+    let key = |set: bool, k: &'static str| -> Vec<&str> {
+        if set {
+            vec!["pools", pool, "hedge", k]
+        } else {
+            vec!["hedge", k]
+        }
+    };
+    let min = f.delay_min.unwrap_or(g.delay_min);
+    let min_key = key(f.delay_min.is_some(), "delay_min");
+    let delay_min = at_least(min, MIN_HEDGE_DELAY, origin, &min_key)?;
+    let max = f.delay_max.unwrap_or(g.delay_max);
+    let max_key = key(f.delay_max.is_some(), "delay_max");
+    let delay_max = at_least(max, delay_min, origin, &max_key)?;
+    let budget = f.budget.unwrap_or(g.budget);
+    Ok(HedgeSettings {
+        enabled: f.enabled.unwrap_or(g.enabled),
+        delay_min,
+        delay_max,
+        budget_percent: percent(budget, origin, &key(f.budget.is_some(), "budget"))?,
+    })
 }
