@@ -35,6 +35,8 @@ struct Flight<'p> {
     /// Counts it in the member's in-flight requests until it ends.
     guard: InFlight,
     sent_at: Instant,
+    /// The member's response count when a hedge went beside this attempt.
+    answered_before_hedge: u64,
 }
 
 /// Which of the two attempt slots.
@@ -125,6 +127,7 @@ impl Proxy {
                     n,
                     guard,
                     sent_at: Instant::now(),
+                    answered_before_hedge: 0,
                 });
                 if fa.is_none() {
                     a.set(Some(fut));
@@ -160,13 +163,14 @@ impl Proxy {
             let (side, result) = match event {
                 Event::HedgeTimer => {
                     timer.set(None);
-                    let Some(out) = fa.as_ref().or(fb.as_ref()) else {
+                    let Some(out) = fa.as_mut().or(fb.as_mut()) else {
                         continue;
                     };
                     let budget = hedge::budget_allows(plan.pool);
                     if attempts.on_hedge_timer(out.idx, budget, Instant::now()) != Decision::Hedge {
                         continue;
                     }
+                    out.answered_before_hedge = out.member.stats.total_responses();
                     if lent.is_none() {
                         // A body goes again only from the kept copy, once it has all arrived.
                         given = how.replay.as_ref().and_then(|r| r.request());
@@ -197,6 +201,7 @@ impl Proxy {
                 n,
                 guard,
                 sent_at,
+                ..
             }) = flight
             else {
                 continue;
@@ -209,15 +214,18 @@ impl Proxy {
                         .stats
                         .record_response(answer.status().as_u16(), micros);
                     // The other attempt is cancelled here (its future dropped, its connection
-                    // closed); if it was the one the hedge overtook, its member did not answer
-                    // in time and is charged, as for a timeout.
+                    // closed). If it was the one the hedge overtook and its member answered
+                    // nothing at all meanwhile (hung, not merely slow on this request while
+                    // it served others), it is charged, as for a timeout.
                     let loser = fa.take().or(fb.take());
                     a.set(None);
                     drop(b.take());
                     let outcome = match (attempts.hedged(), loser) {
                         (Some(h), loser) if h == n => {
                             member.hedge.add_won();
-                            if let Some(loser) = loser {
+                            if let Some(loser) = loser.filter(|l| {
+                                l.member.stats.total_responses() == l.answered_before_hedge
+                            }) {
                                 let now_ms = clock::now_ms();
                                 self.record_failure(
                                     plan.pool,

@@ -45,8 +45,12 @@
 //! - **Any response head wins**, 5xx included (gRPC waits for a non-fatal status): the
 //!   balancer never retries on a status either, and a member that answers is not hung.
 //! - **The loser is cancelled**: its future is dropped, its connection closed, never reused.
-//!   If the hedge won, the member that did not answer is charged a failure (passive
-//!   detection, as for any timeout); active checks take it out as before.
+//!   If the hedge won and the member it overtook answered nothing at all while the hedge was
+//!   out, that member is charged a failure (passive detection, as for a timeout); active
+//!   checks take it out as before. One that kept answering other requests meanwhile is alive
+//!   and was only slow on this one (the tail hedging is for): with `max_fails = 1` charging
+//!   it would eject a healthy member for every tail request. Telling the two apart costs one
+//!   read of its response counters when the hedge goes, nothing on the request path.
 //! - **Only what a retry could resend is hedged**: GET, HEAD, OPTIONS (and PUT, DELETE,
 //!   TRACE) without a body, or with a small body the balancer kept whole
 //!   ([`super::replay`]). A POST is never hedged: to a hung member it waits for the pool's
