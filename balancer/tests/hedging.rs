@@ -9,8 +9,10 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use balancer::proxy::hedge::MIN_HEDGES;
 use common::{Backend, Conf, FrozenBackend, Lb, client, eventually, runtime};
+
+/// Hedges a pool may always send per window (`MIN_HEDGES` in `balancer/src/proxy/hedge.rs`).
+const MIN_HEDGES: u64 = 5;
 
 /// A pool of `frozen` and `live`, never ejecting (so the frozen member keeps being picked),
 /// hedging after 50 to 100 ms, with a response timeout short enough that an unhedged request

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use error::Problem;
 pub(crate) use members::{MemberList, MemberSpec};
 pub use model::Settings;
-pub(crate) use model::{HealthSettings, HedgeSettings, PoolSettings, RouteSettings, StickyMode};
+pub(crate) use model::{HealthSettings, PoolSettings, RouteSettings, StickyMode};
 pub use origin::Origin;
 pub(crate) use origin::env_var;
 pub(crate) use units::ByteSize;

@@ -530,34 +530,6 @@ fn sticky_key(secret: &str) -> [u8; 16] {
     key
 }
 
-#[cfg(test)]
-mod tests {
-    use super::DEFAULT_POOLS;
-
-    #[test]
-    fn each_default_pool_field_has_its_env_var() {
-        let names: Vec<_> = DEFAULT_POOLS
-            .iter()
-            .map(|d| (d.members_env(), d.algorithm_env(), d.sticky_env()))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                (
-                    Some("STATIC_BACKEND"),
-                    Some("BALANCER_STATIC_ALGORITHM"),
-                    Some("BALANCER_STATIC_STICKY")
-                ),
-                (
-                    Some("DYNAMIC_BACKEND"),
-                    Some("BALANCER_DYNAMIC_ALGORITHM"),
-                    Some("BALANCER_DYNAMIC_STICKY")
-                ),
-            ]
-        );
-    }
-}
-
 /// A pool's hedging: its `hedge` table over the top-level `[hedge]`. A bad value is named by
 /// where it was set (the pool's key when the pool set it).
 fn hedge(
@@ -588,4 +560,32 @@ fn hedge(
         delay_max,
         budget_percent: percent(budget, origin, &key(f.budget.is_some(), "budget"))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DEFAULT_POOLS;
+
+    #[test]
+    fn each_default_pool_field_has_its_env_var() {
+        let names: Vec<_> = DEFAULT_POOLS
+            .iter()
+            .map(|d| (d.members_env(), d.algorithm_env(), d.sticky_env()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (
+                    Some("STATIC_BACKEND"),
+                    Some("BALANCER_STATIC_ALGORITHM"),
+                    Some("BALANCER_STATIC_STICKY")
+                ),
+                (
+                    Some("DYNAMIC_BACKEND"),
+                    Some("BALANCER_DYNAMIC_ALGORITHM"),
+                    Some("BALANCER_DYNAMIC_STICKY")
+                ),
+            ]
+        );
+    }
 }

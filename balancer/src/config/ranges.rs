@@ -44,7 +44,7 @@ pub(super) fn retries(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, Conf
 }
 
 /// Shortest hedge delay: below a millisecond every request would be sent twice.
-pub const MIN_HEDGE_DELAY: Duration = Duration::from_millis(1);
+pub(super) const MIN_HEDGE_DELAY: Duration = Duration::from_millis(1);
 
 /// A percentage (a hedge `budget`), refused above 100.
 pub(super) fn percent(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {

@@ -39,7 +39,7 @@ pub(crate) struct AccessLog {
 
 /// What hedging did for a request, as the access log's `hedge` field says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum HedgeOutcome {
+pub(crate) enum HedgeOutcome {
     /// Not hedged (`-`).
     #[default]
     None,
@@ -51,7 +51,7 @@ pub enum HedgeOutcome {
 
 impl HedgeOutcome {
     /// The access log's word for it.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HedgeOutcome::None => "-",
             HedgeOutcome::Won => "won",

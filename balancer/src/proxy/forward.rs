@@ -87,7 +87,7 @@ impl Proxy {
         let err = loop {
             if std::mem::take(&mut send) {
                 let outgoing = match (&lent, given.take()) {
-                    (Some(r), _) => Some(Outgoing::Lent(&**r, fwd)),
+                    (Some(r), _) => Some(Outgoing::Lent(r, fwd)),
                     (None, r) => r.map(Outgoing::Given),
                 };
                 // A retry beside an attempt still out goes elsewhere too.

@@ -64,11 +64,11 @@ use crate::stats::{self, MemberStats, WINDOW_SECS};
 
 /// The hedge delay is this multiple of the member's recent p99: a member answering as usual
 /// is hedged for well under 1 % of its requests.
-pub const DELAY_FACTOR: u64 = 2;
+pub(crate) const DELAY_FACTOR: u64 = 2;
 
 /// Hedges a pool may always send per window, whatever its traffic: a quiet pool with a hung
 /// member still gets a few of its requests answered elsewhere.
-pub const MIN_HEDGES: u64 = 5;
+pub(crate) const MIN_HEDGES: u64 = 5;
 
 /// Ring slots: more than the window, so a slot being reused left it long ago.
 const SLOTS: usize = WINDOW_SECS as usize + 2;
@@ -180,7 +180,7 @@ fn within(hedges: u64, responses: u64, percent: u32) -> bool {
 /// Whether the pool's hedge budget allows one more hedge now: hedges to its members over the
 /// window stay under `hedge_budget` percent of their responses, plus [`MIN_HEDGES`]. Reads
 /// every member's window (a few thousand relaxed loads): only when a hedge timer fires.
-pub fn budget_allows(pool: &Pool) -> bool {
+pub(crate) fn budget_allows(pool: &Pool) -> bool {
     let now = stats::current_second();
     let (mut hedges, mut responses) = (0, 0);
     for m in &pool.members {
@@ -191,7 +191,7 @@ pub fn budget_allows(pool: &Pool) -> bool {
 }
 
 /// The hedge delay of a request waiting on `member` in `pool`.
-pub fn delay(pool: &Pool, member: &Member) -> Duration {
+pub(crate) fn delay(pool: &Pool, member: &Member) -> Duration {
     let h = &pool.settings.hedge;
     member.hedge.delay(
         &member.stats,

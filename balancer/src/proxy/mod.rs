@@ -6,7 +6,7 @@ pub(crate) mod body;
 pub(crate) mod direct;
 mod forward;
 pub(crate) mod headers;
-pub mod hedge;
+pub(crate) mod hedge;
 pub(crate) mod lease;
 mod plan;
 mod replay;

@@ -140,7 +140,7 @@ impl Failure {
 
 /// The request one attempt sends.
 #[derive(Debug)]
-pub enum Outgoing<'r> {
+pub(crate) enum Outgoing<'r> {
     /// A request this task drives itself ([`is_direct`]), lent: it stays with the caller, who
     /// may send it again, or to two members at once (a hedge). `Forwarding` holds the fields
     /// the proxy adds, written with the head rather than put in the map.

@@ -523,32 +523,32 @@ impl ResetBackend {
 /// A raw TCP "backend" that accepts and reads requests but never answers: a member whose
 /// process froze (SIGSTOP, a long GC pause) or whose host was cut off without a reset.
 #[derive(Debug)]
-pub struct FrozenBackend {
+pub(crate) struct FrozenBackend {
     /// Where it listens.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Its counters.
-    pub state: Arc<FrozenState>,
+    pub(crate) state: Arc<FrozenState>,
     server: ServerThread,
 }
 
 /// What a [`FrozenBackend`] saw.
 #[derive(Debug, Default)]
-pub struct FrozenState {
+pub(crate) struct FrozenState {
     /// Connections accepted.
-    pub connections: AtomicU64,
+    pub(crate) connections: AtomicU64,
     /// Connections the peer closed.
-    pub closed: AtomicU64,
+    pub(crate) closed: AtomicU64,
     /// Request heads read (whatever the method).
-    pub requests: AtomicU64,
+    pub(crate) requests: AtomicU64,
     /// POST request heads read.
-    pub posts: AtomicU64,
+    pub(crate) posts: AtomicU64,
     /// Connections that carried more than one request head.
-    pub reused: AtomicU64,
+    pub(crate) reused: AtomicU64,
 }
 
 impl FrozenBackend {
     /// Starts it on 127.0.0.1:0.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -596,12 +596,12 @@ impl FrozenBackend {
     }
 
     /// Request heads it read.
-    pub fn requests(&self) -> u64 {
+    pub(crate) fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
     }
 
     /// `"127.0.0.1:PORT"`.
-    pub fn member(&self) -> String {
+    pub(crate) fn member(&self) -> String {
         self.addr.to_string()
     }
 }
