@@ -6,6 +6,7 @@
 //! names its variable or file key, the value and what was expected ([`error::Problem`]).
 
 pub mod check;
+mod hedge;
 // The crate shared with the two apps, so that all three binaries report a refused value alike.
 pub(crate) use config_report as error;
 pub(crate) mod members;

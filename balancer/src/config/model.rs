@@ -9,13 +9,12 @@ use std::time::Duration;
 use http::HeaderName;
 use serde::{Deserialize, Serialize};
 
+use super::hedge::HedgeSettings;
+use super::hedge::hedge;
 use super::ranges::{
-    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, MIN_HEDGE_DELAY, at_least, header_limit, percent,
-    retries, streak,
+    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, retries, streak,
 };
-use super::{
-    ConfigError, HealthFile, HedgeFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var,
-};
+use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var};
 use crate::select::Algorithm;
 
 /// The two pools that exist without any file, with the top-level fields (and so the env vars)
@@ -149,19 +148,6 @@ pub struct PoolSettings {
     pub health: Option<HealthSettings>,
     /// Hedged requests.
     pub hedge: HedgeSettings,
-}
-
-/// A pool's hedging, validated (see [`crate::proxy::hedge`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HedgeSettings {
-    /// Whether idempotent requests are hedged.
-    pub enabled: bool,
-    /// Shortest hedge delay.
-    pub delay_min: Duration,
-    /// Longest hedge delay.
-    pub delay_max: Duration,
-    /// Hedges allowed, in percent of the pool's recent responses.
-    pub budget_percent: u32,
 }
 
 /// A route, validated: which requests go to which pool.
@@ -528,38 +514,6 @@ fn sticky_key(secret: &str) -> [u8; 16] {
     key[..8].copy_from_slice(&a.finish().to_le_bytes());
     key[8..].copy_from_slice(&b.finish().to_le_bytes());
     key
-}
-
-/// A pool's hedging: its `hedge` table over the top-level `[hedge]`. A bad value is named by
-/// where it was set (the pool's key when the pool set it).
-fn hedge(
-    raw: &RawConfig,
-    pool: &str,
-    file: Option<&HedgeFile>,
-    origin: &Origin,
-) -> Result<HedgeSettings, ConfigError> {
-    let f = file.cloned().unwrap_or_default();
-    let g = &raw.hedge;
-    let key = |set: bool, k: &'static str| -> Vec<&str> {
-        if set {
-            vec!["pools", pool, "hedge", k]
-        } else {
-            vec!["hedge", k]
-        }
-    };
-    let min = f.delay_min.unwrap_or(g.delay_min);
-    let min_key = key(f.delay_min.is_some(), "delay_min");
-    let delay_min = at_least(min, MIN_HEDGE_DELAY, origin, &min_key)?;
-    let max = f.delay_max.unwrap_or(g.delay_max);
-    let max_key = key(f.delay_max.is_some(), "delay_max");
-    let delay_max = at_least(max, delay_min, origin, &max_key)?;
-    let budget = f.budget.unwrap_or(g.budget);
-    Ok(HedgeSettings {
-        enabled: f.enabled.unwrap_or(g.enabled),
-        delay_min,
-        delay_max,
-        budget_percent: percent(budget, origin, &key(f.budget.is_some(), "budget"))?,
-    })
 }
 
 #[cfg(test)]
