@@ -32,7 +32,7 @@ impl std::fmt::Display for MemberId {
 /// Whether an operator took a member out of rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum AdminState {
+pub(crate) enum AdminState {
     /// In rotation.
     Enabled = 0,
     /// Finishes in-flight work, gets nothing new.
@@ -67,7 +67,7 @@ impl Health {
 /// Where a member stands in its pool's membership (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Presence {
+pub(crate) enum Presence {
     /// Listed by its source (config, discovery, registration): may be picked.
     Listed = 0,
     /// Discovery no longer lists it: it gets nothing new while a probe decides whether it is
@@ -96,12 +96,12 @@ pub struct Member {
     /// Where connections go.
     pub addr: SocketAddr,
     /// The address as the config wrote it (`student-api:3000`), for logs and the admin page.
-    pub origin: Arc<str>,
+    pub(crate) origin: Arc<str>,
     /// Sticky identity, derived from `addr` with the sticky key; a reload with a new sticky
     /// secret re-derives it in place, so the member keeps its state.
     id: AtomicU64,
     /// `addr` ready to send as `X-Upstream`.
-    pub upstream_header: http::HeaderValue,
+    pub(crate) upstream_header: http::HeaderValue,
     /// Weight in use (the admin API may change it); 0 means "never picked".
     weight: AtomicU32,
     /// Weight the config gave; a reload only overrides an admin change when this changes.
@@ -133,7 +133,7 @@ pub struct Member {
 /// What an active health probe concluded; serialized as its lower-case name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum CheckResult {
+pub(crate) enum CheckResult {
     /// The member answered with the expected status.
     Pass,
     /// It did not (status, refused, timeout).
@@ -144,7 +144,7 @@ pub enum CheckResult {
 
 impl CheckResult {
     /// The lower-case name (API, dashboard).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CheckResult::Pass => "pass",
             CheckResult::Fail => "fail",
@@ -155,32 +155,32 @@ impl CheckResult {
 
 /// What the last active health probe of a member saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastCheck {
+pub(crate) struct LastCheck {
     /// When it completed, in [`clock::now_ms`] units.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
     /// What it concluded.
-    pub result: CheckResult,
+    pub(crate) result: CheckResult,
     /// What was seen (`status 500`, `connection refused`), empty on a pass.
-    pub detail: String,
+    pub(crate) detail: String,
 }
 
 /// Passive failure detection settings of a pool (nginx's `max_fails` / `fail_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassivePolicy {
+pub(crate) struct PassivePolicy {
     /// Failures within `fail_timeout_ms` that eject a member; 0 disables ejection.
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// Window for counting failures, and how long an ejected member stays out.
-    pub fail_timeout_ms: u64,
+    pub(crate) fail_timeout_ms: u64,
 }
 
 impl Member {
     /// Sticky identity (see [`crate::sticky::member_id`]).
-    pub fn id(&self) -> MemberId {
+    pub(crate) fn id(&self) -> MemberId {
         MemberId(self.id.load(Ordering::Relaxed))
     }
 
     /// Re-derives the sticky identity (a new sticky secret).
-    pub fn set_id(&self, id: MemberId) {
+    pub(crate) fn set_id(&self, id: MemberId) {
         self.id.store(id.0, Ordering::Relaxed);
     }
 
@@ -209,7 +209,7 @@ impl Member {
     }
 
     /// Records the outcome of an active health probe.
-    pub fn record_check(&self, check: LastCheck) {
+    pub(crate) fn record_check(&self, check: LastCheck) {
         *self
             .last_check
             .lock()
@@ -217,7 +217,7 @@ impl Member {
     }
 
     /// The last active health probe, if any ran.
-    pub fn last_check(&self) -> Option<LastCheck> {
+    pub(crate) fn last_check(&self) -> Option<LastCheck> {
         self.last_check
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -225,18 +225,18 @@ impl Member {
     }
 
     /// Configured weight.
-    pub fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
 
     /// Changes the weight in use (admin action).
-    pub fn set_weight(&self, w: u32) {
+    pub(crate) fn set_weight(&self, w: u32) {
         self.weight.store(w, Ordering::Relaxed);
     }
 
     /// Applies the weight from a (re)loaded config; an admin override survives a reload that
     /// did not change this member's configured weight.
-    pub fn apply_config_weight(&self, w: u32) {
+    pub(crate) fn apply_config_weight(&self, w: u32) {
         if self.config_weight.swap(w, Ordering::Relaxed) != w {
             self.weight.store(w, Ordering::Relaxed);
         }
@@ -244,7 +244,7 @@ impl Member {
 
     /// Weight used for selection right now, in 1/[`WEIGHT_SCALE`] units: the configured weight,
     /// ramped during slow start (the fine scale lets even a weight-1 member ramp smoothly).
-    pub fn selection_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+    pub(crate) fn selection_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
         let full = self.weight() * WEIGHT_SCALE;
         let start = self.ramp_start.load(Ordering::Relaxed);
         if slow_start_ms == 0 || start == 0 || full == 0 {
@@ -259,18 +259,18 @@ impl Member {
     }
 
     /// Weight now in configured units (rounded up), for display.
-    pub fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+    pub(crate) fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
         self.selection_weight(now_ms, slow_start_ms)
             .div_ceil(WEIGHT_SCALE)
     }
 
     /// Starts a slow-start ramp now (member joined or recovered).
-    pub fn begin_ramp(&self, now_ms: u64) {
+    pub(crate) fn begin_ramp(&self, now_ms: u64) {
         self.ramp_start.store(now_ms.max(1), Ordering::Relaxed);
     }
 
     /// Whether a slow-start ramp is in progress.
-    pub fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
+    pub(crate) fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
         let start = self.ramp_start.load(Ordering::Relaxed);
         slow_start_ms > 0 && start != 0 && now_ms.saturating_sub(start) < slow_start_ms
     }
@@ -281,7 +281,7 @@ impl Member {
     }
 
     /// Counts a request as in flight until the returned guard drops.
-    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }
@@ -292,12 +292,12 @@ impl Member {
     }
 
     /// Records a new health verdict; returns the previous one.
-    pub fn set_health(&self, h: Health) -> Health {
+    pub(crate) fn set_health(&self, h: Health) -> Health {
         Health::from_u8(self.health.swap(h as u8, Ordering::Relaxed))
     }
 
     /// Operator state.
-    pub fn admin_state(&self) -> AdminState {
+    pub(crate) fn admin_state(&self) -> AdminState {
         match self.admin.load(Ordering::Relaxed) {
             1 => AdminState::Drained,
             _ => AdminState::Enabled,
@@ -305,23 +305,23 @@ impl Member {
     }
 
     /// Sets the operator state.
-    pub fn set_admin_state(&self, s: AdminState) {
+    pub(crate) fn set_admin_state(&self, s: AdminState) {
         self.admin.store(s as u8, Ordering::Relaxed);
     }
 
     /// Where the member stands in its pool's membership.
-    pub fn presence(&self) -> Presence {
+    pub(crate) fn presence(&self) -> Presence {
         Presence::from_u8(self.presence.load(Ordering::Relaxed))
     }
 
     /// Moves the member to `p`; returns where it stood before.
-    pub fn set_presence(&self, p: Presence) -> Presence {
+    pub(crate) fn set_presence(&self, p: Presence) -> Presence {
         Presence::from_u8(self.presence.swap(p as u8, Ordering::Relaxed))
     }
 
     /// Discovery stopped listing the member: it turns `Leaving` unless a probe already found
     /// it gone. Returns whether it stays in the pool (as leaving).
-    pub fn keep_leaving(&self) -> bool {
+    pub(crate) fn keep_leaving(&self) -> bool {
         self.presence
             .fetch_update(
                 Ordering::Relaxed,
@@ -335,19 +335,19 @@ impl Member {
     }
 
     /// Listed again (back in DNS while leaving): back in rotation.
-    pub fn relist(&self) {
+    pub(crate) fn relist(&self) {
         if matches!(self.presence(), Presence::Leaving | Presence::Gone) {
             self.set_presence(Presence::Listed);
         }
     }
 
     /// Whether passive detection currently has this member ejected.
-    pub fn ejected(&self, now_ms: u64) -> bool {
+    pub(crate) fn ejected(&self, now_ms: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now_ms
     }
 
     /// When the member last failed (ms, 0 = never).
-    pub fn last_fail(&self) -> u64 {
+    pub(crate) fn last_fail(&self) -> u64 {
         self.last_fail.load(Ordering::Relaxed)
     }
 
@@ -364,7 +364,7 @@ impl Member {
     /// Whether the member may still be tried as a last resort when nothing is available:
     /// only an operator's drain, a backend that announced it is leaving, or discovery no
     /// longer listing it rule it out.
-    pub fn is_last_resort(&self) -> bool {
+    pub(crate) fn is_last_resort(&self) -> bool {
         self.presence() == Presence::Listed
             && self.admin_state() == AdminState::Enabled
             && self.health() != Health::Draining
@@ -373,13 +373,13 @@ impl Member {
 
     /// Notes when the member last failed, for the last-resort choice; an active probe that
     /// fails calls only this (checks have their own rise/fall counters).
-    pub fn note_failure(&self, now_ms: u64) {
+    pub(crate) fn note_failure(&self, now_ms: u64) {
         self.last_fail.store(now_ms.max(1), Ordering::Relaxed);
     }
 
     /// Records a failed attempt (connect error, reset, timeout). Returns true when this failure
     /// ejected the member.
-    pub fn record_failure(&self, now_ms: u64, policy: PassivePolicy) -> bool {
+    pub(crate) fn record_failure(&self, now_ms: u64, policy: PassivePolicy) -> bool {
         self.note_failure(now_ms);
         if policy.max_fails == 0 {
             return false;
@@ -403,7 +403,7 @@ impl Member {
     }
 
     /// Records a successful exchange: clears an ejection that has run out.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -412,11 +412,11 @@ impl Member {
 
 /// RAII count of one in-flight request; least-connections and P2C read the count.
 #[derive(Debug)]
-pub struct InFlight(Arc<Member>);
+pub(crate) struct InFlight(Arc<Member>);
 
 impl InFlight {
     /// The member this request went to.
-    pub fn member(&self) -> &Arc<Member> {
+    pub(crate) fn member(&self) -> &Arc<Member> {
         &self.0
     }
 }
@@ -436,17 +436,17 @@ pub struct Pool {
     pub members: Vec<Arc<Member>>,
     /// The selection algorithm with its state; shared with the next snapshot while the pool's
     /// algorithm and member list stay the same, so unrelated changes don't reset it.
-    pub selector: Arc<dyn crate::select::Select>,
+    pub(crate) selector: Arc<dyn crate::select::Select>,
     /// Passive failure detection policy.
-    pub passive: PassivePolicy,
+    pub(crate) passive: PassivePolicy,
     /// With cookie stickiness, each member's `Set-Cookie` value (same order as `members`),
     /// made once per snapshot rather than once per response.
-    pub cookies: Vec<Option<http::HeaderValue>>,
+    pub(crate) cookies: Vec<Option<http::HeaderValue>>,
 }
 
 impl Pool {
     /// Index of the member with sticky id `id`.
-    pub fn find(&self, id: MemberId) -> Option<usize> {
+    pub(crate) fn find(&self, id: MemberId) -> Option<usize> {
         self.members.iter().position(|m| m.id() == id)
     }
 }

@@ -33,7 +33,7 @@ pub struct Snapshot {
     /// The config this snapshot was built from.
     pub settings: Arc<Settings>,
     /// Host/path -> pool index.
-    pub routes: RouteTable,
+    pub(crate) routes: RouteTable,
     /// Pools, indexed like `settings.pools`.
     pub pools: Vec<Pool>,
 }
@@ -46,19 +46,19 @@ pub(crate) type Registered = BTreeMap<String, Vec<(SocketAddr, u32)>>;
 
 /// The outcome of the last reload, for the admin API.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     /// Seconds since the Unix epoch of the last attempt (0 = none yet).
-    pub at: f64,
+    pub(crate) at: f64,
     /// Whether it was applied.
-    pub ok: bool,
+    pub(crate) ok: bool,
     /// Why it was rejected, if it was.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// How many reloads were applied.
-    pub applied: u64,
+    pub(crate) applied: u64,
     /// How many were valid but changed nothing.
-    pub unchanged: u64,
+    pub(crate) unchanged: u64,
     /// How many were rejected.
-    pub rejected: u64,
+    pub(crate) rejected: u64,
 }
 
 /// State shared by the proxy workers, the admin API and the background tasks.
@@ -68,7 +68,7 @@ pub struct Shared {
     /// Membership, health and reload events.
     pub events: EventLog,
     /// Last reload outcome.
-    pub reload: Mutex<ReloadStatus>,
+    pub(crate) reload: Mutex<ReloadStatus>,
     /// Cancelled when the process begins shutting down: the one shutdown signal.
     shutdown: CancellationToken,
     /// Open client connections per proxy worker.
@@ -80,7 +80,7 @@ pub struct Shared {
 
 impl Shared {
     /// State around a first snapshot, for `workers` proxy workers.
-    pub fn new(first: Snapshot, workers: usize) -> Arc<Self> {
+    pub(crate) fn new(first: Snapshot, workers: usize) -> Arc<Self> {
         let next = first.version + 1;
         let local = LocalResponses::default();
         local.add_pools(first.settings.pools.iter().map(|p| &*p.name));
@@ -96,22 +96,22 @@ impl Shared {
     }
 
     /// Counts a response the balancer made itself (`pool` is `-` before routing).
-    pub fn count_local(&self, pool: &str, status: u16) {
+    pub(crate) fn count_local(&self, pool: &str, status: u16) {
         self.local.count(pool, status);
     }
 
     /// Responses the balancer made itself, by pool and status.
-    pub fn local_responses(&self) -> Vec<LocalCount> {
+    pub(crate) fn local_responses(&self) -> Vec<LocalCount> {
         self.local.snapshot()
     }
 
     /// The token whose cancellation begins the graceful shutdown.
-    pub fn shutdown_token(&self) -> &CancellationToken {
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
     }
 
     /// Whether the graceful shutdown has begun.
-    pub fn shutting_down(&self) -> bool {
+    pub(crate) fn shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }
 
@@ -122,7 +122,12 @@ impl Shared {
 
     /// Builds a snapshot from `settings` and membership, reusing surviving members, logs what
     /// joined and left, and publishes it in one swap. Callers serialize (one control task).
-    pub fn rebuild(&self, settings: Arc<Settings>, found: &Discovered, registered: &Registered) {
+    pub(crate) fn rebuild(
+        &self,
+        settings: Arc<Settings>,
+        found: &Discovered,
+        registered: &Registered,
+    ) {
         let prev = self.snapshot();
         let version = self.next_version.fetch_add(1, Ordering::Relaxed);
         self.local

@@ -94,19 +94,19 @@ pub enum StickyMode {
 
 /// Active health check of a pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthSettings {
+pub(crate) struct HealthSettings {
     /// Path to GET.
-    pub path: String,
+    pub(crate) path: String,
     /// Time between checks.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// Time one check may take.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// Status that means healthy.
-    pub expect_status: u16,
+    pub(crate) expect_status: u16,
     /// Consecutive passes to come back up.
-    pub rise: u32,
+    pub(crate) rise: u32,
     /// Consecutive failures to go down.
-    pub fall: u32,
+    pub(crate) fall: u32,
 }
 
 /// A pool, validated.
@@ -115,50 +115,50 @@ pub struct PoolSettings {
     /// Name (`static`, `dynamic`, or from the file).
     pub name: Arc<str>,
     /// Configured members (IPs and DNS names).
-    pub members: Vec<MemberSpec>,
+    pub(crate) members: Vec<MemberSpec>,
     /// Selection algorithm (already `ip-hash` when sticky is `ip-hash`).
-    pub algorithm: Algorithm,
+    pub(crate) algorithm: Algorithm,
     /// Header hashed by `header-hash`.
-    pub hash_header: Option<HeaderName>,
+    pub(crate) hash_header: Option<HeaderName>,
     /// Sticky mode.
-    pub sticky: StickyMode,
+    pub(crate) sticky: StickyMode,
     /// Sticky cookie name.
-    pub cookie_name: String,
+    pub(crate) cookie_name: String,
     /// Sticky cookie Max-Age; `None` = session cookie.
-    pub cookie_max_age: Option<Duration>,
+    pub(crate) cookie_max_age: Option<Duration>,
     /// Connect timeout.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Response-header timeout.
-    pub response_timeout: Duration,
+    pub(crate) response_timeout: Duration,
     /// Extra attempts for a failed idempotent request.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// Time budget for all attempts of one request.
-    pub retry_budget: Duration,
+    pub(crate) retry_budget: Duration,
     /// Passive detection: failures that eject (0 = never).
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// Passive detection window and cool-down.
-    pub fail_timeout: Duration,
+    pub(crate) fail_timeout: Duration,
     /// Largest request body.
-    pub max_body: u64,
+    pub(crate) max_body: u64,
     /// Slow-start ramp (zero = off).
-    pub slow_start: Duration,
+    pub(crate) slow_start: Duration,
     /// Active health check, if on.
-    pub health: Option<HealthSettings>,
+    pub(crate) health: Option<HealthSettings>,
 }
 
 /// A route, validated: which requests go to which pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteSettings {
+pub(crate) struct RouteSettings {
     /// Host to match (lower case, no port); `None` = any.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Path prefix, or whole path when `exact`.
-    pub path: String,
+    pub(crate) path: String,
     /// Match the whole path only.
-    pub exact: bool,
+    pub(crate) exact: bool,
     /// Index into [`Settings::pools`].
-    pub pool: usize,
+    pub(crate) pool: usize,
     /// Body limit for this route; `None` = the pool's.
-    pub max_body: Option<u64>,
+    pub(crate) max_body: Option<u64>,
 }
 
 /// Everything the balancer runs on.
@@ -169,31 +169,31 @@ pub struct Settings {
     /// Admin listener.
     pub admin_listen: SocketAddr,
     /// Admin bearer token.
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
     /// Access log file.
     pub access_log: Option<PathBuf>,
     /// Whether to add `X-Upstream`.
-    pub upstream_header: bool,
+    pub(crate) upstream_header: bool,
     /// Key for sticky ids.
     pub sticky_key: [u8; 16],
     /// Worker threads (resolved: never 0).
     pub workers: usize,
     /// DNS re-resolution interval.
-    pub discovery_interval: Duration,
+    pub(crate) discovery_interval: Duration,
     /// Client keep-alive idle timeout.
-    pub client_idle_timeout: Duration,
+    pub(crate) client_idle_timeout: Duration,
     /// Pooled backend connection idle timeout.
-    pub backend_idle_timeout: Duration,
+    pub(crate) backend_idle_timeout: Duration,
     /// Request head limit.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Pools; `static` and `dynamic` first.
-    pub pools: Vec<PoolSettings>,
+    pub(crate) pools: Vec<PoolSettings>,
     /// Routes, most specific first.
-    pub routes: Vec<RouteSettings>,
+    pub(crate) routes: Vec<RouteSettings>,
     /// The config file that was read, if any.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Which version of that file (set by [`super::load`]); the file watcher starts from it.
-    pub file_version: Option<super::reload::FileVersion>,
+    pub(crate) file_version: Option<super::reload::FileVersion>,
 }
 
 impl Settings {

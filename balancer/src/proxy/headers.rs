@@ -127,9 +127,9 @@ pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: IpAddr) {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Forwarding<'a> {
     /// The client's address.
-    pub client: IpAddr,
+    pub(crate) client: IpAddr,
     /// The request's id.
-    pub request_id: &'a HeaderValue,
+    pub(crate) request_id: &'a HeaderValue,
 }
 
 /// Writes `headers` as HTTP/1.1 field lines with the same rules as [`add_forwarded`] plus the
