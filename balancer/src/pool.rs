@@ -16,6 +16,11 @@ use std::sync::{Arc, Mutex};
 use crate::clock;
 use crate::stats::MemberStats;
 
+mod states;
+
+pub use states::Health;
+pub(crate) use states::{AdminState, CheckResult, LastCheck, Presence};
+
 /// Selection weights are in 1/100 of a configured weight unit (see [`Member::selection_weight`]).
 pub(crate) const WEIGHT_SCALE: u32 = 100;
 
@@ -26,67 +31,6 @@ pub struct MemberId(pub u64);
 impl std::fmt::Display for MemberId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)
-    }
-}
-
-/// Whether an operator took a member out of rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum AdminState {
-    /// In rotation.
-    Enabled = 0,
-    /// Finishes in-flight work, gets nothing new.
-    Drained = 1,
-}
-
-/// What active health checks last concluded about a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Health {
-    /// No check configured or not yet decided: treated as up.
-    Unknown = 0,
-    /// Passing checks.
-    Up = 1,
-    /// Failing checks: gets no new requests until it rises.
-    Down = 2,
-    /// The backend said it is shutting down (503 `draining`): leaving, gets nothing new.
-    Draining = 3,
-}
-
-impl Health {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Health::Up,
-            2 => Health::Down,
-            3 => Health::Draining,
-            _ => Health::Unknown,
-        }
-    }
-}
-
-/// Where a member stands in its pool's membership (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum Presence {
-    /// Listed by its source (config, discovery, registration): may be picked.
-    Listed = 0,
-    /// Discovery no longer lists it: it gets nothing new while a probe decides whether it is
-    /// gone (then `down`) or was still answering.
-    Leaving = 1,
-    /// The probe has spoken: the next rebuild drops it.
-    Gone = 2,
-    /// Dropped from the pool: events about it are no longer recorded.
-    Left = 3,
-}
-
-impl Presence {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Presence::Leaving,
-            2 => Presence::Gone,
-            3 => Presence::Left,
-            _ => Presence::Listed,
-        }
     }
 }
 
@@ -128,40 +72,6 @@ pub struct Member {
     /// The last active health probe, for the admin page. Only the checker writes it and only
     /// the admin API reads it, never the request path, so a mutex is fine.
     last_check: Mutex<Option<LastCheck>>,
-}
-
-/// What an active health probe concluded; serialized as its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum CheckResult {
-    /// The member answered with the expected status.
-    Pass,
-    /// It did not (status, refused, timeout).
-    Fail,
-    /// It said it is shutting down (503 `draining`).
-    Draining,
-}
-
-impl CheckResult {
-    /// The lower-case name (API, dashboard).
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Pass => "pass",
-            CheckResult::Fail => "fail",
-            CheckResult::Draining => "draining",
-        }
-    }
-}
-
-/// What the last active health probe of a member saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct LastCheck {
-    /// When it completed, in [`clock::now_ms`] units.
-    pub(crate) at_ms: u64,
-    /// What it concluded.
-    pub(crate) result: CheckResult,
-    /// What was seen (`status 500`, `connection refused`), empty on a pass.
-    pub(crate) detail: String,
 }
 
 /// Passive failure detection settings of a pool (nginx's `max_fails` / `fail_timeout`).
@@ -457,71 +367,4 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(w: u32) -> Member {
-        Member::new("127.0.0.1:1".parse().unwrap(), "x".into(), MemberId(1), w)
-    }
-
-    #[test]
-    fn slow_start_ramps_linearly_from_almost_nothing_to_full() {
-        let m = member(2);
-        assert_eq!(m.selection_weight(1000, 10_000), 200, "no ramp started");
-        m.begin_ramp(1000);
-        assert_eq!(m.selection_weight(1000, 10_000), 1, "never zero");
-        assert_eq!(m.selection_weight(3500, 10_000), 50);
-        assert_eq!(m.selection_weight(6000, 10_000), 100);
-        assert_eq!(m.effective_weight(6000, 10_000), 1);
-        assert!(m.ramping(6000, 10_000));
-        assert_eq!(m.selection_weight(11_000, 10_000), 200);
-        assert!(!m.ramping(11_000, 10_000));
-        assert_eq!(m.selection_weight(3500, 0), 200, "slow start off");
-    }
-
-    #[test]
-    fn passive_failures_eject_for_the_window_and_expire() {
-        let m = member(1);
-        let policy = PassivePolicy {
-            max_fails: 2,
-            fail_timeout_ms: 1000,
-        };
-        assert!(!m.record_failure(100, policy));
-        assert!(m.is_available(150));
-        assert!(
-            m.record_failure(200, policy),
-            "second failure in the window ejects"
-        );
-        assert!(!m.is_available(900));
-        assert!(m.is_last_resort());
-        assert!(m.is_available(1300), "back after fail_timeout");
-        assert!(
-            !m.record_failure(5000, policy),
-            "a new window starts counting again"
-        );
-    }
-
-    #[test]
-    fn operator_drain_and_health_gate_availability() {
-        let m = member(1);
-        m.set_admin_state(AdminState::Drained);
-        assert!(!m.is_available(1) && !m.is_last_resort());
-        m.set_admin_state(AdminState::Enabled);
-        m.set_health(Health::Down);
-        assert!(!m.is_available(1) && m.is_last_resort());
-        m.set_health(Health::Draining);
-        assert!(!m.is_last_resort());
-        m.set_health(Health::Up);
-        m.set_weight(0);
-        assert!(!m.is_available(1));
-    }
-
-    #[test]
-    fn a_member_discovery_stopped_listing_is_out_even_as_a_last_resort() {
-        let m = member(1);
-        m.set_presence(Presence::Leaving);
-        assert!(!m.is_available(1) && !m.is_last_resort());
-        m.set_presence(Presence::Listed);
-        assert!(m.is_available(1) && m.is_last_resort());
-    }
-}
+mod tests;
