@@ -8,15 +8,15 @@ use super::{ConfigError, HedgeFile, Origin, RawConfig};
 
 /// A pool's hedging, validated (see [`crate::proxy::hedge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HedgeSettings {
+pub(crate) struct HedgeSettings {
     /// Whether idempotent requests are hedged.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// Shortest hedge delay.
-    pub delay_min: Duration,
+    pub(crate) delay_min: Duration,
     /// Longest hedge delay.
-    pub delay_max: Duration,
+    pub(crate) delay_max: Duration,
     /// Hedges allowed, in percent of the pool's recent responses.
-    pub budget_percent: u32,
+    pub(crate) budget_percent: u32,
 }
 
 /// A pool's hedging: its `hedge` table over the top-level `[hedge]`. A bad value is named by

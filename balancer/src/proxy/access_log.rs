@@ -18,23 +18,23 @@ pub(crate) fn enabled() -> bool {
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     /// Request method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// Request target.
-    pub uri: Uri,
+    pub(crate) uri: Uri,
     /// Request id.
-    pub request_id: HeaderValue,
+    pub(crate) request_id: HeaderValue,
     /// When the request arrived.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// Response status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Pool name.
-    pub pool: Arc<str>,
+    pub(crate) pool: Arc<str>,
     /// Member address, if one answered.
-    pub upstream: Option<SocketAddr>,
+    pub(crate) upstream: Option<SocketAddr>,
     /// Attempts made.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// Whether the request was hedged, and which attempt won.
-    pub hedge: HedgeOutcome,
+    pub(crate) hedge: HedgeOutcome,
 }
 
 /// What hedging did for a request, as the access log's `hedge` field says it.

@@ -45,9 +45,9 @@ pub(crate) enum ClientBody {
 #[derive(Debug)]
 pub(crate) struct Proxy {
     /// Shared state (the snapshot lives here).
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// Random prefix of generated request ids.
-    pub id_seed: u64,
+    pub(crate) id_seed: u64,
     /// Whether this worker's shutdown grace ran out (who gave up on unanswered requests).
     grace: Grace,
 }

@@ -120,11 +120,11 @@ pub(crate) enum FailKind {
 #[derive(Debug)]
 pub(crate) struct Failure {
     /// What went wrong.
-    pub kind: FailKind,
+    pub(crate) kind: FailKind,
     /// A given request back, to try elsewhere ([`Outgoing::Given`]).
-    pub request: Option<Box<Request<ReqBody>>>,
+    pub(crate) request: Option<Box<Request<ReqBody>>>,
     /// Whether the request may be sent again (a lent one is still with its owner).
-    pub came_back: bool,
+    pub(crate) came_back: bool,
 }
 
 impl Failure {
@@ -168,28 +168,28 @@ impl Idle for direct::Conn {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
     /// To open a connection.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// From the request (or its body) sent to the response head.
-    pub response: Duration,
+    pub(crate) response: Duration,
     /// How long a connection may sit idle before it is not reused.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// How one attempt is made.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Attempt<'a> {
     /// With a body: says when it has all gone (the response timeout starts then).
-    pub sent: Option<&'a Sent>,
+    pub(crate) sent: Option<&'a Sent>,
     /// The timeouts.
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// Whether the request may be sent again once sent (idempotent, no body): it then comes
     /// back after any failure, and a reused connection the member had already closed counts
     /// as stale rather than as the member's failure.
-    pub resendable: bool,
+    pub(crate) resendable: bool,
     /// Open a new connection rather than reuse one: after a reused connection closed under
     /// the request, so a request that itself kills the member is charged on the next try
     /// instead of being resent on every pooled connection.
-    pub fresh: bool,
+    pub(crate) fresh: bool,
 }
 
 /// Whether a request goes over a connection this task drives ([`direct`]): no body, no
