@@ -12,6 +12,15 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+# Unused dependencies: cargo-machete reads the sources (no build, about a second). A false
+# positive goes in the crate's [package.metadata.cargo-machete] ignored list, with a reason.
+step "cargo machete"
+if ! command -v cargo-machete >/dev/null 2>&1; then
+    echo "cargo-machete is missing: cargo install --locked cargo-machete (.ci/run installs it)" >&2
+    exit 1
+fi
+cargo machete
+
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

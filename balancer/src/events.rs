@@ -34,7 +34,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in the order `/metrics` lists them.
-    pub const ALL: [EventKind; 5] = [
+    pub(crate) const ALL: [EventKind; 5] = [
         EventKind::Membership,
         EventKind::Health,
         EventKind::Passive,
@@ -43,7 +43,7 @@ impl EventKind {
     ];
 
     /// The lower-case name (API, dashboard, metrics label).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventKind::Membership => "membership",
             EventKind::Health => "health",
@@ -62,7 +62,7 @@ impl std::fmt::Display for EventKind {
 
 /// A change in a pool's membership, counted for `/metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum MembershipChange {
+pub(crate) enum MembershipChange {
     /// A member was added.
     Joined,
     /// A member was removed.
@@ -71,10 +71,11 @@ pub enum MembershipChange {
 
 impl MembershipChange {
     /// Both changes, in the order `/metrics` lists them.
-    pub const ALL: [MembershipChange; 2] = [MembershipChange::Joined, MembershipChange::Left];
+    pub(crate) const ALL: [MembershipChange; 2] =
+        [MembershipChange::Joined, MembershipChange::Left];
 
     /// The metrics label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             MembershipChange::Joined => "joined",
             MembershipChange::Left => "left",
@@ -86,11 +87,11 @@ impl MembershipChange {
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     /// Seconds since the Unix epoch.
-    pub at: f64,
+    pub(crate) at: f64,
     /// What it is about.
     pub kind: EventKind,
     /// Pool name, if the event concerns one.
-    pub pool: Option<String>,
+    pub(crate) pool: Option<String>,
     /// Member address, if the event concerns one.
     pub member: Option<String>,
     /// Human-readable description (`up -> down: connection refused`).
@@ -106,11 +107,11 @@ pub struct EventLog {
 
 /// Event counts since start.
 #[derive(Debug, Clone, Default)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Events by kind.
-    pub by_kind: BTreeMap<EventKind, u64>,
+    pub(crate) by_kind: BTreeMap<EventKind, u64>,
     /// Membership changes by pool and change.
-    pub membership: BTreeMap<(String, MembershipChange), u64>,
+    pub(crate) membership: BTreeMap<(String, MembershipChange), u64>,
 }
 
 /// An event stamped now.
@@ -129,7 +130,13 @@ fn event(kind: EventKind, pool: Option<&str>, member: Option<&str>, message: Str
 
 impl EventLog {
     /// Records an event and logs it at info.
-    pub fn push(&self, kind: EventKind, pool: Option<&str>, member: Option<&str>, message: String) {
+    pub(crate) fn push(
+        &self,
+        kind: EventKind,
+        pool: Option<&str>,
+        member: Option<&str>,
+        message: String,
+    ) {
         let ev = event(kind, pool, member, message);
         self.append(&mut self.lock(), ev);
     }
@@ -137,7 +144,7 @@ impl EventLog {
     /// Records an event about `member` of `pool`, unless the member has left it (an in-flight
     /// request or a probe that ends after that must not speak about it). Returns whether it
     /// was recorded.
-    pub fn push_member(
+    pub(crate) fn push_member(
         &self,
         kind: EventKind,
         pool: &str,
@@ -155,7 +162,7 @@ impl EventLog {
 
     /// Marks `member` as having left `pool` and records that (`message`) as a `membership`
     /// event: the last event about it.
-    pub fn push_left(&self, pool: &str, member: &Member, message: String) {
+    pub(crate) fn push_left(&self, pool: &str, member: &Member, message: String) {
         let ev = event(
             EventKind::Membership,
             Some(pool),
@@ -201,7 +208,7 @@ impl EventLog {
     }
 
     /// Counts a member joining or leaving `pool`.
-    pub fn count_membership(&self, pool: &str, change: MembershipChange) {
+    pub(crate) fn count_membership(&self, pool: &str, change: MembershipChange) {
         *self
             .totals
             .lock()
@@ -212,7 +219,7 @@ impl EventLog {
     }
 
     /// Event counts since start.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         self.totals
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -37,13 +37,13 @@ impl PoolCounts {
 
 /// One non-zero counter, as `/metrics` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalCount {
+pub(crate) struct LocalCount {
     /// Pool name, or [`UNROUTED`].
-    pub pool: Arc<str>,
+    pub(crate) pool: Arc<str>,
     /// Status code.
-    pub code: u16,
+    pub(crate) code: u16,
     /// Responses since start.
-    pub count: u64,
+    pub(crate) count: u64,
 }
 
 /// Local responses of every pool seen since start.

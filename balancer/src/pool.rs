@@ -18,6 +18,11 @@ use std::sync::{Arc, Mutex};
 use crate::clock;
 use crate::stats::MemberStats;
 
+mod states;
+
+pub use states::Health;
+pub(crate) use states::{AdminState, CheckResult, LastCheck, Presence};
+
 /// Selection weights are in 1/100 of a configured weight unit (see [`Member::selection_weight`]).
 pub(crate) const WEIGHT_SCALE: u32 = 100;
 
@@ -31,79 +36,18 @@ impl std::fmt::Display for MemberId {
     }
 }
 
-/// Whether an operator took a member out of rotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum AdminState {
-    /// In rotation.
-    Enabled = 0,
-    /// Finishes in-flight work, gets nothing new.
-    Drained = 1,
-}
-
-/// What active health checks last concluded about a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Health {
-    /// No check configured or not yet decided: treated as up.
-    Unknown = 0,
-    /// Passing checks.
-    Up = 1,
-    /// Failing checks: gets no new requests until it rises.
-    Down = 2,
-    /// The backend said it is shutting down (503 `draining`): leaving, gets nothing new.
-    Draining = 3,
-}
-
-impl Health {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Health::Up,
-            2 => Health::Down,
-            3 => Health::Draining,
-            _ => Health::Unknown,
-        }
-    }
-}
-
-/// Where a member stands in its pool's membership (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Presence {
-    /// Listed by its source (config, discovery, registration): may be picked.
-    Listed = 0,
-    /// Discovery no longer lists it: it gets nothing new while a probe decides whether it is
-    /// gone (then `down`) or was still answering.
-    Leaving = 1,
-    /// The probe has spoken: the next rebuild drops it.
-    Gone = 2,
-    /// Dropped from the pool: events about it are no longer recorded.
-    Left = 3,
-}
-
-impl Presence {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Presence::Leaving,
-            2 => Presence::Gone,
-            3 => Presence::Left,
-            _ => Presence::Listed,
-        }
-    }
-}
-
 /// One backend address in a pool, with everything the data path needs to decide on it.
 #[derive(Debug)]
 pub struct Member {
     /// Where connections go.
     pub addr: SocketAddr,
     /// The address as the config wrote it (`student-api:3000`), for logs and the admin page.
-    pub origin: Arc<str>,
+    pub(crate) origin: Arc<str>,
     /// Sticky identity, derived from `addr` with the sticky key; a reload with a new sticky
     /// secret re-derives it in place, so the member keeps its state.
     id: AtomicU64,
     /// `addr` ready to send as `X-Upstream`.
-    pub upstream_header: http::HeaderValue,
+    pub(crate) upstream_header: http::HeaderValue,
     /// Weight in use (the admin API may change it); 0 means "never picked".
     weight: AtomicU32,
     /// Weight the config gave; a reload only overrides an admin change when this changes.
@@ -127,6 +71,8 @@ pub struct Member {
     ramp_start: AtomicU64,
     /// Counters for the admin page and metrics.
     pub stats: MemberStats,
+    /// Hedges sent to and won by this member, and its cached hedge delay.
+    pub hedge: crate::proxy::hedge::MemberHedge,
     /// What its answers say about its load (latency estimate, ORCA reports).
     pub(crate) load: load::MemberLoad,
     /// The last active health probe, for the admin page. Only the checker writes it and only
@@ -134,57 +80,23 @@ pub struct Member {
     last_check: Mutex<Option<LastCheck>>,
 }
 
-/// What an active health probe concluded; serialized as its lower-case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CheckResult {
-    /// The member answered with the expected status.
-    Pass,
-    /// It did not (status, refused, timeout).
-    Fail,
-    /// It said it is shutting down (503 `draining`).
-    Draining,
-}
-
-impl CheckResult {
-    /// The lower-case name (API, dashboard).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckResult::Pass => "pass",
-            CheckResult::Fail => "fail",
-            CheckResult::Draining => "draining",
-        }
-    }
-}
-
-/// What the last active health probe of a member saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastCheck {
-    /// When it completed, in [`clock::now_ms`] units.
-    pub at_ms: u64,
-    /// What it concluded.
-    pub result: CheckResult,
-    /// What was seen (`status 500`, `connection refused`), empty on a pass.
-    pub detail: String,
-}
-
 /// Passive failure detection settings of a pool (nginx's `max_fails` / `fail_timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassivePolicy {
+pub(crate) struct PassivePolicy {
     /// Failures within `fail_timeout_ms` that eject a member; 0 disables ejection.
-    pub max_fails: u32,
+    pub(crate) max_fails: u32,
     /// Window for counting failures, and how long an ejected member stays out.
-    pub fail_timeout_ms: u64,
+    pub(crate) fail_timeout_ms: u64,
 }
 
 impl Member {
     /// Sticky identity (see [`crate::sticky::member_id`]).
-    pub fn id(&self) -> MemberId {
+    pub(crate) fn id(&self) -> MemberId {
         MemberId(self.id.load(Ordering::Relaxed))
     }
 
     /// Re-derives the sticky identity (a new sticky secret).
-    pub fn set_id(&self, id: MemberId) {
+    pub(crate) fn set_id(&self, id: MemberId) {
         self.id.store(id.0, Ordering::Relaxed);
     }
 
@@ -208,13 +120,14 @@ impl Member {
             presence: AtomicU8::new(Presence::Listed as u8),
             ramp_start: AtomicU64::new(0),
             stats: MemberStats::default(),
+            hedge: crate::proxy::hedge::MemberHedge::default(),
             load: load::MemberLoad::default(),
             last_check: Mutex::new(None),
         }
     }
 
     /// Records the outcome of an active health probe.
-    pub fn record_check(&self, check: LastCheck) {
+    pub(crate) fn record_check(&self, check: LastCheck) {
         *self
             .last_check
             .lock()
@@ -222,7 +135,7 @@ impl Member {
     }
 
     /// The last active health probe, if any ran.
-    pub fn last_check(&self) -> Option<LastCheck> {
+    pub(crate) fn last_check(&self) -> Option<LastCheck> {
         self.last_check
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -230,18 +143,18 @@ impl Member {
     }
 
     /// Configured weight.
-    pub fn weight(&self) -> u32 {
+    pub(crate) fn weight(&self) -> u32 {
         self.weight.load(Ordering::Relaxed)
     }
 
     /// Changes the weight in use (admin action).
-    pub fn set_weight(&self, w: u32) {
+    pub(crate) fn set_weight(&self, w: u32) {
         self.weight.store(w, Ordering::Relaxed);
     }
 
     /// Applies the weight from a (re)loaded config; an admin override survives a reload that
     /// did not change this member's configured weight.
-    pub fn apply_config_weight(&self, w: u32) {
+    pub(crate) fn apply_config_weight(&self, w: u32) {
         if self.config_weight.swap(w, Ordering::Relaxed) != w {
             self.weight.store(w, Ordering::Relaxed);
         }
@@ -249,7 +162,7 @@ impl Member {
 
     /// Weight used for selection right now, in 1/[`WEIGHT_SCALE`] units: the configured weight,
     /// ramped during slow start (the fine scale lets even a weight-1 member ramp smoothly).
-    pub fn selection_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+    pub(crate) fn selection_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
         let full = self.weight() * WEIGHT_SCALE;
         let start = self.ramp_start.load(Ordering::Relaxed);
         if slow_start_ms == 0 || start == 0 || full == 0 {
@@ -264,18 +177,18 @@ impl Member {
     }
 
     /// Weight now in configured units (rounded up), for display.
-    pub fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
+    pub(crate) fn effective_weight(&self, now_ms: u64, slow_start_ms: u64) -> u32 {
         self.selection_weight(now_ms, slow_start_ms)
             .div_ceil(WEIGHT_SCALE)
     }
 
     /// Starts a slow-start ramp now (member joined or recovered).
-    pub fn begin_ramp(&self, now_ms: u64) {
+    pub(crate) fn begin_ramp(&self, now_ms: u64) {
         self.ramp_start.store(now_ms.max(1), Ordering::Relaxed);
     }
 
     /// Whether a slow-start ramp is in progress.
-    pub fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
+    pub(crate) fn ramping(&self, now_ms: u64, slow_start_ms: u64) -> bool {
         let start = self.ramp_start.load(Ordering::Relaxed);
         slow_start_ms > 0 && start != 0 && now_ms.saturating_sub(start) < slow_start_ms
     }
@@ -286,7 +199,7 @@ impl Member {
     }
 
     /// Counts a request as in flight until the returned guard drops.
-    pub fn begin_request(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }
@@ -297,12 +210,12 @@ impl Member {
     }
 
     /// Records a new health verdict; returns the previous one.
-    pub fn set_health(&self, h: Health) -> Health {
+    pub(crate) fn set_health(&self, h: Health) -> Health {
         Health::from_u8(self.health.swap(h as u8, Ordering::Relaxed))
     }
 
     /// Operator state.
-    pub fn admin_state(&self) -> AdminState {
+    pub(crate) fn admin_state(&self) -> AdminState {
         match self.admin.load(Ordering::Relaxed) {
             1 => AdminState::Drained,
             _ => AdminState::Enabled,
@@ -310,23 +223,23 @@ impl Member {
     }
 
     /// Sets the operator state.
-    pub fn set_admin_state(&self, s: AdminState) {
+    pub(crate) fn set_admin_state(&self, s: AdminState) {
         self.admin.store(s as u8, Ordering::Relaxed);
     }
 
     /// Where the member stands in its pool's membership.
-    pub fn presence(&self) -> Presence {
+    pub(crate) fn presence(&self) -> Presence {
         Presence::from_u8(self.presence.load(Ordering::Relaxed))
     }
 
     /// Moves the member to `p`; returns where it stood before.
-    pub fn set_presence(&self, p: Presence) -> Presence {
+    pub(crate) fn set_presence(&self, p: Presence) -> Presence {
         Presence::from_u8(self.presence.swap(p as u8, Ordering::Relaxed))
     }
 
     /// Discovery stopped listing the member: it turns `Leaving` unless a probe already found
     /// it gone. Returns whether it stays in the pool (as leaving).
-    pub fn keep_leaving(&self) -> bool {
+    pub(crate) fn keep_leaving(&self) -> bool {
         self.presence
             .fetch_update(
                 Ordering::Relaxed,
@@ -340,19 +253,19 @@ impl Member {
     }
 
     /// Listed again (back in DNS while leaving): back in rotation.
-    pub fn relist(&self) {
+    pub(crate) fn relist(&self) {
         if matches!(self.presence(), Presence::Leaving | Presence::Gone) {
             self.set_presence(Presence::Listed);
         }
     }
 
     /// Whether passive detection currently has this member ejected.
-    pub fn ejected(&self, now_ms: u64) -> bool {
+    pub(crate) fn ejected(&self, now_ms: u64) -> bool {
         self.ejected_until.load(Ordering::Relaxed) > now_ms
     }
 
     /// When the member last failed (ms, 0 = never).
-    pub fn last_fail(&self) -> u64 {
+    pub(crate) fn last_fail(&self) -> u64 {
         self.last_fail.load(Ordering::Relaxed)
     }
 
@@ -369,7 +282,7 @@ impl Member {
     /// Whether the member may still be tried as a last resort when nothing is available:
     /// only an operator's drain, a backend that announced it is leaving, or discovery no
     /// longer listing it rule it out.
-    pub fn is_last_resort(&self) -> bool {
+    pub(crate) fn is_last_resort(&self) -> bool {
         self.presence() == Presence::Listed
             && self.admin_state() == AdminState::Enabled
             && self.health() != Health::Draining
@@ -378,13 +291,13 @@ impl Member {
 
     /// Notes when the member last failed, for the last-resort choice; an active probe that
     /// fails calls only this (checks have their own rise/fall counters).
-    pub fn note_failure(&self, now_ms: u64) {
+    pub(crate) fn note_failure(&self, now_ms: u64) {
         self.last_fail.store(now_ms.max(1), Ordering::Relaxed);
     }
 
     /// Records a failed attempt (connect error, reset, timeout). Returns true when this failure
     /// ejected the member.
-    pub fn record_failure(&self, now_ms: u64, policy: PassivePolicy) -> bool {
+    pub(crate) fn record_failure(&self, now_ms: u64, policy: PassivePolicy) -> bool {
         self.note_failure(now_ms);
         if policy.max_fails == 0 {
             return false;
@@ -408,7 +321,7 @@ impl Member {
     }
 
     /// Records a successful exchange: clears an ejection that has run out.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         if self.fails.load(Ordering::Relaxed) != 0 {
             self.fails.store(0, Ordering::Relaxed);
         }
@@ -417,11 +330,11 @@ impl Member {
 
 /// RAII count of one in-flight request; least-connections and P2C read the count.
 #[derive(Debug)]
-pub struct InFlight(Arc<Member>);
+pub(crate) struct InFlight(Arc<Member>);
 
 impl InFlight {
     /// The member this request went to.
-    pub fn member(&self) -> &Arc<Member> {
+    pub(crate) fn member(&self) -> &Arc<Member> {
         &self.0
     }
 }
@@ -441,17 +354,17 @@ pub struct Pool {
     pub members: Vec<Arc<Member>>,
     /// The selection algorithm with its state; shared with the next snapshot while the pool's
     /// algorithm and member list stay the same, so unrelated changes don't reset it.
-    pub selector: Arc<dyn crate::select::Select>,
+    pub(crate) selector: Arc<dyn crate::select::Select>,
     /// Passive failure detection policy.
-    pub passive: PassivePolicy,
+    pub(crate) passive: PassivePolicy,
     /// With cookie stickiness, each member's `Set-Cookie` value (same order as `members`),
     /// made once per snapshot rather than once per response.
-    pub cookies: Vec<Option<http::HeaderValue>>,
+    pub(crate) cookies: Vec<Option<http::HeaderValue>>,
 }
 
 impl Pool {
     /// Index of the member with sticky id `id`.
-    pub fn find(&self, id: MemberId) -> Option<usize> {
+    pub(crate) fn find(&self, id: MemberId) -> Option<usize> {
         self.members.iter().position(|m| m.id() == id)
     }
 }
@@ -462,71 +375,4 @@ pub fn now_ms() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn member(w: u32) -> Member {
-        Member::new("127.0.0.1:1".parse().unwrap(), "x".into(), MemberId(1), w)
-    }
-
-    #[test]
-    fn slow_start_ramps_linearly_from_almost_nothing_to_full() {
-        let m = member(2);
-        assert_eq!(m.selection_weight(1000, 10_000), 200, "no ramp started");
-        m.begin_ramp(1000);
-        assert_eq!(m.selection_weight(1000, 10_000), 1, "never zero");
-        assert_eq!(m.selection_weight(3500, 10_000), 50);
-        assert_eq!(m.selection_weight(6000, 10_000), 100);
-        assert_eq!(m.effective_weight(6000, 10_000), 1);
-        assert!(m.ramping(6000, 10_000));
-        assert_eq!(m.selection_weight(11_000, 10_000), 200);
-        assert!(!m.ramping(11_000, 10_000));
-        assert_eq!(m.selection_weight(3500, 0), 200, "slow start off");
-    }
-
-    #[test]
-    fn passive_failures_eject_for_the_window_and_expire() {
-        let m = member(1);
-        let policy = PassivePolicy {
-            max_fails: 2,
-            fail_timeout_ms: 1000,
-        };
-        assert!(!m.record_failure(100, policy));
-        assert!(m.is_available(150));
-        assert!(
-            m.record_failure(200, policy),
-            "second failure in the window ejects"
-        );
-        assert!(!m.is_available(900));
-        assert!(m.is_last_resort());
-        assert!(m.is_available(1300), "back after fail_timeout");
-        assert!(
-            !m.record_failure(5000, policy),
-            "a new window starts counting again"
-        );
-    }
-
-    #[test]
-    fn operator_drain_and_health_gate_availability() {
-        let m = member(1);
-        m.set_admin_state(AdminState::Drained);
-        assert!(!m.is_available(1) && !m.is_last_resort());
-        m.set_admin_state(AdminState::Enabled);
-        m.set_health(Health::Down);
-        assert!(!m.is_available(1) && m.is_last_resort());
-        m.set_health(Health::Draining);
-        assert!(!m.is_last_resort());
-        m.set_health(Health::Up);
-        m.set_weight(0);
-        assert!(!m.is_available(1));
-    }
-
-    #[test]
-    fn a_member_discovery_stopped_listing_is_out_even_as_a_last_resort() {
-        let m = member(1);
-        m.set_presence(Presence::Leaving);
-        assert!(!m.is_available(1) && !m.is_last_resort());
-        m.set_presence(Presence::Listed);
-        assert!(m.is_available(1) && m.is_last_resort());
-    }
-}
+mod tests;

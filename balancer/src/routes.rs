@@ -4,13 +4,13 @@ use crate::config::RouteSettings;
 
 /// Routes ordered so that the first match is the most specific one.
 #[derive(Debug, Clone, Default)]
-pub struct RouteTable {
+pub(crate) struct RouteTable {
     routes: Vec<RouteSettings>,
 }
 
 impl RouteTable {
     /// Orders routes: host-specific before any-host, exact before prefix, longer before shorter.
-    pub fn new(mut routes: Vec<RouteSettings>) -> Self {
+    pub(crate) fn new(mut routes: Vec<RouteSettings>) -> Self {
         routes.sort_by(|a, b| {
             b.host
                 .is_some()
@@ -22,12 +22,13 @@ impl RouteTable {
     }
 
     /// The pool for a request, or `None` when no route matches.
-    pub fn lookup(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    #[cfg(test)]
+    pub(crate) fn lookup(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.route(host, path).map(|r| r.pool)
     }
 
     /// The most specific route matching a request.
-    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteSettings> {
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<&RouteSettings> {
         let host = host.map(strip_port);
         self.routes.iter().find(|r| {
             let host_ok = match (&r.host, host) {
@@ -45,7 +46,7 @@ impl RouteTable {
     }
 
     /// The routes in match order.
-    pub fn routes(&self) -> &[RouteSettings] {
+    pub(crate) fn routes(&self) -> &[RouteSettings] {
         &self.routes
     }
 }

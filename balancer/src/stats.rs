@@ -64,7 +64,7 @@ struct Shard {
 pub struct MemberStats {
     shards: [Shard; SHARDS],
     /// Latencies of the last [`WINDOW_SECS`] seconds, for percentiles.
-    pub recent: Recent,
+    pub(crate) recent: Recent,
 }
 
 impl MemberStats {
@@ -80,7 +80,7 @@ impl MemberStats {
     }
 
     /// Records one response with its status and time to headers.
-    pub fn record_response(&self, status: u16, micros: u64) {
+    pub(crate) fn record_response(&self, status: u16, micros: u64) {
         let shard = self.mine();
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         shard.responses[class].fetch_add(1, Ordering::Relaxed);
@@ -95,22 +95,22 @@ impl MemberStats {
     }
 
     /// Counts an attempt that failed before a response (connect error, reset, timeout).
-    pub fn add_failure(&self) {
+    pub(crate) fn add_failure(&self) {
         self.mine().failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts an attempt on this member that retried a request failed elsewhere.
-    pub fn add_retry(&self) {
+    pub(crate) fn add_retry(&self) {
         self.mine().retries.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts response body bytes sent to a client.
-    pub fn add_bytes_out(&self, n: u64) {
+    pub(crate) fn add_bytes_out(&self, n: u64) {
         self.mine().bytes_out.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Responses of status class `i` (0 = 1xx ... 4 = 5xx).
-    pub fn responses(&self, i: usize) -> u64 {
+    pub(crate) fn responses(&self, i: usize) -> u64 {
         self.sum(|s| &s.responses[i])
     }
 
@@ -130,17 +130,17 @@ impl MemberStats {
     }
 
     /// Response body bytes sent.
-    pub fn bytes_out(&self) -> u64 {
+    pub(crate) fn bytes_out(&self) -> u64 {
         self.sum(|s| &s.bytes_out)
     }
 
     /// Responses in latency bucket `i` of [`LATENCY_BUCKETS_MS`] (the last one is +Inf).
-    pub fn latency_bucket(&self, i: usize) -> u64 {
+    pub(crate) fn latency_bucket(&self, i: usize) -> u64 {
         self.sum(|s| &s.latency[i])
     }
 
     /// Sum of latencies in microseconds.
-    pub fn latency_sum_us(&self) -> u64 {
+    pub(crate) fn latency_sum_us(&self) -> u64 {
         self.sum(|s| &s.latency_sum_us)
     }
 }
@@ -164,7 +164,7 @@ impl Default for Slot {
 
 /// A ring of per-second latency histograms covering the last [`WINDOW_SECS`] seconds.
 #[derive(Debug)]
-pub struct Recent {
+pub(crate) struct Recent {
     slots: [Slot; SLOTS],
 }
 
@@ -178,7 +178,7 @@ impl Default for Recent {
 
 impl Recent {
     /// Counts one latency in second `now`.
-    pub fn record(&self, now: u64, micros: u64) {
+    pub(crate) fn record(&self, now: u64, micros: u64) {
         let slot = &self.slots[(now % SLOTS as u64) as usize];
         if slot.second.load(Ordering::Relaxed) != now {
             // First response of a new second in this slot: whoever wins the swap clears it.
@@ -193,7 +193,7 @@ impl Recent {
     }
 
     /// The latencies of the window ending at second `now` (inclusive).
-    pub fn window(&self, now: u64) -> Window {
+    pub(crate) fn window(&self, now: u64) -> Window {
         let mut counts = [0u64; RECENT_BUCKETS];
         for slot in &self.slots {
             let s = slot.second.load(Ordering::Relaxed);
@@ -209,19 +209,19 @@ impl Recent {
 
 /// Recent latencies summed over the window, ready for percentiles.
 #[derive(Debug, Clone)]
-pub struct Window {
+pub(crate) struct Window {
     counts: [u64; RECENT_BUCKETS],
 }
 
 impl Window {
     /// How many responses the window holds.
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
 
     /// The `q`-quantile (0..=1) in microseconds, interpolated inside its bucket; `None` when the
     /// window is empty.
-    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_us(&self, q: f64) -> Option<f64> {
         let total = self.count();
         if total == 0 {
             return None;

@@ -127,7 +127,8 @@ function newCard(pool, window) {
   card.dataset.pool = pool.name;
   const head = el("header");
   const total = el("span", "total");
-  total.append(el("b", "requests"), " requests · ", el("b", "rps"), "/s");
+  total.append(el("b", "requests"), " requests · ", el("b", "rps"), "/s · hedges ",
+    el("b", "hedges"));
   head.append(el("h2", "", pool.name), el("span", "about"), total);
   const table = el("table");
   const tr = el("tr");
@@ -152,6 +153,7 @@ function updateCard(card, pool, status) {
   setText($(".about", card),
     `${pool.algorithm} · sticky ${pool.sticky} · ${routes.length ? routes.join(" ") : "no route"}`);
   setText($(".requests", card), pool.requests);
+  setText($(".hedges", card), pool.hedging ? `${pool.hedges} (${pool.hedges_won} won)` : "off");
   const recentTotal = pool.members.reduce((a, m) => a + recent(m), 0);
   setText($(".rps", card), (recentTotal / status.latency_window_seconds).toFixed(1));
   const tbody = $("tbody", card);

@@ -1,6 +1,6 @@
 //! Made-up students: the seed for an empty roster and the fallback without a data dir.
 
-use rand::Rng;
+use rand::RngExt;
 use rand::seq::IndexedRandom;
 
 use crate::student::{Student, days_in};

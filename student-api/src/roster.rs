@@ -132,11 +132,7 @@ impl Roster {
         if cache.students.is_empty() {
             return generate::students(n);
         }
-        let mut out: Vec<Student> = cache
-            .students
-            .choose_multiple(&mut rng, n)
-            .cloned()
-            .collect();
+        let mut out: Vec<Student> = cache.students.sample(&mut rng, n).cloned().collect();
         while out.len() < n {
             out.extend(cache.students.choose(&mut rng).cloned());
         }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 /// A private server, a database on it, and a config with a short database timeout.
 fn setup(tag: &str) -> Option<(PgServer, TestDb, student_api::Config)> {
-    let server = PgServer::start()
+    let server = pg::own_server()
         .map_err(|reason| pg::unavailable(&reason))
         .ok()?;
     let db = TestDb::create(&server.url("postgres"), tag);

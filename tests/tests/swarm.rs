@@ -120,12 +120,8 @@ fn the_lab_on_a_three_node_swarm_loses_nothing_when_scaled_updated_or_a_node_cra
     }
     let _serial = lab_tests::stack::serial();
     let cluster = Cluster::up(3).expect("./setup.sh cluster up 3");
-    let db = Postgres::start(
-        "swarm",
-        &[cluster.host_ip()],
-        &[&format!("{}.0/24", swarm::SUBNET)],
-    )
-    .expect("a PostgreSQL server for the swarm's roster");
+    let db = Postgres::start(&[cluster.host_ip()], &[&format!("{}.0/24", swarm::SUBNET)])
+        .expect("a PostgreSQL server for the swarm's roster");
     let addr = cluster.http_addr(HTTP_PORT);
 
     // Refusals come before any build or deploy, each naming what to fix.

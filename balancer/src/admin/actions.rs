@@ -168,14 +168,14 @@ pub(super) async fn enable(
 #[serde(deny_unknown_fields)]
 pub(crate) struct WeightBody {
     /// New weight, 0..=1000 (0 = never picked).
-    pub weight: u32,
+    pub(crate) weight: u32,
 }
 
 /// Query of a weight change (the body wins when both are given).
 #[derive(Debug, Deserialize)]
 pub(crate) struct WeightQuery {
     /// New weight.
-    pub weight: Option<String>,
+    pub(crate) weight: Option<String>,
 }
 
 /// `PUT .../weight` with `{"weight": N}` or `?weight=N`.
@@ -264,9 +264,9 @@ pub(super) async fn reload(
 #[derive(Debug, Deserialize)]
 pub(crate) struct RegisterQuery {
     /// Seconds the registration holds without another heartbeat (default 10, 1..=3600).
-    pub ttl: Option<u64>,
+    pub(crate) ttl: Option<u64>,
     /// Weight (default 1).
-    pub weight: Option<u32>,
+    pub(crate) weight: Option<u32>,
 }
 
 /// `PUT /api/pools/{pool}/members/{ip:port}`: a member announces itself for `ttl` seconds.

@@ -33,94 +33,96 @@ pub(crate) const EVENTS_SHOWN: usize = 12;
 #[template(path = "dashboard.html")]
 pub(crate) struct Page {
     /// Snapshot version.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Config source in words.
-    pub source: String,
+    pub(crate) source: String,
     /// Last reload, in words.
-    pub reload: String,
+    pub(crate) reload: String,
     /// CSS class of the reload chip: `ok`, `bad` or `none`.
-    pub reload_class: &'static str,
+    pub(crate) reload_class: &'static str,
     /// Whether actions are enabled.
-    pub actions: &'static str,
+    pub(crate) actions: &'static str,
     /// Open client connections of each proxy worker, e.g. `32 · 32`.
-    pub clients: String,
+    pub(crate) clients: String,
     /// Latency window, seconds.
-    pub window: u64,
+    pub(crate) window: u64,
     /// Pool cards.
-    pub pools: Vec<PoolView>,
+    pub(crate) pools: Vec<PoolView>,
     /// Newest events first.
-    pub events: Vec<EventView>,
+    pub(crate) events: Vec<EventView>,
     /// Stylesheet URL.
-    pub css: &'static str,
+    pub(crate) css: &'static str,
     /// Script URL.
-    pub js: &'static str,
+    pub(crate) js: &'static str,
 }
 
 /// A pool card.
 #[derive(Debug)]
 pub(crate) struct PoolView {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// Algorithm, sticky mode and routes in one line.
-    pub about: String,
+    pub(crate) about: String,
     /// Total responses.
-    pub requests: u64,
+    pub(crate) requests: u64,
+    /// Hedges sent, and how many answered first (`3 (2 won)`; `off` when hedging is off).
+    pub(crate) hedges: String,
     /// Member rows.
-    pub members: Vec<MemberView>,
+    pub(crate) members: Vec<MemberView>,
 }
 
 /// A member row.
 #[derive(Debug)]
 pub(crate) struct MemberView {
     /// `ip:port`.
-    pub addr: String,
+    pub(crate) addr: String,
     /// As configured, when it differs from `addr`.
-    pub origin: String,
+    pub(crate) origin: String,
     /// State word (also the pill's CSS class).
-    pub state: &'static str,
+    pub(crate) state: &'static str,
     /// Weight, with the effective weight while ramping.
-    pub weight: String,
+    pub(crate) weight: String,
     /// In flight.
-    pub active: u32,
+    pub(crate) active: u32,
     /// Total responses.
-    pub requests: u64,
+    pub(crate) requests: u64,
     /// Share of the pool's recent responses, percent (0..=100).
-    pub share: u32,
+    pub(crate) share: u32,
     /// 2xx responses.
-    pub ok: u64,
+    pub(crate) ok: u64,
     /// 4xx responses.
-    pub client_err: u64,
+    pub(crate) client_err: u64,
     /// 5xx responses.
-    pub server_err: u64,
+    pub(crate) server_err: u64,
     /// Retries made on this member.
-    pub retries: u64,
+    pub(crate) retries: u64,
     /// Recent p50, formatted.
-    pub p50: String,
+    pub(crate) p50: String,
     /// Recent p95, formatted.
-    pub p95: String,
+    pub(crate) p95: String,
     /// Recent p99, formatted.
-    pub p99: String,
+    pub(crate) p99: String,
     /// Last check result: `pass`, `fail`, `draining` or `none`.
-    pub check: &'static str,
+    pub(crate) check: &'static str,
     /// Last check detail and age.
-    pub check_detail: String,
+    pub(crate) check_detail: String,
     /// What the load-aware algorithm sees: estimate or weight in use with its state.
-    pub load: String,
+    pub(crate) load: String,
     /// The last load report and the weight's age.
-    pub load_detail: String,
+    pub(crate) load_detail: String,
 }
 
 /// An event line.
 #[derive(Debug)]
 pub(crate) struct EventView {
     /// Unix time, for the script to show in local time.
-    pub at: f64,
+    pub(crate) at: f64,
     /// Kind.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// `pool member`, or empty.
-    pub subject: String,
+    pub(crate) subject: String,
     /// Message.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 pub(super) async fn page(State(s): State<AdminCtx>) -> Response {
@@ -233,6 +235,15 @@ impl Page {
     }
 }
 
+/// A pool's hedges as the card's header shows them.
+fn hedges_text(p: &PoolStatus) -> String {
+    if p.hedging {
+        format!("{} ({} won)", p.hedges, p.hedges_won)
+    } else {
+        "off".to_owned()
+    }
+}
+
 fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
     let routes: Vec<String> = s
         .routes
@@ -257,6 +268,7 @@ fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
             }
         ),
         requests: p.requests,
+        hedges: hedges_text(p),
         members: p
             .members
             .iter()

@@ -235,11 +235,21 @@ pub(crate) fn render(shared: &Shared) -> String {
 fn member_metrics(o: &mut Out, rows: &[Row], now: u64) {
     // (name, help, value) for the simple one-sample-per-member families.
     type Get = fn(&Member, u64) -> u64;
-    let counters: [(&str, &str, Get); 3] = [
+    let counters: [(&str, &str, Get); 5] = [
         (
             "balancer_retries_total",
             "Attempts on this member that retried a request failed on another.",
             |m, _| m.stats.retries(),
+        ),
+        (
+            "balancer_hedges_total",
+            "Hedges sent to this member: requests another member had not answered within the hedge delay.",
+            |m, _| m.hedge.sent(),
+        ),
+        (
+            "balancer_hedges_won_total",
+            "Hedges sent to this member that answered first.",
+            |m, _| m.hedge.won(),
         ),
         (
             "balancer_upstream_failures_total",

@@ -38,9 +38,9 @@ pub use status::build_status;
 #[derive(Debug, Clone)]
 pub(crate) struct AdminCtx {
     /// Shared balancer state.
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// The control loop.
-    pub control: mpsc::Sender<Command>,
+    pub(crate) control: mpsc::Sender<Command>,
 }
 
 /// The admin router.
@@ -74,9 +74,9 @@ async fn not_found() -> ApiError {
 #[derive(Debug)]
 pub(crate) struct ApiError {
     /// HTTP status.
-    pub status: StatusCode,
+    pub(crate) status: StatusCode,
     /// What went wrong, for the operator.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl ApiError {

@@ -18,25 +18,25 @@ use crate::{clock, events::Event, stats};
 #[derive(Debug, Serialize)]
 pub struct Status {
     /// Snapshot version: increases with every reload or membership change.
-    pub version: u64,
+    pub(crate) version: u64,
     /// Config file in use (`null` when running on environment and defaults only).
-    pub config_file: Option<String>,
+    pub(crate) config_file: Option<String>,
     /// Where the config comes from, in words (`file /etc/... + environment`).
-    pub config_source: String,
+    pub(crate) config_source: String,
     /// The balancer's version.
-    pub build_version: &'static str,
+    pub(crate) build_version: &'static str,
     /// Seconds since the process started.
-    pub uptime_seconds: f64,
+    pub(crate) uptime_seconds: f64,
     /// Whether runtime actions are enabled (a `BALANCER_ADMIN_TOKEN` is set).
-    pub actions_enabled: bool,
+    pub(crate) actions_enabled: bool,
     /// Width of the window the latency percentiles cover, in seconds.
-    pub latency_window_seconds: u64,
+    pub(crate) latency_window_seconds: u64,
     /// Open client connections per proxy worker.
-    pub client_connections: Vec<usize>,
+    pub(crate) client_connections: Vec<usize>,
     /// Last reload outcome.
-    pub reload: ReloadStatus,
+    pub(crate) reload: ReloadStatus,
     /// Routes in match order.
-    pub routes: Vec<RouteStatus>,
+    pub(crate) routes: Vec<RouteStatus>,
     /// Pools.
     pub pools: Vec<PoolStatus>,
     /// Recent events, oldest first (at most [`crate::events::CAPACITY`]).
@@ -45,15 +45,15 @@ pub struct Status {
 
 /// A route.
 #[derive(Debug, Serialize)]
-pub struct RouteStatus {
+pub(crate) struct RouteStatus {
     /// Host, if any.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Path prefix or exact path.
-    pub path: String,
+    pub(crate) path: String,
     /// Exact match.
-    pub exact: bool,
+    pub(crate) exact: bool,
     /// Pool name.
-    pub pool: String,
+    pub(crate) pool: String,
 }
 
 /// A pool.
@@ -62,16 +62,22 @@ pub struct PoolStatus {
     /// Name.
     pub name: String,
     /// Algorithm.
-    pub algorithm: String,
+    pub(crate) algorithm: String,
     /// Sticky mode.
-    pub sticky: crate::config::StickyMode,
+    pub(crate) sticky: crate::config::StickyMode,
     /// Path of the active health check (`null` when checks are off).
-    pub health_check: Option<String>,
+    pub(crate) health_check: Option<String>,
     /// Responses of all members.
-    pub requests: u64,
+    pub(crate) requests: u64,
+    /// Whether idempotent requests are hedged.
+    pub(crate) hedging: bool,
+    /// Hedges sent to its members (those present now).
+    pub(crate) hedges: u64,
+    /// Hedges that answered first.
+    pub(crate) hedges_won: u64,
     /// reported-load only: whether fewer than two members have a usable weight, so all
     /// count as equal (A58's fallback to round-robin); `null` for other algorithms.
-    pub rr_fallback: Option<bool>,
+    pub(crate) rr_fallback: Option<bool>,
     /// Members.
     pub members: Vec<MemberStatus>,
 }
@@ -82,61 +88,65 @@ pub struct MemberStatus {
     /// Address.
     pub addr: String,
     /// As configured (DNS name or registration).
-    pub origin: String,
+    pub(crate) origin: String,
     /// Sticky id.
-    pub id: String,
+    pub(crate) id: String,
     /// `up`, `down`, `draining`, `drained`, `ejected` or `slow-start` (see [`member_state`]).
     pub state: MemberState,
     /// Whether it may receive new requests now.
-    pub in_rotation: bool,
+    pub(crate) in_rotation: bool,
     /// Health-check verdict: `unknown`, `up`, `down` or `draining`.
     pub health: &'static str,
     /// Weight in use.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Weight now (slow start ramps it).
-    pub effective_weight: u32,
+    pub(crate) effective_weight: u32,
     /// Requests in flight.
-    pub active: u32,
+    pub(crate) active: u32,
     /// Responses by class: 1xx..5xx.
-    pub responses: [u64; 5],
+    pub(crate) responses: [u64; 5],
     /// Total responses.
-    pub requests: u64,
+    pub(crate) requests: u64,
     /// Failed attempts.
-    pub failures: u64,
+    pub(crate) failures: u64,
     /// Retry attempts made on this member.
-    pub retries: u64,
+    pub(crate) retries: u64,
+    /// Hedges sent to this member.
+    pub(crate) hedges: u64,
+    /// Hedges sent to this member that answered first.
+    pub(crate) hedges_won: u64,
     /// Response bytes sent.
-    pub bytes_out: u64,
+    pub(crate) bytes_out: u64,
     /// Latency percentiles over the last `latency_window_seconds` (`null` without traffic).
-    pub latency: Option<Latency>,
+    pub(crate) latency: Option<Latency>,
     /// The last active health check (`null` when none ran).
-    pub last_check: Option<CheckStatus>,
+    pub(crate) last_check: Option<CheckStatus>,
     /// What the load-aware algorithms see (reports, weights, latency estimate).
-    pub load: load::LoadStatus,
+    pub(crate) load: load::LoadStatus,
 }
 
 /// Recent latency (time to response headers), in milliseconds.
 #[derive(Debug, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     /// Responses in the window.
-    pub samples: u64,
+    pub(crate) samples: u64,
     /// Median.
-    pub p50_ms: f64,
+    pub(crate) p50_ms: f64,
     /// 95th percentile.
-    pub p95_ms: f64,
+    pub(crate) p95_ms: f64,
     /// 99th percentile.
-    pub p99_ms: f64,
+    pub(crate) p99_ms: f64,
 }
 
 /// The last active health check of a member.
 #[derive(Debug, Serialize)]
-pub struct CheckStatus {
+pub(crate) struct CheckStatus {
     /// `pass`, `fail` or `draining`.
-    pub result: CheckResult,
+    pub(crate) result: CheckResult,
     /// What the probe saw when it did not pass.
-    pub detail: String,
+    pub(crate) detail: String,
     /// Seconds since it completed.
-    pub age_seconds: f64,
+    pub(crate) age_seconds: f64,
 }
 
 pub(super) async fn handler(State(s): State<AdminCtx>) -> Json<Status> {
@@ -273,6 +283,9 @@ fn pool_status(p: &Pool, now: u64, second: u64) -> PoolStatus {
         sticky: p.settings.sticky,
         health_check: p.settings.health.as_ref().map(|h| h.path.clone()),
         requests: members.iter().map(|m| m.requests).sum(),
+        hedging: p.settings.hedge.enabled,
+        hedges: members.iter().map(|m| m.hedges).sum(),
+        hedges_won: members.iter().map(|m| m.hedges_won).sum(),
         rr_fallback: (p.settings.algorithm == crate::select::Algorithm::ReportedLoad)
             .then_some(fresh < 2),
         members,
@@ -312,6 +325,8 @@ fn member_status(
         responses,
         failures: m.stats.failures(),
         retries: m.stats.retries(),
+        hedges: m.hedge.sent(),
+        hedges_won: m.hedge.won(),
         bytes_out: m.stats.bytes_out(),
         latency,
         last_check: m.last_check().map(|c| CheckStatus {

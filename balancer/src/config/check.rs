@@ -36,6 +36,9 @@ pub fn default_template() -> String {
          # expect_status = {}\n\
          # rise = {}\n\
          # fall = {}\n\
+         # [pools.dynamic.hedge]               # unset keys: the top-level [hedge]\n\
+         # enabled = true\n\
+         # budget = 10\n\
          #\n\
          # [[routes]]\n\
          # path = \"/api/\"\n\
@@ -131,6 +134,32 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
         "limits.max_body",
         q(raw.limits.max_body),
         nested("limits", "max_body"),
+    );
+    let h = &raw.hedge;
+    let hedge_line = |k: &str| origin.describe(None, &["hedge", k]);
+    line(
+        &mut out,
+        "hedge.enabled",
+        h.enabled.to_string(),
+        hedge_line("enabled"),
+    );
+    line(
+        &mut out,
+        "hedge.delay_min",
+        q(humantime::format_duration(h.delay_min)),
+        hedge_line("delay_min"),
+    );
+    line(
+        &mut out,
+        "hedge.delay_max",
+        q(humantime::format_duration(h.delay_max)),
+        hedge_line("delay_max"),
+    );
+    line(
+        &mut out,
+        "hedge.budget",
+        h.budget.to_string(),
+        hedge_line("budget"),
     );
     for p in &s.pools {
         let _ = writeln!(out, "\n[pools.{}]", p.name);
@@ -234,6 +263,15 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
             b.error_utilization_penalty.to_string(),
             from("error_utilization_penalty"),
         ));
+        let h = &p.hedge;
+        let hedge = format!(
+            "{{ enabled = {}, delay_min = {}, delay_max = {}, budget = {} }}",
+            h.enabled,
+            q(humantime::format_duration(h.delay_min)),
+            q(humantime::format_duration(h.delay_max)),
+            h.budget_percent
+        );
+        lines.push(("hedge", hedge, src(None, "hedge")));
         for (k, v, src) in lines {
             line(&mut out, k, v, src);
         }

@@ -56,16 +56,16 @@ pub enum MemberError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MemberSpec {
     /// IP literal or DNS name.
-    pub host: String,
+    pub(crate) host: String,
     /// TCP port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Relative weight (0..=1000); 0 takes the member out of selection.
-    pub weight: u32,
+    pub(crate) weight: u32,
 }
 
 impl MemberSpec {
     /// The address when `host` is an IP literal; DNS names need discovery.
-    pub fn ip_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn ip_addr(&self) -> Option<SocketAddr> {
         self.host
             .parse::<IpAddr>()
             .ok()
@@ -73,7 +73,7 @@ impl MemberSpec {
     }
 
     /// `host:port` without the weight.
-    pub fn authority(&self) -> String {
+    pub(crate) fn authority(&self) -> String {
         match self.host.parse::<IpAddr>() {
             Ok(IpAddr::V6(_)) => format!("[{}]:{}", self.host, self.port),
             _ => format!("{}:{}", self.host, self.port),
@@ -147,7 +147,7 @@ pub struct MemberList(pub Vec<MemberSpec>);
 
 impl MemberList {
     /// Parses `a:1 b:2*3` with any whitespace between entries.
-    pub fn parse(s: &str) -> Result<Self, MemberError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, MemberError> {
         s.split_whitespace()
             .map(str::parse)
             .collect::<Result<Vec<_>, _>>()

@@ -7,6 +7,7 @@
 
 pub mod balancing;
 pub mod check;
+mod hedge;
 // The crate shared with the two apps, so that all three binaries report a refused value alike.
 pub(crate) use config_report as error;
 pub(crate) mod members;
@@ -46,7 +47,7 @@ pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/balancer/balancer.toml";
 pub struct RawConfig {
     /// Public listener address (HTTP), as ip:port.
     #[config(env = "BALANCER_LISTEN", default = "0.0.0.0:80")]
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
 
     /// Admin listener address, as ip:port: dashboard, /api/status, /metrics, runtime actions.
     #[config(env = "BALANCER_ADMIN_LISTEN", default = "0.0.0.0:1936")]
@@ -54,59 +55,63 @@ pub struct RawConfig {
 
     /// Bearer token for admin actions and self-registration; unset = every action refused.
     #[config(env = "BALANCER_ADMIN_TOKEN")]
-    pub admin_token: Option<String>,
+    pub(crate) admin_token: Option<String>,
 
     /// Also append every access-log line to this file; unset = stdout only.
     #[config(env = "BALANCER_ACCESS_LOG")]
-    pub access_log: Option<PathBuf>,
+    pub(crate) access_log: Option<PathBuf>,
 
     /// Add an `X-Upstream` response header naming the member that served the request.
     #[config(env = "BALANCER_UPSTREAM_HEADER", default = false)]
-    pub upstream_header: bool,
+    pub(crate) upstream_header: bool,
 
     /// Secret mixed into sticky-cookie ids; give every balancer that shares clients the same one.
     #[config(env = "BALANCER_STICKY_SECRET", default = "lab-stack")]
-    pub sticky_secret: String,
+    pub(crate) sticky_secret: String,
 
     /// Proxy worker threads; 0 = one per CPU core.
     #[config(env = "BALANCER_WORKERS", default = 0)]
-    pub workers: usize,
+    pub(crate) workers: usize,
 
     /// How often DNS names among the members are re-resolved (at least 250ms).
     #[config(env = "BALANCER_DISCOVERY_INTERVAL", default = "1s", deserialize_with = units::duration)]
-    pub discovery_interval: Duration,
+    pub(crate) discovery_interval: Duration,
 
     /// Members of the `static` pool: space-separated `host:port[*weight]`.
     #[config(env = "STATIC_BACKEND")]
-    pub static_backend: Option<MemberList>,
+    pub(crate) static_backend: Option<MemberList>,
 
     /// Members of the `dynamic` pool: space-separated `host:port[*weight]`.
     #[config(env = "DYNAMIC_BACKEND")]
-    pub dynamic_backend: Option<MemberList>,
+    pub(crate) dynamic_backend: Option<MemberList>,
 
     /// Selection algorithm of the `static` pool.
     #[config(env = "BALANCER_STATIC_ALGORITHM")]
-    pub static_algorithm: Option<Algorithm>,
+    pub(crate) static_algorithm: Option<Algorithm>,
 
     /// Selection algorithm of the `dynamic` pool.
     #[config(env = "BALANCER_DYNAMIC_ALGORITHM")]
-    pub dynamic_algorithm: Option<Algorithm>,
+    pub(crate) dynamic_algorithm: Option<Algorithm>,
 
     /// Sticky mode of the `static` pool: none, cookie or ip-hash.
     #[config(env = "BALANCER_STATIC_STICKY")]
-    pub static_sticky: Option<StickyMode>,
+    pub(crate) static_sticky: Option<StickyMode>,
 
     /// Sticky mode of the `dynamic` pool: none, cookie or ip-hash.
     #[config(env = "BALANCER_DYNAMIC_STICKY")]
-    pub dynamic_sticky: Option<StickyMode>,
+    pub(crate) dynamic_sticky: Option<StickyMode>,
 
     /// Default timeouts; a pool may override connect and response.
     #[config(nested)]
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
 
     /// Request limits.
     #[config(nested)]
-    pub limits: Limits,
+    pub(crate) limits: Limits,
+
+    /// Hedged requests (every pool; a pool's `hedge` table overrides these).
+    #[config(nested)]
+    pub hedge: Hedge,
 
     /// Settings of the load-aware algorithms (peak-ewma, reported-load); a pool table may
     /// override each key.
@@ -116,13 +121,13 @@ pub struct RawConfig {
     /// Pools by name. `static` and `dynamic` always exist; a table here adds a pool or changes
     /// one (keys: members, algorithm, hash_header, sticky, cookie_name, cookie_max_age,
     /// connect_timeout, response_timeout, retries, retry_budget, max_fails, fail_timeout,
-    /// max_body, slow_start, health, and the keys of `[balancing]`).
+    /// max_body, slow_start, health, hedge, and the keys of `[balancing]`).
     #[config(default = {})]
-    pub pools: BTreeMap<String, PoolFile>,
+    pub(crate) pools: BTreeMap<String, PoolFile>,
 
     /// Routes `{ path, exact, host, pool, max_body }`, most specific first (host, then longest path).
     /// Unset = `/api/` and `/api/student` to `dynamic`, everything else to `static`.
-    pub routes: Option<Vec<RouteFile>>,
+    pub(crate) routes: Option<Vec<RouteFile>>,
 }
 
 /// Timeouts.
@@ -131,21 +136,43 @@ pub struct RawConfig {
 pub struct Timeouts {
     /// Connecting to a member.
     #[config(env = "BALANCER_CONNECT_TIMEOUT", default = "1s", deserialize_with = units::duration)]
-    pub connect: Duration,
+    pub(crate) connect: Duration,
 
     /// Waiting for a member's response headers once the request (body included) is sent, and
     /// the longest pause inside a member's response body.
     #[config(env = "BALANCER_RESPONSE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
-    pub response: Duration,
+    pub(crate) response: Duration,
 
     /// A client connection idle between requests (also the time allowed to send headers, and
     /// the longest pause inside a request body before a 408).
     #[config(env = "BALANCER_IDLE_TIMEOUT", default = "60s", deserialize_with = units::duration)]
-    pub client_idle: Duration,
+    pub(crate) client_idle: Duration,
 
     /// A pooled connection to a member unused for this long is closed.
     #[config(env = "BALANCER_BACKEND_IDLE_TIMEOUT", default = "30s", deserialize_with = units::duration)]
-    pub backend_idle: Duration,
+    pub(crate) backend_idle: Duration,
+}
+
+/// Hedged requests: an idempotent request with no response head after the hedge delay is
+/// also sent to another member, and the first answer wins.
+#[derive(Config, Debug, Clone)]
+#[config(layer_attr(serde(deny_unknown_fields)))]
+pub struct Hedge {
+    /// Hedge idempotent requests (GET, HEAD, OPTIONS; PUT and DELETE whose body was kept).
+    #[config(env = "BALANCER_HEDGE", default = true)]
+    pub enabled: bool,
+
+    /// Shortest hedge delay (the delay is 2 x the member's recent p99, within min and max).
+    #[config(env = "BALANCER_HEDGE_DELAY_MIN", default = "50ms", deserialize_with = units::duration)]
+    pub delay_min: Duration,
+
+    /// Longest hedge delay: a hung member costs a request at most this much.
+    #[config(env = "BALANCER_HEDGE_DELAY_MAX", default = "500ms", deserialize_with = units::duration)]
+    pub delay_max: Duration,
+
+    /// Hedges allowed, in percent of a pool's responses over the last 10 s (0 to 100).
+    #[config(env = "BALANCER_HEDGE_BUDGET", default = 10)]
+    pub budget: u32,
 }
 
 /// Request limits.
@@ -154,11 +181,11 @@ pub struct Timeouts {
 pub struct Limits {
     /// Largest request head (request line + headers), 1KiB to 1MiB; larger gets 431.
     #[config(env = "BALANCER_MAX_HEADER_BYTES", default = "16KiB")]
-    pub max_header_bytes: ByteSize,
+    pub(crate) max_header_bytes: ByteSize,
 
     /// Default largest request body; larger gets 413. A pool may override it.
     #[config(env = "BALANCER_MAX_BODY", default = "100MiB")]
-    pub max_body: ByteSize,
+    pub(crate) max_body: ByteSize,
 }
 
 /// A pool as written in the file; every key is optional and falls back to the defaults.
@@ -166,81 +193,99 @@ pub struct Limits {
 #[serde(deny_unknown_fields)]
 pub struct PoolFile {
     /// `host:port[*weight]` entries (array or space-separated string).
-    pub members: Option<MemberList>,
+    pub(crate) members: Option<MemberList>,
     /// Selection algorithm.
-    pub algorithm: Option<Algorithm>,
+    pub(crate) algorithm: Option<Algorithm>,
     /// Header hashed by `header-hash`.
-    pub hash_header: Option<String>,
+    pub(crate) hash_header: Option<String>,
     /// Sticky mode.
-    pub sticky: Option<StickyMode>,
+    pub(crate) sticky: Option<StickyMode>,
     /// Sticky cookie name.
-    pub cookie_name: Option<String>,
+    pub(crate) cookie_name: Option<String>,
     /// Sticky cookie lifetime; unset = a session cookie.
     #[serde(default, with = "units::opt_duration")]
-    pub cookie_max_age: Option<Duration>,
+    pub(crate) cookie_max_age: Option<Duration>,
     /// Connect timeout for this pool.
     #[serde(default, with = "units::opt_duration")]
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// Response-header timeout for this pool.
     #[serde(default, with = "units::opt_duration")]
-    pub response_timeout: Option<Duration>,
+    pub(crate) response_timeout: Option<Duration>,
     /// Extra attempts on other members for a failed idempotent request.
-    pub retries: Option<u32>,
+    pub(crate) retries: Option<u32>,
     /// No new attempt starts once this long has passed since the request arrived (one under
     /// way keeps its own timeouts), as nginx's `proxy_next_upstream_timeout`.
     #[serde(default, with = "units::opt_duration")]
-    pub retry_budget: Option<Duration>,
+    pub(crate) retry_budget: Option<Duration>,
     /// Failures within `fail_timeout` that take a member out (0 = never).
-    pub max_fails: Option<u32>,
+    pub(crate) max_fails: Option<u32>,
     /// Failure window and cool-down of passive detection.
     #[serde(default, with = "units::opt_duration")]
-    pub fail_timeout: Option<Duration>,
+    pub(crate) fail_timeout: Option<Duration>,
     /// Largest request body for routes to this pool.
-    pub max_body: Option<ByteSize>,
+    pub(crate) max_body: Option<ByteSize>,
     /// Ramp a joining or recovering member's weight over this long (0 = off).
     #[serde(default, with = "units::opt_duration")]
-    pub slow_start: Option<Duration>,
+    pub(crate) slow_start: Option<Duration>,
     /// Active health check.
-    pub health: Option<HealthFile>,
+    pub(crate) health: Option<HealthFile>,
+    /// Hedged requests of this pool (unset keys: the top-level `[hedge]`).
+    pub(crate) hedge: Option<HedgeFile>,
     /// peak-ewma decay (overrides `balancing.ewma_decay`).
     #[serde(default, with = "units::opt_duration")]
-    pub ewma_decay: Option<Duration>,
+    pub(crate) ewma_decay: Option<Duration>,
     /// peak-ewma estimate before any answer (overrides `balancing.ewma_default_rtt`).
     #[serde(default, with = "units::opt_duration")]
-    pub ewma_default_rtt: Option<Duration>,
+    pub(crate) ewma_default_rtt: Option<Duration>,
     /// reported-load blackout (overrides `balancing.blackout_period`).
     #[serde(default, with = "units::opt_duration")]
-    pub blackout_period: Option<Duration>,
+    pub(crate) blackout_period: Option<Duration>,
     /// reported-load weight expiry (overrides `balancing.weight_expiration_period`).
     #[serde(default, with = "units::opt_duration")]
-    pub weight_expiration_period: Option<Duration>,
+    pub(crate) weight_expiration_period: Option<Duration>,
     /// reported-load recompute period (overrides `balancing.weight_update_period`).
     #[serde(default, with = "units::opt_duration")]
-    pub weight_update_period: Option<Duration>,
+    pub(crate) weight_update_period: Option<Duration>,
     /// reported-load error penalty (overrides `balancing.error_utilization_penalty`).
-    pub error_utilization_penalty: Option<f64>,
+    pub(crate) error_utilization_penalty: Option<f64>,
+}
+
+/// A pool's hedging settings as written in the file.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HedgeFile {
+    /// Turn hedging on or off for this pool.
+    pub(crate) enabled: Option<bool>,
+    /// Shortest hedge delay.
+    #[serde(default, with = "units::opt_duration")]
+    pub(crate) delay_min: Option<Duration>,
+    /// Longest hedge delay.
+    #[serde(default, with = "units::opt_duration")]
+    pub(crate) delay_max: Option<Duration>,
+    /// Hedges allowed, in percent of the pool's recent responses.
+    pub(crate) budget: Option<u32>,
 }
 
 /// Active health check settings as written in the file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct HealthFile {
+pub(crate) struct HealthFile {
     /// Turn checks on or off (default on).
-    pub enabled: Option<bool>,
+    pub(crate) enabled: Option<bool>,
     /// Path to GET.
-    pub path: Option<String>,
+    pub(crate) path: Option<String>,
     /// Time between checks.
     #[serde(default, with = "units::opt_duration")]
-    pub interval: Option<Duration>,
+    pub(crate) interval: Option<Duration>,
     /// Time a check may take.
     #[serde(default, with = "units::opt_duration")]
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
     /// Status that means healthy.
-    pub expect_status: Option<u16>,
+    pub(crate) expect_status: Option<u16>,
     /// Consecutive passes to come back up.
-    pub rise: Option<u32>,
+    pub(crate) rise: Option<u32>,
     /// Consecutive failures to go down.
-    pub fall: Option<u32>,
+    pub(crate) fall: Option<u32>,
 }
 
 /// A route as written in the file.
@@ -248,16 +293,16 @@ pub struct HealthFile {
 #[serde(deny_unknown_fields)]
 pub struct RouteFile {
     /// Path prefix (`/api/`); with `exact = true` the whole path.
-    pub path: String,
+    pub(crate) path: String,
     /// Match the whole path only.
     #[serde(default)]
-    pub exact: bool,
+    pub(crate) exact: bool,
     /// Only for this Host (without port); unset = any host.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Pool name.
-    pub pool: String,
+    pub(crate) pool: String,
     /// Largest request body on this route (default: the pool's `max_body`).
-    pub max_body: Option<ByteSize>,
+    pub(crate) max_body: Option<ByteSize>,
 }
 
 /// Which config file to read, and whether its absence is an error.

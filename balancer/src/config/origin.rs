@@ -7,7 +7,7 @@ use confique::Config;
 use confique::meta::{FieldKind, Meta};
 
 use super::error::{self, Problem, Source};
-use super::{CONFIG_ENV, ConfigError, FileChoice, RawConfig};
+use super::{CONFIG_ENV, ConfigError, RawConfig};
 
 /// The env var that sets the config field at file key `key`, read from `RawConfig::META`: the
 /// `#[config(env = ...)]` attribute is the one place a variable's name is written.
@@ -30,26 +30,14 @@ pub struct Origin {
     /// The file that was read, if it existed.
     pub file: Option<PathBuf>,
     /// The file's parsed table.
-    pub table: Option<toml::Table>,
+    pub(crate) table: Option<toml::Table>,
     /// Env vars seen set (non-empty), by name.
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
 }
 
 impl Origin {
-    /// Reads which env vars are set and which keys the file sets.
-    pub fn detect(file: Option<&FileChoice>) -> Self {
-        let mut origin = Origin::from_env();
-        if let Some(f) = file.filter(|f| f.path.exists()) {
-            origin.file = Some(f.path.clone());
-            origin.table = std::fs::read_to_string(&f.path)
-                .ok()
-                .and_then(|t| t.parse::<toml::Table>().ok());
-        }
-        origin
-    }
-
     /// The variables the balancer reads (its config's, and `BALANCER_CONFIG`) that are set.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let env = error::env_vars::<RawConfig>()
             .into_iter()
             .chain([CONFIG_ENV])
@@ -78,7 +66,7 @@ impl Origin {
     /// Names the source of a value: its env var if set, else the file key if present, else
     /// `default`. `env` names a variable other than the key's own (which is found in the
     /// config's metadata), as `STATIC_BACKEND` sets `pools.static.members`.
-    pub fn describe(&self, env: Option<&str>, key: &[&str]) -> String {
+    pub(crate) fn describe(&self, env: Option<&str>, key: &[&str]) -> String {
         let env = env.or_else(|| env_var(key));
         if let Some(var) = env.filter(|v| self.env.contains_key(*v)) {
             return format!("env {var}");
@@ -93,7 +81,7 @@ impl Origin {
 
     /// A refused value of `key`: named by its env var if that set it, else by its file key,
     /// else as a default. `env` is as in [`Origin::describe`].
-    pub fn invalid(
+    pub(crate) fn invalid(
         &self,
         env: Option<&str>,
         key: &[&str],
@@ -105,7 +93,7 @@ impl Origin {
 
     /// [`Origin::invalid`] for a value shown under another `name` than its file `key`
     /// (`routes[2].pool`, within `routes`).
-    pub fn invalid_named(
+    pub(crate) fn invalid_named(
         &self,
         name: String,
         env: Option<&str>,
@@ -144,7 +132,7 @@ impl Origin {
     }
 
     /// Whether the file sets this dotted key.
-    pub fn file_has(&self, key: &[&str]) -> bool {
+    pub(crate) fn file_has(&self, key: &[&str]) -> bool {
         let Some(mut cur) = self.table.as_ref() else {
             return false;
         };

@@ -43,6 +43,22 @@ pub(super) fn retries(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, Conf
     Ok(n)
 }
 
+/// Shortest hedge delay: below a millisecond every request would be sent twice.
+pub(super) const MIN_HEDGE_DELAY: Duration = Duration::from_millis(1);
+
+/// A percentage (a hedge `budget`), refused above 100.
+pub(super) fn percent(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {
+    if n > 100 {
+        return Err(origin.invalid(
+            None,
+            key,
+            &n.to_string(),
+            "a whole number of percent from 0 to 100",
+        ));
+    }
+    Ok(n)
+}
+
 /// A health check's `rise` or `fall`: zero checks cannot change a state.
 pub(super) fn streak(n: u32, origin: &Origin, key: &[&str]) -> Result<u32, ConfigError> {
     if n == 0 {

@@ -43,11 +43,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// came from (a comment-only edit reloads as "unchanged"), so every `FileVersion` equals every
 /// other one.
 #[derive(Debug, Clone)]
-pub struct FileVersion(Option<Stamp>);
+pub(crate) struct FileVersion(Option<Stamp>);
 
 impl FileVersion {
     /// The file at `path` as it is now; take it before reading the file.
-    pub fn of(path: &Path) -> Self {
+    pub(crate) fn of(path: &Path) -> Self {
         FileVersion(stamp(path))
     }
 }

@@ -17,7 +17,7 @@ pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::E
 
 /// Why a duration or a size was refused; the message quotes the text.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum UnitError {
+pub(crate) enum UnitError {
     /// Not a human duration.
     #[error("`{text}` is not a duration ({reason}); expected e.g. 500ms, 2s, 1m")]
     NotADuration {
@@ -84,7 +84,7 @@ pub struct ByteSize(pub u64);
 
 impl ByteSize {
     /// Parses `123`, `16KiB`, `10MB`, `1 GiB` (case-insensitive units).
-    pub fn parse(s: &str) -> Result<Self, UnitError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, UnitError> {
         let t = s.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);

@@ -47,7 +47,7 @@ impl AtomicF64 {
 /// Where a member's reported weight stands (gRPC A78's states).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum WeightState {
+pub(crate) enum WeightState {
     /// No usable report yet (none, or all with a zero weight): counts as the mean.
     None,
     /// Reporting for less than the blackout period: counts as the mean.
@@ -60,7 +60,7 @@ pub enum WeightState {
 
 impl WeightState {
     /// The kebab-case name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             WeightState::None => "none",
             WeightState::Blackout => "blackout",

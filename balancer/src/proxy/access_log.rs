@@ -18,21 +18,46 @@ pub(crate) fn enabled() -> bool {
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     /// Request method.
-    pub method: Method,
+    pub(crate) method: Method,
     /// Request target.
-    pub uri: Uri,
+    pub(crate) uri: Uri,
     /// Request id.
-    pub request_id: HeaderValue,
+    pub(crate) request_id: HeaderValue,
     /// When the request arrived.
-    pub start: Instant,
+    pub(crate) start: Instant,
     /// Response status.
-    pub status: u16,
+    pub(crate) status: u16,
     /// Pool name.
-    pub pool: Arc<str>,
+    pub(crate) pool: Arc<str>,
     /// Member address, if one answered.
-    pub upstream: Option<SocketAddr>,
+    pub(crate) upstream: Option<SocketAddr>,
     /// Attempts made.
-    pub attempts: u32,
+    pub(crate) attempts: u32,
+    /// Whether the request was hedged, and which attempt won.
+    pub(crate) hedge: HedgeOutcome,
+}
+
+/// What hedging did for a request, as the access log's `hedge` field says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum HedgeOutcome {
+    /// Not hedged (`-`).
+    #[default]
+    None,
+    /// Hedged, and the hedge answered first (`won`).
+    Won,
+    /// Hedged, and the first attempt answered first, or neither answered (`lost`).
+    Lost,
+}
+
+impl HedgeOutcome {
+    /// The access log's word for it.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            HedgeOutcome::None => "-",
+            HedgeOutcome::Won => "won",
+            HedgeOutcome::Lost => "lost",
+        }
+    }
 }
 
 impl AccessLog {
@@ -43,13 +68,13 @@ impl AccessLog {
             Some(up) => tracing::info!(
                 target: "access",
                 method = %self.method, path = %self.uri, status = self.status,
-                pool = &*self.pool, upstream = %up, attempts = self.attempts,
+                pool = &*self.pool, upstream = %up, attempts = self.attempts, hedge = self.hedge.as_str(),
                 ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome,
             ),
             None => tracing::info!(
                 target: "access",
                 method = %self.method, path = %self.uri, status = self.status,
-                pool = &*self.pool, upstream = "-", attempts = self.attempts,
+                pool = &*self.pool, upstream = "-", attempts = self.attempts, hedge = self.hedge.as_str(),
                 ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome,
             ),
         }
@@ -125,7 +150,7 @@ impl Drop for Unanswered<'_> {
 pub(crate) fn log_refused(status: u16, bytes: u64, request_id: &str) {
     tracing::info!(
         target: "access",
-        method = "-", path = "-", status, pool = "-", upstream = "-", attempts = 0u32,
+        method = "-", path = "-", status, pool = "-", upstream = "-", attempts = 0u32, hedge = "-",
         ms = "0.00", bytes, request_id, outcome = "refused",
     );
 }
@@ -173,6 +198,7 @@ mod tests {
             pool: Arc::from("dynamic"),
             upstream: None,
             attempts: 1,
+            hedge: HedgeOutcome::None,
         }))
     }
 
@@ -205,6 +231,24 @@ mod tests {
         let line = logged(|| drop(Unanswered::new(record(), &other_worker)));
         assert!(
             line.contains("status=499") && line.contains("client-closed"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn the_line_says_whether_the_request_was_hedged_and_which_attempt_won() {
+        let mut r = record().unwrap();
+        r.upstream = Some("127.0.0.1:9".parse().unwrap());
+        let line = logged(|| r.write(0, "ok"));
+        assert!(
+            line.contains("hedge=\"-\"") || line.contains("hedge=-"),
+            "{line}"
+        );
+        r.attempts = 2;
+        r.hedge = HedgeOutcome::Won;
+        let line = logged(|| r.write(0, "ok"));
+        assert!(
+            line.contains("attempts=2") && line.contains("won"),
             "{line}"
         );
     }

@@ -21,13 +21,13 @@ use crate::pool::InFlight;
 #[derive(Debug)]
 pub(crate) struct Tail {
     /// The member's in-flight count, released when the body ends.
-    pub guard: Option<InFlight>,
+    pub(crate) guard: Option<InFlight>,
     /// The access-log record (only when access logging is on).
-    pub log: Option<Box<AccessLog>>,
+    pub(crate) log: Option<Box<AccessLog>>,
     /// Bytes sent so far.
-    pub bytes: u64,
+    pub(crate) bytes: u64,
     /// Whether the body reached its end.
-    pub complete: bool,
+    pub(crate) complete: bool,
 }
 
 impl Drop for Tail {

@@ -4,7 +4,9 @@
 pub(crate) mod access_log;
 pub(crate) mod body;
 pub(crate) mod direct;
+mod forward;
 pub(crate) mod headers;
+pub(crate) mod hedge;
 pub(crate) mod lease;
 mod plan;
 mod replay;
@@ -24,10 +26,8 @@ use hyper::body::Incoming;
 use self::access_log::{AccessLog, Grace, Unanswered};
 use self::body::{RespBody, Tail};
 use self::lease::MemberBody;
-use self::plan::{Picked, Plan, choose, plan, prepare};
-use self::retry::{Attempts, Decision};
-use self::upstream::{FailKind, Failure};
-use crate::clock;
+use self::plan::{Picked, Plan, plan};
+use self::upstream::FailKind;
 use crate::error::ProxyError;
 use crate::pool::{Member, Pool};
 use crate::state::Shared;
@@ -45,9 +45,9 @@ pub(crate) enum ClientBody {
 #[derive(Debug)]
 pub(crate) struct Proxy {
     /// Shared state (the snapshot lives here).
-    pub shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
     /// Random prefix of generated request ids.
-    pub id_seed: u64,
+    pub(crate) id_seed: u64,
     /// Whether this worker's shutdown grace ran out (who gave up on unanswered requests).
     grace: Grace,
 }
@@ -90,6 +90,7 @@ impl Proxy {
                 pool: Arc::from("-"),
                 upstream: None,
                 attempts: 0,
+                hedge: access_log::HedgeOutcome::None,
             })
         });
         let mut log = Unanswered::new(log, &self.grace);
@@ -119,86 +120,6 @@ impl Proxy {
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let plan = plan(&snap, pool, &req, peer, max_body, start, rid);
         self.forward(req, plan, log, client_upgrade).await
-    }
-
-    /// Sends the request to members until one answers or the retry policy ([`retry`]) gives
-    /// up, and streams the answer back.
-    async fn forward(
-        &self,
-        req: Request<ClientBody>,
-        plan: Plan<'_>,
-        mut log: Unanswered<'_>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    ) -> Response<RespBody> {
-        let ps = &plan.pool.settings;
-        let (req, how) = prepare(req, &plan);
-        let mut attempt = how.attempt(&plan);
-        let mut attempts = Attempts::new(ps.retries, plan.start + ps.retry_budget);
-        let mut pending = Some(req);
-        let err = loop {
-            let now_ms = clock::now_ms();
-            let (Some(idx), Some(req)) = (choose(&plan, &attempts, now_ms), pending.take()) else {
-                break attempts.exhausted();
-            };
-            let member = &plan.pool.members[idx];
-            let n = attempts.begin();
-            if n > 1 {
-                member.stats.add_retry();
-            }
-            let guard = member.begin_request();
-            // Named before the answer, so a client that leaves meanwhile is logged against the
-            // member it was waiting for, and a final failure against the last one tried.
-            if let Some(l) = log.as_mut() {
-                l.upstream = Some(member.addr);
-                l.attempts = n;
-            }
-            attempt.fresh = attempts.fresh();
-            let sent_at = Instant::now();
-            let Failure { kind, request } = match upstream::send(member.addr, req, &attempt).await {
-                Ok(mut answer) => {
-                    member.record_success();
-                    let micros = sent_at.elapsed().as_micros() as u64;
-                    let status = answer.status();
-                    member.stats.record_response(status.as_u16(), micros);
-                    // Strips the member's load report (never for clients) and feeds the
-                    // pool's algorithm; see `pool::load`.
-                    let (algorithm, b) = (ps.algorithm, &ps.balancing);
-                    let at = now_ms + micros / 1000;
-                    let headers = answer.headers_mut();
-                    member
-                        .load
-                        .observe(algorithm, b, headers, status, micros, at);
-                    let picked = Picked { idx, member };
-                    return self.respond(answer, picked, &plan, guard, log.take(), client_upgrade);
-                }
-                Err(failure) => failure,
-            };
-            pending = request.or_else(|| {
-                let again = how.replay.as_ref()?.request()?;
-                // The copy is all here: the member's time starts when it is sent, not when
-                // the client's last byte came in for the first attempt.
-                attempt.sent = None;
-                Some(again)
-            });
-            let decision = attempts.on_failure(idx, kind, pending.is_some(), Instant::now());
-            if decision.charges_member() {
-                self.record_failure(plan.pool, member, kind, now_ms);
-            }
-            match decision {
-                Decision::Resend => {}
-                Decision::Retry => {
-                    tracing::debug!(member = %member.addr, ?kind, attempts = n, "retrying on another member");
-                }
-                Decision::Answer(e) => {
-                    return self.local(e, &ps.name, &plan.rid, log.take(), true);
-                }
-                Decision::GiveUp(e) => break e,
-            }
-        };
-        if let Some(l) = log.as_mut() {
-            l.attempts = attempts.made();
-        }
-        self.local(err, &ps.name, &plan.rid, log.take(), false)
     }
 
     /// The answer to bytes that could not be made into a request (400), counted like the

@@ -61,6 +61,12 @@ pub(super) struct Prepared {
 }
 
 impl Prepared {
+    /// Whether the request can be sent to a second member while the first still has it: no
+    /// body and idempotent, or a small idempotent body kept whole ([`replay`]).
+    pub(super) fn hedgeable(&self) -> bool {
+        self.resendable || self.replay.is_some()
+    }
+
     /// How each attempt is sent.
     pub(super) fn attempt<'p>(&'p self, plan: &'p Plan<'_>) -> upstream::Attempt<'p> {
         let ps = &plan.pool.settings;
@@ -72,11 +78,15 @@ impl Prepared {
                 idle: plan.snap.settings.backend_idle_timeout,
             },
             resendable: self.resendable,
-            direct: self.direct.then_some(headers::Forwarding {
-                client: plan.peer.ip(),
-                request_id: &plan.rid,
-            }),
             fresh: false,
+        }
+    }
+
+    /// The fields added to a request this task drives itself, written with its head.
+    pub(super) fn forwarding<'p>(plan: &'p Plan<'_>) -> headers::Forwarding<'p> {
+        headers::Forwarding {
+            client: plan.peer.ip(),
+            request_id: &plan.rid,
         }
     }
 }
@@ -171,7 +181,7 @@ pub(super) fn prepare(
         && !empty_body
     {
         let mut keeper = None;
-        if idempotent && !upgrade && ps.retries > 0 {
+        if idempotent && !upgrade && (ps.retries > 0 || ps.hedge.enabled) {
             (replay, keeper) = replay::Replay::of(&req, declared_length(&req)).unzip();
         }
         let idle = plan.snap.settings.client_idle_timeout;

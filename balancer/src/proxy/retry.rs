@@ -18,10 +18,14 @@
 //! member is out the least recently failed) is the selection's business; this type only says
 //! which members to leave out ([`Attempts::exclude`]) and whether a pick is the first.
 //!
-//! Events in, decisions out, so another policy is another state or decision, not another local
-//! in the driver: hedging (gRPC's A6 `hedgingPolicy`: send again after a delay without waiting
-//! for the first answer) adds an `on_hedge_timer` event answered by a `Decision::Hedge` while
-//! fewer than `max_attempts` are out, and counts outstanding attempts beside `made`.
+//! Hedging ([`super::hedge`] says when and why): while the one attempt out has not answered
+//! by the hedge delay, the driver reports [`Attempts::on_hedge_timer`]; the answer is
+//! [`Decision::Hedge`] (send the same request to another member, the first answer wins) at
+//! most once per request, only for a request built with hedging on, within the retry budget's
+//! time and when the pool's hedge budget allows. With two attempts out, a failed one is
+//! charged and either replaced on a third member ([`Decision::Retry`], within `retries`) or
+//! just left ([`Decision::Await`]): the other may still answer. A hedge does not use up one
+//! of the `retries`: it is a second opinion, not a second chance.
 
 use std::time::Instant;
 
@@ -34,7 +38,7 @@ pub(crate) const MAX_STALE_RESENDS: u32 = 3;
 /// Bound on members excluded by one request (retries are capped well below this).
 const MAX_TRIED: usize = 12;
 
-/// What the driver does after a failed attempt.
+/// What the driver does after a failed attempt or a hedge timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Send the request again by the same rules; the member is not charged.
@@ -45,12 +49,21 @@ pub(crate) enum Decision {
     Answer(ProxyError),
     /// Charge the member and answer the client with this error.
     GiveUp(ProxyError),
+    /// Charge the member and keep waiting for the attempt still out.
+    Await,
+    /// Send the same request to another member beside the one still out (a hedge).
+    Hedge,
+    /// Nothing to do: keep waiting.
+    Wait,
 }
 
 impl Decision {
     /// Whether the failed member is charged with the failure (passive health, stats).
     pub(crate) fn charges_member(self) -> bool {
-        matches!(self, Decision::Retry | Decision::GiveUp(_))
+        matches!(
+            self,
+            Decision::Retry | Decision::GiveUp(_) | Decision::Await
+        )
     }
 }
 
@@ -59,12 +72,21 @@ impl Decision {
 pub(crate) struct Attempts {
     /// Attempts allowed after the first (the pool's `retries`).
     retries: u32,
-    /// No retry starts after this (the pool's retry budget from the request's arrival).
+    /// No retry or hedge starts after this (the pool's retry budget from the request's
+    /// arrival).
     deadline: Instant,
     /// Attempts counted (stale resends excluded): what the access log reports.
     made: u32,
     stale: u32,
-    /// Members that failed this request, in order.
+    /// Attempts sent and not yet answered or failed.
+    out: u32,
+    /// Whether this request may be hedged at all (idempotent and sendable twice, pool on).
+    may_hedge: bool,
+    /// The number of the attempt sent as a hedge, 0 while none was.
+    hedge: u32,
+    /// Whether the request's one hedge was decided (sent, or found no member to go to).
+    hedge_done: bool,
+    /// Members left out of later picks (failed, or still out when the hedge went), in order.
     tried: [usize; MAX_TRIED],
     n_tried: usize,
     /// The answer if nothing succeeds.
@@ -72,13 +94,18 @@ pub(crate) struct Attempts {
 }
 
 impl Attempts {
-    /// No attempt yet: `retries` more after the first, none starting after `deadline`.
-    pub(crate) fn new(retries: u32, deadline: Instant) -> Self {
+    /// No attempt yet: `retries` more after the first, none starting after `deadline`, and a
+    /// hedge possible when `may_hedge`.
+    pub(crate) fn new(retries: u32, deadline: Instant, may_hedge: bool) -> Self {
         Attempts {
             retries,
             deadline,
             made: 0,
             stale: 0,
+            out: 0,
+            may_hedge,
+            hedge: 0,
+            hedge_done: false,
             tried: [usize::MAX; MAX_TRIED],
             n_tried: 0,
             last_err: ProxyError::NoBackend,
@@ -105,6 +132,7 @@ impl Attempts {
     /// Counts an attempt about to be sent; returns its number (1 for the first).
     pub(crate) fn begin(&mut self) -> u32 {
         self.made += 1;
+        self.out += 1;
         self.made
     }
 
@@ -113,10 +141,47 @@ impl Attempts {
         self.made
     }
 
+    /// Attempts sent and not yet answered or failed.
+    pub(crate) fn outstanding(&self) -> u32 {
+        self.out
+    }
+
+    /// The number of the attempt that went as a hedge, if one did.
+    pub(crate) fn hedged(&self) -> Option<u32> {
+        (self.hedge != 0).then_some(self.hedge)
+    }
+
+    /// Whether a hedge timer is worth arming now: hedging on, none sent yet, one attempt out.
+    pub(crate) fn hedge_pending(&self) -> bool {
+        self.may_hedge && !self.hedge_done && self.out == 1
+    }
+
     /// The answer when no member can be picked: 503 before any attempt, else the last
     /// failure's.
     pub(crate) fn exhausted(&self) -> ProxyError {
         self.last_err
+    }
+
+    /// The hedge delay ran out with the attempt on `member` still unanswered; `budget` says
+    /// whether the pool's hedge budget allows one more. [`Decision::Hedge`] or
+    /// [`Decision::Wait`].
+    pub(crate) fn on_hedge_timer(&mut self, member: usize, budget: bool, now: Instant) -> Decision {
+        if !self.hedge_pending() || !budget || now >= self.deadline {
+            return Decision::Wait;
+        }
+        // The hedge goes elsewhere; the member still out keeps its attempt.
+        self.leave_out(member);
+        self.hedge_done = true;
+        self.hedge = self.made + 1;
+        Decision::Hedge
+    }
+
+    /// The hedge decided by [`Attempts::on_hedge_timer`] could not be sent (no other member
+    /// to pick): the request keeps waiting on the one attempt out.
+    pub(crate) fn hedge_unsent(&mut self) {
+        if self.hedge == self.made + 1 {
+            self.hedge = 0;
+        }
     }
 
     /// The attempt on `member` failed with `kind`; `came_back` says whether the request can
@@ -128,6 +193,7 @@ impl Attempts {
         came_back: bool,
         now: Instant,
     ) -> Decision {
+        self.out = self.out.saturating_sub(1);
         match kind {
             FailKind::TooLarge => return Decision::Answer(ProxyError::BodyTooLarge),
             FailKind::ClientBody => return Decision::Answer(ProxyError::BadRequest),
@@ -143,206 +209,25 @@ impl Attempts {
             FailKind::Timeout | FailKind::ConnectTimeout => ProxyError::UpstreamTimeout,
             _ => ProxyError::UpstreamFailed,
         };
-        if self.n_tried < MAX_TRIED {
+        self.leave_out(member);
+        // A hedge is not one of the `retries`.
+        let retried = self.made - u32::from(self.hedge != 0);
+        let more = came_back && retried <= self.retries && now < self.deadline;
+        match (more, self.out) {
+            (true, _) => Decision::Retry,
+            (false, 0) => Decision::GiveUp(self.last_err),
+            (false, _) => Decision::Await,
+        }
+    }
+
+    /// Leaves `member` out of this request's later picks.
+    pub(crate) fn leave_out(&mut self, member: usize) {
+        if self.n_tried < MAX_TRIED && !self.exclude().contains(&member) {
             self.tried[self.n_tried] = member;
             self.n_tried += 1;
         }
-        if !came_back || self.made > self.retries || now >= self.deadline {
-            return Decision::GiveUp(self.last_err);
-        }
-        Decision::Retry
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn later() -> Instant {
-        Instant::now() + Duration::from_secs(60)
-    }
-
-    /// Attempts after `n` were begun.
-    fn begun(retries: u32, n: u32) -> Attempts {
-        let mut a = Attempts::new(retries, later());
-        for _ in 0..n {
-            a.begin();
-        }
-        a
-    }
-
-    #[test]
-    fn a_member_failure_retries_on_another_member_and_excludes_it() {
-        let mut a = begun(2, 1);
-        assert_eq!(
-            a.on_failure(3, FailKind::Connect, true, Instant::now()),
-            Decision::Retry
-        );
-        assert_eq!(a.exclude(), &[3]);
-        assert!(!a.is_first());
-        assert_eq!(a.begin(), 2);
-    }
-
-    #[test]
-    fn retries_stop_after_the_configured_count_with_the_last_error() {
-        let mut a = begun(1, 1);
-        assert_eq!(
-            a.on_failure(0, FailKind::Reset, true, Instant::now()),
-            Decision::Retry
-        );
-        a.begin();
-        assert_eq!(
-            a.on_failure(1, FailKind::Reset, true, Instant::now()),
-            Decision::GiveUp(ProxyError::UpstreamFailed)
-        );
-        assert_eq!(a.made(), 2);
-        assert_eq!(a.exclude(), &[0, 1]);
-    }
-
-    #[test]
-    fn no_retries_configured_means_the_first_failure_is_final() {
-        let mut a = begun(0, 1);
-        assert_eq!(
-            a.on_failure(0, FailKind::Connect, true, Instant::now()),
-            Decision::GiveUp(ProxyError::UpstreamFailed)
-        );
-    }
-
-    #[test]
-    fn a_request_that_did_not_come_back_is_not_retried() {
-        let mut a = begun(3, 1);
-        assert_eq!(
-            a.on_failure(0, FailKind::Reset, false, Instant::now()),
-            Decision::GiveUp(ProxyError::UpstreamFailed)
-        );
-    }
-
-    #[test]
-    fn the_retry_budget_ends_retries_once_it_is_spent() {
-        let start = Instant::now();
-        let mut a = Attempts::new(5, start + Duration::from_millis(100));
-        a.begin();
-        assert_eq!(
-            a.on_failure(
-                0,
-                FailKind::Connect,
-                true,
-                start + Duration::from_millis(99)
-            ),
-            Decision::Retry
-        );
-        a.begin();
-        assert_eq!(
-            a.on_failure(
-                1,
-                FailKind::Connect,
-                true,
-                start + Duration::from_millis(100)
-            ),
-            Decision::GiveUp(ProxyError::UpstreamFailed)
-        );
-    }
-
-    #[test]
-    fn timeouts_answer_504_and_other_member_failures_502() {
-        for (kind, err) in [
-            (FailKind::Timeout, ProxyError::UpstreamTimeout),
-            (FailKind::ConnectTimeout, ProxyError::UpstreamTimeout),
-            (FailKind::Connect, ProxyError::UpstreamFailed),
-            (FailKind::Reset, ProxyError::UpstreamFailed),
-            (FailKind::Invalid, ProxyError::UpstreamFailed),
-        ] {
-            let mut a = begun(0, 1);
-            assert_eq!(
-                a.on_failure(0, kind, true, Instant::now()),
-                Decision::GiveUp(err),
-                "{kind:?}"
-            );
-            assert_eq!(a.exhausted(), err);
-        }
-    }
-
-    #[test]
-    fn the_last_failure_decides_the_status_when_no_member_is_left() {
-        let mut a = begun(3, 1);
-        a.on_failure(0, FailKind::Timeout, true, Instant::now());
-        a.begin();
-        a.on_failure(1, FailKind::Connect, true, Instant::now());
-        assert_eq!(a.exhausted(), ProxyError::UpstreamFailed);
-    }
-
-    #[test]
-    fn with_no_attempt_made_the_answer_is_no_backend() {
-        let a = Attempts::new(3, later());
-        assert!(a.is_first());
-        assert_eq!(a.exhausted(), ProxyError::NoBackend);
-        assert_eq!(a.made(), 0);
-    }
-
-    #[test]
-    fn client_faults_are_answered_at_once_without_charging_the_member() {
-        for (kind, err) in [
-            (FailKind::TooLarge, ProxyError::BodyTooLarge),
-            (FailKind::ClientBody, ProxyError::BadRequest),
-            (FailKind::ClientStalled, ProxyError::RequestTimeout),
-        ] {
-            let mut a = begun(3, 1);
-            let d = a.on_failure(0, kind, true, Instant::now());
-            assert_eq!(d, Decision::Answer(err), "{kind:?}");
-            assert!(!d.charges_member());
-            assert!(a.exclude().is_empty());
-        }
-    }
-
-    #[test]
-    fn a_stale_connection_is_resent_uncounted_on_a_fresh_connection() {
-        let mut a = begun(0, 1);
-        assert!(!a.fresh());
-        let d = a.on_failure(0, FailKind::Stale, true, Instant::now());
-        assert_eq!(d, Decision::Resend);
-        assert!(!d.charges_member());
-        assert!(a.fresh());
-        assert!(a.is_first(), "a resend keeps the first pick's rules");
-        assert!(a.exclude().is_empty());
-        assert_eq!(a.begin(), 1, "a resend is not another attempt");
-    }
-
-    #[test]
-    fn stale_resends_are_bounded_then_charged_like_a_member_failure() {
-        let mut a = begun(0, 1);
-        for _ in 0..MAX_STALE_RESENDS {
-            assert_eq!(
-                a.on_failure(0, FailKind::Stale, true, Instant::now()),
-                Decision::Resend
-            );
-            a.begin();
-        }
-        let d = a.on_failure(0, FailKind::Stale, true, Instant::now());
-        assert_eq!(d, Decision::GiveUp(ProxyError::UpstreamFailed));
-        assert!(d.charges_member());
-        assert_eq!(a.made(), 1);
-    }
-
-    #[test]
-    fn stale_resends_do_not_use_up_retries() {
-        let mut a = begun(1, 1);
-        a.on_failure(0, FailKind::Stale, true, Instant::now());
-        a.begin();
-        assert_eq!(
-            a.on_failure(0, FailKind::Connect, true, Instant::now()),
-            Decision::Retry
-        );
-    }
-
-    #[test]
-    fn exclusions_are_bounded() {
-        let mut a = begun(100, 0);
-        for i in 0..20 {
-            a.begin();
-            a.on_failure(i, FailKind::Connect, true, Instant::now());
-        }
-        assert_eq!(a.exclude(), &(0..MAX_TRIED).collect::<Vec<_>>()[..]);
-    }
-}
+mod tests;

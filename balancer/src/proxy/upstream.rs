@@ -115,14 +115,39 @@ pub(crate) enum FailKind {
     Invalid,
 }
 
-/// A failed attempt; `request` is the request back when it can be sent again: provably not
-/// sent, or resendable (see [`Attempt::resendable`]).
+/// A failed attempt, and whether its request can be sent again: provably not sent, or
+/// resendable (see [`Attempt::resendable`]).
 #[derive(Debug)]
 pub(crate) struct Failure {
     /// What went wrong.
-    pub kind: FailKind,
-    /// The unsent request, to try elsewhere.
-    pub request: Option<Box<Request<ReqBody>>>,
+    pub(crate) kind: FailKind,
+    /// A given request back, to try elsewhere ([`Outgoing::Given`]).
+    pub(crate) request: Option<Box<Request<ReqBody>>>,
+    /// Whether the request may be sent again (a lent one is still with its owner).
+    pub(crate) came_back: bool,
+}
+
+impl Failure {
+    fn given(kind: FailKind, request: Option<Box<Request<ReqBody>>>) -> Self {
+        let came_back = request.is_some();
+        Failure {
+            kind,
+            request,
+            came_back,
+        }
+    }
+}
+
+/// The request one attempt sends.
+#[derive(Debug)]
+pub(crate) enum Outgoing<'r> {
+    /// A request this task drives itself ([`is_direct`]), lent: it stays with the caller, who
+    /// may send it again, or to two members at once (a hedge). `Forwarding` holds the fields
+    /// the proxy adds, written with the head rather than put in the map.
+    Lent(&'r Request<ReqBody>, Forwarding<'r>),
+    /// A request with a body (or an upgrade), given to hyper: it comes back in the
+    /// [`Failure`] while provably unsent.
+    Given(Box<Request<ReqBody>>),
 }
 
 impl Idle for SendRequest<ReqBody> {
@@ -143,31 +168,28 @@ impl Idle for direct::Conn {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
     /// To open a connection.
-    pub connect: Duration,
+    pub(crate) connect: Duration,
     /// From the request (or its body) sent to the response head.
-    pub response: Duration,
+    pub(crate) response: Duration,
     /// How long a connection may sit idle before it is not reused.
-    pub idle: Duration,
+    pub(crate) idle: Duration,
 }
 
 /// How one attempt is made.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Attempt<'a> {
     /// With a body: says when it has all gone (the response timeout starts then).
-    pub sent: Option<&'a Sent>,
+    pub(crate) sent: Option<&'a Sent>,
     /// The timeouts.
-    pub timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
     /// Whether the request may be sent again once sent (idempotent, no body): it then comes
     /// back after any failure, and a reused connection the member had already closed counts
     /// as stale rather than as the member's failure.
-    pub resendable: bool,
-    /// For requests this task drives itself (see [`is_direct`]): the fields the proxy adds,
-    /// written with the head rather than put in the map.
-    pub direct: Option<Forwarding<'a>>,
+    pub(crate) resendable: bool,
     /// Open a new connection rather than reuse one: after a reused connection closed under
     /// the request, so a request that itself kills the member is charged on the next try
     /// instead of being resent on every pooled connection.
-    pub fresh: bool,
+    pub(crate) fresh: bool,
 }
 
 /// Whether a request goes over a connection this task drives ([`direct`]): no body, no
@@ -177,25 +199,22 @@ pub(crate) fn is_direct(method: &Method, empty_body: bool, upgrade: bool) -> boo
 }
 
 /// Sends `req` to `addr`: reuses an idle connection or opens one, waits for response headers.
+/// Dropped before it is done, the attempt is cancelled and its connection closed.
 pub(crate) async fn send(
     addr: SocketAddr,
-    req: Box<Request<ReqBody>>,
-    a: &Attempt<'_>,
+    req: Outgoing<'_>,
+    a: Attempt<'_>,
 ) -> Result<Response<MemberBody>, Failure> {
-    if let Some(fwd) = &a.direct {
-        return send_direct(addr, req, a, fwd).await;
-    }
+    let req = match req {
+        Outgoing::Lent(req, fwd) => return send_direct(addr, req, &a, &fwd).await,
+        Outgoing::Given(req) => req,
+    };
     let (sent, t) = (a.sent, a.timeouts);
     let (mut tx, reused) = match checkout(addr, t.idle) {
         Some(tx) => (tx, true),
         None => match connect(addr, t.connect).await {
             Ok(tx) => (tx, false),
-            Err(kind) => {
-                return Err(Failure {
-                    kind,
-                    request: Some(req),
-                });
-            }
+            Err(kind) => return Err(Failure::given(kind, Some(req))),
         },
     };
     let fut = tx.try_send_request(*req);
@@ -210,18 +229,15 @@ pub(crate) async fn send(
             let request = e.take_message().map(Box::new);
             let err = e.into_error();
             let kind = classify(&err, request.is_some(), reused);
-            Err(Failure { kind, request })
+            Err(Failure::given(kind, request))
         }
-        None => Err(Failure {
-            kind: FailKind::Timeout,
-            request: None,
-        }),
+        None => Err(Failure::given(FailKind::Timeout, None)),
     }
 }
 
 async fn send_direct(
     addr: SocketAddr,
-    req: Box<Request<ReqBody>>,
+    req: &Request<ReqBody>,
     a: &Attempt<'_>,
     fwd: &Forwarding<'_>,
 ) -> Result<Response<MemberBody>, Failure> {
@@ -238,12 +254,13 @@ async fn send_direct(
             Err(kind) => {
                 return Err(Failure {
                     kind,
-                    request: Some(req),
+                    request: None,
+                    came_back: true,
                 });
             }
         },
     };
-    match direct::Conn::exchange(Lease::new(addr, conn), &*req, fwd, t.response).await {
+    match direct::Conn::exchange(Lease::new(addr, conn), req, fwd, t.response).await {
         Ok(resp) => Ok(resp.map(MemberBody::Direct)),
         Err(e) => {
             let (kind, unsent) = match e {
@@ -256,7 +273,8 @@ async fn send_direct(
             };
             Err(Failure {
                 kind,
-                request: (unsent || resendable).then_some(req),
+                request: None,
+                came_back: unsent || resendable,
             })
         }
     }

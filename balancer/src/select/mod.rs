@@ -54,8 +54,9 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// Every algorithm, for docs and error messages.
-    pub const ALL: [Algorithm; 9] = [
+    /// Every algorithm (the tests run each one).
+    #[cfg(test)]
+    pub(crate) const ALL: [Algorithm; 9] = [
         Algorithm::RoundRobin,
         Algorithm::WeightedRoundRobin,
         Algorithm::LeastConnections,
@@ -68,7 +69,7 @@ impl Algorithm {
     ];
 
     /// The config spelling (`round-robin`, ...).
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Algorithm::RoundRobin => "round-robin",
             Algorithm::WeightedRoundRobin => "weighted-round-robin",
@@ -83,7 +84,8 @@ impl Algorithm {
     }
 
     /// Whether the algorithm needs a request key (client IP or header hash).
-    pub fn is_hashing(self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_hashing(self) -> bool {
         matches!(self, Algorithm::IpHash | Algorithm::HeaderHash)
     }
 }
@@ -111,13 +113,13 @@ pub struct PickContext<'a> {
 
 impl PickContext<'_> {
     /// Whether member `i` may be chosen for this request.
-    pub fn usable(&self, i: usize, m: &Member) -> bool {
+    pub(crate) fn usable(&self, i: usize, m: &Member) -> bool {
         m.is_available(self.now_ms) && !self.exclude.contains(&i)
     }
 
     /// Selection weight of a member for this request (slow start included), in
     /// 1/[`crate::pool::WEIGHT_SCALE`] units.
-    pub fn weight(&self, m: &Member) -> u32 {
+    pub(crate) fn weight(&self, m: &Member) -> u32 {
         m.selection_weight(self.now_ms, self.slow_start_ms)
     }
 }
@@ -139,7 +141,7 @@ pub(crate) fn least_recently_failed(
 }
 
 /// One pool's selection algorithm with its state.
-pub trait Select: Send + Sync + std::fmt::Debug {
+pub(crate) trait Select: Send + Sync + std::fmt::Debug {
     /// Chooses a usable member, or `None` if there is none.
     fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize>;
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use rand::Rng;
+use rand::RngExt;
 
 use super::{PickContext, Select, round_robin};
 use crate::pool::Member;

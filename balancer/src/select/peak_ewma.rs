@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use rand::Rng;
+use rand::RngExt;
 
 use super::{PickContext, Select, round_robin};
 use crate::config::balancing::Balancing;

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use rand::Rng;
+use rand::RngExt;
 
 use super::{PickContext, Select};
 use crate::pool::Member;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rand::Rng;
+use rand::RngExt;
 
 use super::{PickContext, Select};
 use crate::pool::Member;

@@ -54,9 +54,9 @@ pub fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::ne
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ServerLimits {
     /// Largest request head; beyond it hyper answers 431.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Keep-alive idle timeout and header read timeout.
-    pub idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 /// Runs the proxy on `listeners` (one worker thread each) until `shutdown`, then drains.

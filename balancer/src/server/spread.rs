@@ -37,7 +37,7 @@ struct Slot(AtomicUsize);
 
 impl Load {
     /// Counts for `workers` workers (at least one).
-    pub fn new(workers: usize) -> Self {
+    pub(crate) fn new(workers: usize) -> Self {
         Load {
             open: (0..workers.max(1)).map(|_| Slot::default()).collect(),
         }
@@ -54,7 +54,7 @@ impl Load {
     /// The worker that should serve a connection `me` accepted: `me`, unless a worker for
     /// which `open` holds has at least two connections fewer (a margin, so churn of short
     /// connections does not bounce between workers).
-    pub fn pick(&self, me: usize, open: impl Fn(usize) -> bool) -> usize {
+    pub(crate) fn pick(&self, me: usize, open: impl Fn(usize) -> bool) -> usize {
         let count = |i: usize| {
             self.open
                 .get(i)
@@ -106,11 +106,11 @@ impl Drop for Seat {
 #[derive(Debug)]
 pub(crate) struct Handed {
     /// The client's socket, out of the accepting worker's reactor.
-    pub stream: std::net::TcpStream,
+    pub(crate) stream: std::net::TcpStream,
     /// The client's address.
-    pub peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// Its count on the receiving worker.
-    pub seat: Seat,
+    pub(crate) seat: Seat,
 }
 
 /// The workers' inboxes and their load.

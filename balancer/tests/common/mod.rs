@@ -557,6 +557,92 @@ impl ResetBackend {
     }
 }
 
+/// A raw TCP "backend" that accepts and reads requests but never answers: a member whose
+/// process froze (SIGSTOP, a long GC pause) or whose host was cut off without a reset.
+#[derive(Debug)]
+pub(crate) struct FrozenBackend {
+    /// Where it listens.
+    pub(crate) addr: SocketAddr,
+    /// Its counters.
+    pub(crate) state: Arc<FrozenState>,
+    server: ServerThread,
+}
+
+/// What a [`FrozenBackend`] saw.
+#[derive(Debug, Default)]
+pub(crate) struct FrozenState {
+    /// Connections accepted.
+    pub(crate) connections: AtomicU64,
+    /// Connections the peer closed.
+    pub(crate) closed: AtomicU64,
+    /// Request heads read (whatever the method).
+    pub(crate) requests: AtomicU64,
+    /// POST request heads read.
+    pub(crate) posts: AtomicU64,
+    /// Connections that carried more than one request head.
+    pub(crate) reused: AtomicU64,
+}
+
+impl FrozenBackend {
+    /// Starts it on 127.0.0.1:0.
+    pub(crate) fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let state = Arc::new(FrozenState::default());
+        let st = Arc::clone(&state);
+        let server = ServerThread::spawn("frozen", move || async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.connections.fetch_add(1, Ordering::SeqCst);
+                let st = Arc::clone(&st);
+                tokio::spawn(async move {
+                    let (mut buf, mut heads) = (Vec::new(), 0);
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        // Heads only: what reaches a frozen member is never answered, so a
+                        // second head on one connection means the connection was reused.
+                        while let Some(end) = find(&buf, b"\r\n\r\n") {
+                            if buf.starts_with(b"POST ") {
+                                st.posts.fetch_add(1, Ordering::SeqCst);
+                            }
+                            st.requests.fetch_add(1, Ordering::SeqCst);
+                            heads += 1;
+                            if heads == 2 {
+                                st.reused.fetch_add(1, Ordering::SeqCst);
+                            }
+                            buf.drain(..end + 4);
+                        }
+                    }
+                    st.closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        FrozenBackend {
+            addr,
+            state,
+            server,
+        }
+    }
+
+    /// Request heads it read.
+    pub(crate) fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// `"127.0.0.1:PORT"`.
+    pub(crate) fn member(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
 /// Position of `needle` in `hay`.
 pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)

@@ -12,44 +12,44 @@ use crate::select::Algorithm;
 
 /// What the algorithms know about a member's load.
 #[derive(Debug, Serialize)]
-pub struct LoadStatus {
+pub(crate) struct LoadStatus {
     /// The last valid ORCA report (`null` before one; pools whose algorithm does not use
     /// reports sample one a second).
-    pub report: Option<ReportStatus>,
+    pub(crate) report: Option<ReportStatus>,
     /// Valid reports parsed.
-    pub reports: u64,
+    pub(crate) reports: u64,
     /// Malformed reports ignored.
-    pub malformed_reports: u64,
+    pub(crate) malformed_reports: u64,
     /// reported-load: `none`, `blackout`, `fresh` or `stale`: whether the reported weight is
     /// used (`null` in pools with another algorithm).
-    pub weight_state: Option<WeightState>,
+    pub(crate) weight_state: Option<WeightState>,
     /// reported-load: gRFC A58 weight of the last report that had one (`null` before, and in
     /// pools with another algorithm).
-    pub reported_weight: Option<f64>,
+    pub(crate) reported_weight: Option<f64>,
     /// reported-load: seconds since that report.
-    pub weight_age_seconds: Option<f64>,
+    pub(crate) weight_age_seconds: Option<f64>,
     /// The weight reported-load uses now, after mean substitution and clamps (`null` until
     /// a reported-load selector computed one; 1 each while it falls back to round-robin).
-    pub weight_in_use: Option<f64>,
+    pub(crate) weight_in_use: Option<f64>,
     /// Selector updates that found the weight not yet usable (none or blackout), and stale.
-    pub weight_not_yet_usable: u64,
+    pub(crate) weight_not_yet_usable: u64,
     /// See `weight_not_yet_usable`.
-    pub weight_stale: u64,
+    pub(crate) weight_stale: u64,
     /// peak-ewma's latency estimate now, ms (`null` before an answer or in other pools).
-    pub ewma_ms: Option<f64>,
+    pub(crate) ewma_ms: Option<f64>,
 }
 
 /// One ORCA report.
 #[derive(Debug, Serialize)]
-pub struct ReportStatus {
+pub(crate) struct ReportStatus {
     /// `application_utilization`, else `cpu_utilization`.
-    pub utilization: f64,
+    pub(crate) utilization: f64,
     /// `rps_fractional`.
-    pub rps: f64,
+    pub(crate) rps: f64,
     /// `eps`.
-    pub eps: f64,
+    pub(crate) eps: f64,
     /// Seconds since it came.
-    pub age_seconds: f64,
+    pub(crate) age_seconds: f64,
 }
 
 /// The load view of `m` at `now` under the pool's algorithm and settings.
