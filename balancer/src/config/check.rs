@@ -130,6 +130,12 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
         q(raw.limits.max_body),
         nested("limits", "max_body"),
     );
+    line(
+        &mut out,
+        "limits.max_connections",
+        s.max_connections.to_string(),
+        nested("limits", "max_connections"),
+    );
     for p in &s.pools {
         let _ = writeln!(out, "\n[pools.{}]", p.name);
         let d = DEFAULT_POOLS.iter().find(|d| *d.name == *p.name);

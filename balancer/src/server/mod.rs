@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::framing;
 
 mod backoff;
+pub mod cap;
+mod idle;
 mod plain;
 pub(crate) mod spread;
 use crate::proxy::{ClientBody, Proxy, upstream};
@@ -127,8 +129,9 @@ impl Worker {
         let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared)));
         let mut backoff = backoff::Backoff::default();
         loop {
+            let accepting = self.room_for_one() == cap::Accept::Yes;
             tokio::select! {
-                r = listener.accept() => match r {
+                r = listener.accept(), if accepting => match r {
                     Ok((stream, peer)) => {
                         let failures = backoff.succeeded();
                         if failures > 0 {
@@ -138,6 +141,7 @@ impl Worker {
                         if let Some((stream, seat)) = self.spread.place(self.me, stream, peer) {
                             serving.spawn(stream, peer, seat);
                         }
+                        self.make_room();
                     }
                     Err(e) => {
                         let pause = backoff.failed();
@@ -153,6 +157,9 @@ impl Worker {
                         }
                     }
                 },
+                // At the cap with every connection busy: look again shortly (a closing
+                // connection anywhere makes room); the kernel's backlog holds the newcomers.
+                () = tokio::time::sleep(CAP_RECHECK), if !accepting => {}
                 Some(handed) = self.inbox.recv() => serving.adopt(handed),
                 () = shutdown.cancelled() => break,
             }
@@ -176,6 +183,41 @@ impl Worker {
         Ok(())
     }
 }
+
+impl Worker {
+    /// Whether to accept now under the connection cap; logs the cap's episode.
+    fn room_for_one(&self) -> cap::Accept {
+        let load = &self.shared.clients;
+        let max = self.shared.snapshot().settings.max_connections;
+        let open = load.total();
+        let waiting = idle::waiting();
+        let verdict = cap::before_accept(open, idle::closing(), waiting, max);
+        if verdict == cap::Accept::Pause {
+            load.cap.reached(open, max, false);
+        } else {
+            load.cap.check_cleared(open, max);
+        }
+        verdict
+    }
+
+    /// After an accept: over the cap, closes the connections that have waited longest for a
+    /// request head.
+    fn make_room(&self) {
+        let load = &self.shared.clients;
+        let max = self.shared.snapshot().settings.max_connections;
+        let open = load.total();
+        let excess = cap::to_close(open, idle::closing(), max);
+        if excess == 0 {
+            return;
+        }
+        load.cap.reached(open, max, true);
+        let closed = idle::evict(excess);
+        load.cap.add_closed(closed);
+    }
+}
+
+/// How often a worker at the cap with every connection busy looks again.
+const CAP_RECHECK: Duration = Duration::from_millis(50);
 
 fn hyper_builder(limits: ServerLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -221,7 +263,9 @@ impl Serving {
                 plain::End::Closed => drop(seat),
                 plain::End::Handover(stream, rest) => {
                     let io = spread::Seated::new(stream, seat);
-                    serve_hyper(io, rest, peer, proxy, &builder, &stop).await;
+                    // Boxed: hyper's connection state would otherwise size every
+                    // connection's task, most of which never get here.
+                    Box::pin(serve_hyper(io, rest, peer, proxy, &builder, &stop)).await;
                 }
             }
         });
@@ -291,12 +335,17 @@ fn ended_with(e: &hyper::Error, peer: SocketAddr, proxy: &Proxy) {
     tracing::debug!(%peer, error = %e, "client connection ended with an error");
 }
 
-/// Closes this thread's idle member connections that expired or whose member left.
+/// Closes this thread's idle member connections that expired or whose member left; ends a
+/// connection cap episode when no accept came to notice it.
 async fn sweep_idle(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     loop {
         tick.tick().await;
         let snap = shared.snapshot();
+        let clients = &shared.clients;
+        clients
+            .cap
+            .check_cleared(clients.total(), snap.settings.max_connections);
         let live = |addr: &SocketAddr| {
             snap.pools
                 .iter()
