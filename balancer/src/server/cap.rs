@@ -19,8 +19,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// What a worker does about its next accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Accept {
-    /// Accept: below the cap, or there is an idle connection to close for the newcomer.
-    Yes,
+    /// Accept: below the cap, or at it (`at_cap`) with a waiting connection to close for the
+    /// newcomer.
+    Yes {
+        /// Whether the balancer is at the cap: the worker looks again shortly, in case the
+        /// waiting connections turn busy meanwhile.
+        at_cap: bool,
+    },
     /// At the cap with no connection waiting for a head: leave new ones in the backlog.
     Pause,
 }
@@ -28,8 +33,9 @@ pub(crate) enum Accept {
 /// Decides the next accept. `open`: client connections of every worker; `closing`: this
 /// worker's connections already chosen to close; `waiting`: its connections waiting for a head.
 pub(crate) fn before_accept(open: usize, closing: usize, waiting: usize, max: usize) -> Accept {
-    if open.saturating_sub(closing) < max || waiting > 0 {
-        Accept::Yes
+    let at_cap = open.saturating_sub(closing) >= max;
+    if !at_cap || waiting > 0 {
+        Accept::Yes { at_cap }
     } else {
         Accept::Pause
     }
@@ -45,6 +51,35 @@ pub(crate) fn to_close(open: usize, closing: usize, max: usize) -> usize {
 /// least one below), so that a load hovering at the cap does not log an episode per connection.
 pub(crate) fn cleared(open: usize, max: usize) -> bool {
     open < max && open <= max - max / 10
+}
+
+/// Warns when the descriptor limit is below the cap: the cap would never be reached, and
+/// accepts would fail for want of descriptors instead (nginx warns alike about
+/// `worker_connections`).
+pub(crate) fn warn_if_over_fd_limit(max: usize) {
+    let Some(limit) = open_files_limit() else {
+        return;
+    };
+    if limit < max as u64 + 64 {
+        tracing::warn!(
+            max_connections = max,
+            open_files_limit = limit,
+            "max_connections exceeds the open-files limit (ulimit -n): raise the limit or lower \
+             max_connections (BALANCER_MAX_CONNECTIONS)"
+        );
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` from `/proc/self/limits` (no `unsafe` getrlimit); `None` if
+/// unlimited or unknown.
+fn open_files_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// What the cap did, for `/metrics`, and whether it is at the cap now.
@@ -129,16 +164,16 @@ mod tests {
 
     #[test]
     fn below_the_cap_or_with_someone_to_close_a_worker_accepts() {
-        assert_eq!(before_accept(9, 0, 0, 10), Accept::Yes);
+        assert_eq!(before_accept(9, 0, 0, 10), Accept::Yes { at_cap: false });
         assert_eq!(
             before_accept(10, 0, 3, 10),
-            Accept::Yes,
+            Accept::Yes { at_cap: true },
             "one idle to close"
         );
         assert_eq!(before_accept(10, 0, 0, 10), Accept::Pause, "every one busy");
         assert_eq!(
             before_accept(11, 2, 0, 10),
-            Accept::Yes,
+            Accept::Yes { at_cap: false },
             "two on their way out"
         );
     }
@@ -149,6 +184,13 @@ mod tests {
         assert_eq!(to_close(11, 1, 10), 0, "one already closing");
         assert_eq!(to_close(10, 0, 10), 0);
         assert_eq!(to_close(3, 5, 10), 0);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some_and(|n| n > 0));
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ mod backoff;
 pub mod cap;
 mod idle;
 mod plain;
+mod reclaim;
 pub(crate) mod spread;
 use crate::proxy::{ClientBody, Proxy, upstream};
 use crate::state::Shared;
@@ -69,6 +70,7 @@ pub(crate) fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    cap::warn_if_over_fd_limit(shared.snapshot().settings.max_connections);
     let (spread, inboxes) = spread::Spread::new(Arc::clone(&shared.clients));
     let mut threads = Vec::new();
     for (i, (l, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -126,10 +128,13 @@ impl Worker {
             stop: shutdown.clone(),
             tracker: tokio_util::task::TaskTracker::new(),
         };
-        let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared)));
+        let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared), self.me));
         let mut backoff = backoff::Backoff::default();
         loop {
-            let accepting = self.room_for_one() == cap::Accept::Yes;
+            let (accepting, at_cap) = match self.room_for_one() {
+                cap::Accept::Yes { at_cap } => (true, at_cap),
+                cap::Accept::Pause => (false, true),
+            };
             tokio::select! {
                 r = listener.accept(), if accepting => match r {
                     Ok((stream, peer)) => {
@@ -157,9 +162,10 @@ impl Worker {
                         }
                     }
                 },
-                // At the cap with every connection busy: look again shortly (a closing
-                // connection anywhere makes room); the kernel's backlog holds the newcomers.
-                () = tokio::time::sleep(CAP_RECHECK), if !accepting => {}
+                // At the cap: look again shortly. With every connection busy, a closing one
+                // anywhere makes room (the kernel's backlog holds the newcomers meanwhile);
+                // while accepting, the last waiting connection may turn busy.
+                () = tokio::time::sleep(CAP_RECHECK), if at_cap => {}
                 Some(handed) = self.inbox.recv() => serving.adopt(handed),
                 () = shutdown.cancelled() => break,
             }
@@ -192,10 +198,10 @@ impl Worker {
         let open = load.total();
         let waiting = idle::waiting();
         let verdict = cap::before_accept(open, idle::closing(), waiting, max);
-        if verdict == cap::Accept::Pause {
-            load.cap.reached(open, max, false);
-        } else {
-            load.cap.check_cleared(open, max);
+        match verdict {
+            cap::Accept::Pause => load.cap.reached(open, max, false),
+            cap::Accept::Yes { at_cap: false } => load.cap.check_cleared(open, max),
+            cap::Accept::Yes { at_cap: true } => {}
         }
         verdict
     }
@@ -336,9 +342,11 @@ fn ended_with(e: &hyper::Error, peer: SocketAddr, proxy: &Proxy) {
 }
 
 /// Closes this thread's idle member connections that expired or whose member left; ends a
-/// connection cap episode when no accept came to notice it.
-async fn sweep_idle(shared: Arc<Shared>) {
+/// connection cap episode when no accept came to notice it; gives a flood's memory back
+/// (`reclaim`).
+async fn sweep_idle(shared: Arc<Shared>, me: usize) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut reclaim = reclaim::Reclaim::default();
     loop {
         tick.tick().await;
         let snap = shared.snapshot();
@@ -346,6 +354,9 @@ async fn sweep_idle(shared: Arc<Shared>) {
         clients
             .cap
             .check_cleared(clients.total(), snap.settings.max_connections);
+        if reclaim.sweep(clients.of(me)) {
+            reclaim::collect();
+        }
         let live = |addr: &SocketAddr| {
             snap.pools
                 .iter()

@@ -47,6 +47,13 @@ impl Load {
         }
     }
 
+    /// Open client connections of `worker`.
+    pub fn of(&self, worker: usize) -> usize {
+        self.open
+            .get(worker)
+            .map_or(0, |s| s.0.load(Ordering::Relaxed))
+    }
+
     /// Open client connections of every worker together.
     pub fn total(&self) -> usize {
         self.open.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
