@@ -234,7 +234,8 @@ def metrics(admin):
                 data += d
     except OSError:
         return []
-    keep = ("balancer_connections", "balancer_client_head_timeouts")
+    keep = ("balancer_connections", "balancer_connection_cap", "balancer_client_head_timeouts",
+            "balancer_max_connections")
     return [l for l in data.decode(errors="replace").splitlines() if l.startswith(keep)]
 
 
@@ -288,13 +289,14 @@ def main():
             time.sleep(2)
         print("slowhttptest -H -c %d -r %d -i %d -l %d, head timeouts %d s; probe: a new connection + GET every 100 ms"
               % (a.connections, a.rate, a.interval, a.duration, a.head_timeout))
-        print("%-9s %10s %9s %7s %8s %14s %22s %10s" % ("target", "before MB", "peak MB", "conns", "KB/conn",
-                                                         "probe ok/sent", "p50/p99/worst ms", "after MB"))
+        print("%-9s %10s %9s %7s %8s %14s %18s %9s %7s" % ("target", "before MB", "peak MB", "conns", "KB/conn",
+                                                            "probe ok/sent", "p50/p99/max ms", "after MB",
+                                                            "after/before"))
         for r in rows:
-            print("%-9s %10.1f %9.1f %7d %8.1f %14s %22s %10.1f" % (
+            print("%-9s %10.1f %9.1f %7d %8.1f %14s %18s %9.1f %7.1fx" % (
                 r["name"], r["before"] / 1024, r["peak"] / 1024, r["conns"], r["per"],
                 "%d/%d" % (r["ok"], r["sent"]), "%s/%s/%s" % (ms(r["p50"]), ms(r["p99"]), ms(r["worst"])),
-                r["after"] / 1024))
+                r["after"] / 1024, r["after"] / max(1, r["before"])))
         for l in extra:
             print("  " + l)
         return 0
