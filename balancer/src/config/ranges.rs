@@ -71,7 +71,7 @@ pub(super) fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, Co
 }
 
 /// Largest `max_connections`: far beyond any descriptor limit a balancer gets.
-pub const MAX_CONNECTIONS: u64 = 1_000_000;
+pub(crate) const MAX_CONNECTIONS: u64 = 1_000_000;
 
 pub(super) fn max_connections(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
     let n = raw.limits.max_connections;
