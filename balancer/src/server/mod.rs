@@ -1,8 +1,10 @@
 //! The public listener: one current-thread runtime per worker thread, each accepting on its own
 //! `SO_REUSEPORT` socket (or a clone of one listener), evening out the workers' shares of
 //! connections (`spread`), serving HTTP/1.1 (plain requests in `plain`'s own loop, the rest
-//! with hyper), and shutting down gracefully: stop accepting, let in-flight requests finish,
-//! then return.
+//! with hyper), holding at most `max_connections` (`cap`: at the cap the connection waiting
+//! longest for a head is closed for the newcomer, `idle` keeps them in order), giving a
+//! flood's memory back afterwards (`reclaim`), and shutting down gracefully: stop accepting,
+//! let in-flight requests finish, then return.
 //!
 //! Why per-thread runtimes: a request then stays on one core from accept to response, the
 //! per-thread connection pool needs no shared lock, and nothing is stolen between threads.
