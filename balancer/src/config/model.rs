@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::balancing::Balancing;
 use super::hedge::{HedgeSettings, hedge};
 use super::ranges::{
-    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, retries, streak,
+    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, max_connections, retries,
+    streak,
 };
 use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var};
 use crate::select::Algorithm;
@@ -194,6 +195,8 @@ pub struct Settings {
     pub(crate) backend_idle_timeout: Duration,
     /// Request head limit.
     pub(crate) max_header_bytes: usize,
+    /// Most open client connections, all workers together.
+    pub(crate) max_connections: usize,
     /// Pools; `static` and `dynamic` first.
     pub(crate) pools: Vec<PoolSettings>,
     /// Routes, most specific first.

@@ -31,6 +31,7 @@ impl Settings {
         let routes = routes(raw, &pools, origin)?;
         check_listeners(raw, origin)?;
         let max_header_bytes = header_limit(raw, origin)?;
+        let max_connections = max_connections(raw, origin)?;
         let discovery_interval = at_least(
             raw.discovery_interval,
             MIN_DISCOVERY_INTERVAL,
@@ -53,6 +54,7 @@ impl Settings {
             client_idle_timeout: raw.timeouts.client_idle,
             backend_idle_timeout: raw.timeouts.backend_idle,
             max_header_bytes,
+            max_connections,
             pools,
             routes,
             file: origin.file.clone(),
