@@ -419,3 +419,40 @@ fn peak_ewma_does_not_flood_a_member_that_just_joined() {
         );
     });
 }
+
+#[test]
+fn the_report_is_stripped_from_a_hedge_that_wins() {
+    // The frozen member never answers, so every request that goes to it first is answered by
+    // a hedge to `live`, which reports its load: the hedge's answer must lose the header too.
+    let frozen = common::FrozenBackend::start();
+    let live = Backend::start("live");
+    live.state
+        .report(Some("TEXT application_utilization=0.5,rps_fractional=3"));
+    let lb = Conf::new(&[frozen.member(), live.member()])
+        .pool("max_fails = 0")
+        .pool(r#"response_timeout = "500ms""#)
+        .pool(r#"hedge = { delay_min = "50ms", delay_max = "100ms", budget = 100 }"#)
+        .start();
+    let won = || lb.member(live.addr).unwrap().hedge.won();
+    runtime().block_on(async {
+        let c = client();
+        // GET goes the direct path, a PUT with a kept body through hyper; of four requests in
+        // a row, round robin sends at least one to the frozen member first.
+        for method in ["GET", "PUT"] {
+            let before = won();
+            for i in 0..4 {
+                let resp = match method {
+                    "GET" => c.get(lb.url("/")).send().await.unwrap(),
+                    _ => c.put(lb.url("/count")).body("x").send().await.unwrap(),
+                };
+                assert_eq!(resp.status(), 200, "{method} {i}");
+                assert_eq!(resp.headers()["x-backend"], "live", "{method} {i}");
+                assert!(
+                    resp.headers().get("endpoint-load-metrics").is_none(),
+                    "{method} {i}"
+                );
+            }
+            assert!(won() > before, "{method}: a hedge answered at least one");
+        }
+    });
+}
