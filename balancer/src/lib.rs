@@ -19,6 +19,7 @@
 //!   [`framing`]; checked against httparse and hyper's rules by a differential test.
 //! - [`framing`]: refuses ambiguous request framing that hyper would normalize.
 //! - [`admin`]: the admin listener (status API, registration).
+//! - [`loadgen`]: the built-in load generator (`/api/load`), a client of the public listener.
 //! - [`local_responses`]: lock-free counts of the answers the balancer makes itself.
 //! - [`error`], [`events`], [`stats`], [`clock`]: small shared pieces.
 //!
@@ -41,6 +42,7 @@ pub mod events;
 pub(crate) mod framing;
 pub(crate) mod health;
 pub(crate) mod http1;
+pub(crate) mod loadgen;
 pub(crate) mod local_responses;
 pub mod pool;
 pub(crate) mod proxy;
@@ -152,6 +154,7 @@ pub fn start(
     let app = admin::app(admin::AdminCtx {
         shared: Arc::clone(&shared),
         control: tx.clone(),
+        load: Arc::new(loadgen::LoadGen::new(proxy_addr, Arc::clone(&shared))),
     });
     let stop_admin = background.clone();
     runtime.spawn(async move {

@@ -75,6 +75,8 @@ pub struct Shared {
     pub clients: Arc<Load>,
     /// Responses the balancer answered itself (no member did), by pool and status.
     local: LocalResponses,
+    /// The active load run's id: its requests get `X-Upstream` and a mark in the access log.
+    pub load_mark: crate::loadgen::mark::Mark,
     next_version: AtomicU64,
 }
 
@@ -91,6 +93,7 @@ impl Shared {
             shutdown: CancellationToken::new(),
             clients: Arc::new(Load::new(workers)),
             local,
+            load_mark: Default::default(),
             next_version: AtomicU64::new(next),
         })
     }

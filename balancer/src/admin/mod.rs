@@ -8,7 +8,8 @@
 //!
 //! Runtime actions, bearer-token protected ([`actions`]): drain / enable a member, set its
 //! weight, trigger a reload, members' self-registration, and the lab's fault knobs of a
-//! member, relayed to the replica (`fault`). With no `BALANCER_ADMIN_TOKEN`
+//! member, relayed to the replica (`fault`); the built-in load generator ([`load`]). With no
+//! `BALANCER_ADMIN_TOKEN`
 //! every action is refused (403) while the read-only pages stay open.
 //!
 //! The admin API only reads the snapshot and flips per-member atomics; anything that changes
@@ -17,6 +18,7 @@
 pub(crate) mod actions;
 pub(crate) mod dashboard;
 mod fault;
+pub(crate) mod load;
 pub(crate) mod metrics;
 pub mod status;
 
@@ -41,6 +43,8 @@ pub(crate) struct AdminCtx {
     pub(crate) shared: Arc<Shared>,
     /// The control loop.
     pub(crate) control: mpsc::Sender<Command>,
+    /// The built-in load generator.
+    pub(crate) load: Arc<crate::loadgen::LoadGen>,
 }
 
 /// The admin router.
@@ -62,6 +66,10 @@ pub(crate) fn app(state: AdminCtx) -> Router {
             put(fault::relay).get(fault::relay),
         )
         .route("/api/reload", post(actions::reload))
+        .route(
+            "/api/load",
+            post(load::start).get(load::report).delete(load::stop),
+        )
         .fallback(not_found)
         .with_state(state)
 }

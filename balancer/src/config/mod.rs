@@ -7,6 +7,7 @@
 
 pub mod check;
 mod hedge;
+pub mod load;
 // The crate shared with the two apps, so that all three binaries report a refused value alike.
 pub(crate) use config_report as error;
 pub(crate) mod members;
@@ -111,6 +112,9 @@ pub struct RawConfig {
     /// Hedged requests (every pool; a pool's `hedge` table overrides these).
     #[config(nested)]
     pub hedge: Hedge,
+    /// Bounds of the built-in load generator (`POST /api/load` on the admin listener).
+    #[config(nested)]
+    pub load: load::LoadFile,
 
     /// Pools by name. `static` and `dynamic` always exist; a table here adds a pool or changes
     /// one (keys: members, algorithm, hash_header, sticky, cookie_name, cookie_max_age,

@@ -191,6 +191,8 @@ pub struct Settings {
     pub(crate) backend_idle_timeout: Duration,
     /// Request head limit.
     pub(crate) max_header_bytes: usize,
+    /// Bounds of the built-in load generator.
+    pub(crate) load: super::load::LoadLimits,
     /// Pools; `static` and `dynamic` first.
     pub(crate) pools: Vec<PoolSettings>,
     /// Routes, most specific first.
