@@ -1,6 +1,10 @@
 //! A load run at work: its own thread and single-threaded runtime, one task per connection
 //! (each with one request at a time, like wrk's connections), and a supervisor that ends the
 //! run at its deadline, on shutdown or when a reload changes the `[load]` bounds.
+//!
+//! At the deadline no new request starts and those in flight have [`END_GRACE`] to finish
+//! (so a run's numbers add up: sent = responses + errors + the few cut off); a stop, a
+//! shutdown or a reload cuts them off at once.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +27,8 @@ use crate::state::Shared;
 
 /// How often the supervisor compares the `[load]` bounds with the running config.
 const WATCH_EVERY: Duration = Duration::from_millis(200);
+/// How long requests in flight at the deadline may still take.
+const END_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a request that got no response: a refused connection must not spin a core.
 const AFTER_ERROR: Duration = Duration::from_millis(10);
 
@@ -98,7 +104,7 @@ async fn drive(run: &Arc<Run>, target: SocketAddr, shared: &Shared) {
             biased;
             () = stop.cancelled() => break,
             done = conns.join_next() => if done.is_none() { break },
-            () = tokio::time::sleep_until(deadline) => run.end(End::Finished),
+            () = tokio::time::sleep_until(deadline + END_GRACE) => run.end(End::Finished),
             () = shared.shutdown_token().cancelled() => run.end(End::Shutdown),
             _ = watch.tick() => {
                 if shared.snapshot().settings.load != run.limits {
@@ -143,6 +149,7 @@ impl Conn {
             } else if Instant::now() >= self.deadline {
                 return;
             }
+            // The deadline does not cut a request short: the supervisor's grace does.
             let ok = tokio::select! {
                 ok = self.one(&mark) => ok,
                 () = stop.cancelled() => return,

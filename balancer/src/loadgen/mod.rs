@@ -131,6 +131,8 @@ impl Run {
             None => self.started.elapsed(),
         };
         let responses = all.responses();
+        // Read after the tallies: a request is counted as sent before it is tallied.
+        let sent = self.sent.load(Ordering::Relaxed);
         let secs = elapsed.as_secs_f64();
         Report {
             run: mark::format_id(self.id),
@@ -143,7 +145,8 @@ impl Run {
             spec: self.spec.clone(),
             started_at: self.started_at,
             elapsed_seconds: secs,
-            sent: self.sent.load(Ordering::Relaxed),
+            sent,
+            unanswered: sent.saturating_sub(responses + all.errors),
             responses,
             errors: all.errors,
             statuses: all
@@ -177,13 +180,14 @@ pub struct Report {
     pub started_at: f64,
     /// Seconds it ran (so far).
     pub elapsed_seconds: f64,
-    /// Requests sent (some may still be in flight; those cut off by the end are never
-    /// answered).
+    /// Requests sent: `responses + errors + unanswered`.
     pub sent: u64,
     /// Responses received, whatever their status.
     pub responses: u64,
     /// Requests that got no response (connection refused or reset).
     pub errors: u64,
+    /// Requests in flight (while running) or cut off by a stop (once ended).
+    pub unanswered: u64,
     /// Responses by status code.
     pub statuses: BTreeMap<String, u64>,
     /// Responses per second over the run.

@@ -18,11 +18,11 @@ pub const DEFAULT_SECONDS: u32 = 10;
 pub struct StartRequest {
     /// Path (and query) to GET, e.g. `/api/student`.
     pub path: String,
-    /// Connections, each with one request at a time (default 8).
+    /// Connections, each with one request at a time (default 8, or the bound if lower).
     pub concurrency: Option<u32>,
     /// Requests per second over all connections; `null` = as fast as they allow.
     pub rate: Option<u32>,
-    /// How long the run lasts (default 10).
+    /// How long the run lasts, seconds (default 10, or the bound if lower).
     pub seconds: Option<u32>,
     /// `Host` header to send (for host routes); default the listener's address.
     pub host: Option<String>,
@@ -100,7 +100,10 @@ impl StartRequest {
             .filter(|p| p.starts_with('/'))
             .and_then(|p| p.parse::<PathAndQuery>().ok())
             .ok_or_else(|| SpecError::Path(self.path.clone()))?;
-        let concurrency = self.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        // A default never exceeds a bound set lower than it.
+        let concurrency = self
+            .concurrency
+            .unwrap_or(DEFAULT_CONCURRENCY.min(limits.max_concurrency));
         if !(1..=limits.max_concurrency).contains(&concurrency) {
             return Err(SpecError::Concurrency {
                 given: concurrency,
@@ -115,7 +118,9 @@ impl StartRequest {
                 max: limits.max_rate,
             });
         }
-        let seconds = self.seconds.unwrap_or(DEFAULT_SECONDS);
+        let seconds = self
+            .seconds
+            .unwrap_or(DEFAULT_SECONDS.min(limits.max_seconds));
         if !(1..=limits.max_seconds).contains(&seconds) {
             return Err(SpecError::Seconds {
                 given: seconds,
