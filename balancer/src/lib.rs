@@ -151,10 +151,17 @@ pub fn start(
         listeners.admin.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(listeners.admin)?
     };
+    let live = Arc::new(admin::live::Live::default());
+    runtime.spawn(admin::live::run(
+        Arc::clone(&shared),
+        Arc::clone(&live),
+        background.clone(),
+    ));
     let app = admin::app(admin::AdminCtx {
         shared: Arc::clone(&shared),
         control: tx.clone(),
         load: Arc::new(loadgen::LoadGen::new(proxy_addr, Arc::clone(&shared))),
+        live,
     });
     let stop_admin = background.clone();
     runtime.spawn(async move {

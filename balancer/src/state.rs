@@ -77,6 +77,8 @@ pub struct Shared {
     local: LocalResponses,
     /// The active load run's id: its requests get `X-Upstream` and a mark in the access log.
     pub load_mark: crate::loadgen::mark::Mark,
+    /// Run-time algorithms (the control loop's, copied for the status page).
+    pub overrides: Mutex<crate::control::overrides::Overrides>,
     next_version: AtomicU64,
 }
 
@@ -94,6 +96,7 @@ impl Shared {
             clients: Arc::new(Load::new(workers)),
             local,
             load_mark: Default::default(),
+            overrides: Default::default(),
             next_version: AtomicU64::new(next),
         })
     }

@@ -3,21 +3,24 @@
 //! Read-only, always open:
 //! - `/` — the live dashboard ([`dashboard`]), with its script and stylesheet under `/assets/`;
 //! - `/api/status` — the same figures as JSON ([`status`]);
+//! - `/api/live` — the last minute per second, compact, for the dashboard's charts ([`live`]);
 //! - `/metrics` — Prometheus text exposition ([`metrics`]);
 //! - `/healthz` — liveness (503 while shutting down).
 //!
 //! Runtime actions, bearer-token protected ([`actions`]): drain / enable a member, set its
 //! weight, trigger a reload, members' self-registration, and the lab's fault knobs of a
-//! member, relayed to the replica (`fault`); the built-in load generator ([`load`]). With no
-//! `BALANCER_ADMIN_TOKEN`
+//! member, relayed to the replica (`fault`); switch a pool's algorithm ([`algorithm`]); the
+//! built-in load generator ([`load`]). With no `BALANCER_ADMIN_TOKEN`
 //! every action is refused (403) while the read-only pages stay open.
 //!
 //! The admin API only reads the snapshot and flips per-member atomics; anything that changes
 //! the snapshot goes through the control loop as a [`Command`].
 
 pub(crate) mod actions;
+pub(crate) mod algorithm;
 pub(crate) mod dashboard;
 mod fault;
+pub(crate) mod live;
 pub(crate) mod load;
 pub(crate) mod metrics;
 pub mod status;
@@ -45,6 +48,8 @@ pub(crate) struct AdminCtx {
     pub(crate) control: mpsc::Sender<Command>,
     /// The built-in load generator.
     pub(crate) load: Arc<crate::loadgen::LoadGen>,
+    /// The last minute of every pool, for the dashboard's charts.
+    pub(crate) live: Arc<live::Live>,
 }
 
 /// The admin router.
@@ -56,6 +61,7 @@ pub(crate) fn app(state: AdminCtx) -> Router {
         .route(dashboard::JS_PATH, get(dashboard::js))
         .route("/healthz", get(healthz))
         .route("/api/status", get(status::handler))
+        .route("/api/live", get(live::handler))
         .route("/metrics", get(metrics::handler))
         .route(MEMBER, put(actions::register).delete(actions::deregister))
         .route(&format!("{MEMBER}/drain"), post(actions::drain))
@@ -64,6 +70,10 @@ pub(crate) fn app(state: AdminCtx) -> Router {
         .route(
             &format!("{MEMBER}/fault"),
             put(fault::relay).get(fault::relay),
+        )
+        .route(
+            "/api/pools/{pool}/algorithm",
+            put(algorithm::set).delete(algorithm::reset),
         )
         .route("/api/reload", post(actions::reload))
         .route(

@@ -32,6 +32,10 @@ const END_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a request that got no response: a refused connection must not spin a core.
 const AFTER_ERROR: Duration = Duration::from_millis(10);
 
+/// The lab apps name their replica in this header; the dashboard colours members by it, as
+/// the lab page does.
+const X_INSTANCE: &str = "x-instance";
+
 type LoadClient = Client<HttpConnector, Empty<Bytes>>;
 
 /// Starts `run` on its own thread; it marks itself done and clears the mark when it ends.
@@ -188,8 +192,10 @@ impl Conn {
             .unwrap_or_else(PoisonError::into_inner);
         match answer {
             Some(parts) => {
-                let member = parts.headers.get(&X_UPSTREAM).and_then(|v| v.to_str().ok());
-                tally.response(parts.status.as_u16(), member, sent.elapsed());
+                let h = &parts.headers;
+                let member = h.get(&X_UPSTREAM).and_then(|v| v.to_str().ok());
+                let instance = h.get(X_INSTANCE).and_then(|v| v.to_str().ok());
+                tally.response(parts.status.as_u16(), member, instance, sent.elapsed());
                 true
             }
             None => {

@@ -161,6 +161,7 @@ impl Run {
             },
             latency: all.latency.summary(),
             members: all.shares(),
+            instances: all.instances,
         }
     }
 }
@@ -196,6 +197,8 @@ pub struct Report {
     pub latency: Option<LatencySummary>,
     /// Responses by the member that served them (`-`: the balancer answered itself).
     pub members: BTreeMap<String, MemberShare>,
+    /// The instance name (`X-Instance`) each member gave, if it gave one.
+    pub instances: BTreeMap<String, String>,
 }
 
 /// Why a run could not start.
@@ -218,6 +221,8 @@ pub struct LoadGen {
     target: SocketAddr,
     shared: Arc<Shared>,
     current: Mutex<Option<Arc<Run>>>,
+    /// Instance names earlier runs learned, by member address.
+    known: Mutex<BTreeMap<String, String>>,
 }
 
 impl LoadGen {
@@ -233,6 +238,7 @@ impl LoadGen {
             target: SocketAddr::new(ip, listen.port()),
             shared,
             current: Mutex::new(None),
+            known: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -244,6 +250,12 @@ impl LoadGen {
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(r) = current.as_ref().filter(|r| r.is_active()) {
             return Err(StartError::Busy(mark::format_id(r.id)));
+        }
+        if let Some(last) = current.take() {
+            self.known
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(last.report().instances);
         }
         let limits = self.shared.snapshot().settings.load;
         let run = Arc::new(Run::new(spec, limits));
@@ -274,6 +286,19 @@ impl LoadGen {
         let run = current.as_ref().filter(|r| r.is_active())?;
         run.end(End::Stopped);
         Some(Arc::clone(run))
+    }
+
+    /// Every instance name (`X-Instance`) load runs have seen, by member address.
+    pub fn instances(&self) -> BTreeMap<String, String> {
+        let mut all = self
+            .known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(run) = self.current() {
+            all.extend(run.report().instances);
+        }
+        all
     }
 
     /// The active or last run.

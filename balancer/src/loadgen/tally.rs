@@ -145,11 +145,20 @@ pub struct Tally {
     pub members: BTreeMap<String, u64>,
     /// Latency of answered requests.
     pub latency: Histogram,
+    /// Each member's instance name (`X-Instance`), as its first response gave it.
+    pub instances: BTreeMap<String, String>,
 }
 
 impl Tally {
-    /// One response: its status, who served it (`None`: the balancer itself) and its time.
-    pub fn response(&mut self, status: u16, member: Option<&str>, took: Duration) {
+    /// One response: its status, who served it (`None`: the balancer itself) with the
+    /// instance name it gave, and its time.
+    pub fn response(
+        &mut self,
+        status: u16,
+        member: Option<&str>,
+        instance: Option<&str>,
+        took: Duration,
+    ) {
         *self.statuses.entry(status).or_default() += 1;
         let key = member.unwrap_or(NO_MEMBER);
         // Looked up before inserting: a member's key is allocated once, not per response.
@@ -157,6 +166,9 @@ impl Tally {
             Some(n) => *n += 1,
             None => {
                 self.members.insert(key.to_owned(), 1);
+                if let (Some(m), Some(i)) = (member, instance) {
+                    self.instances.insert(m.to_owned(), i.to_owned());
+                }
             }
         }
         self.latency.record(took);
@@ -182,6 +194,9 @@ impl Tally {
         }
         self.errors += other.errors;
         self.latency.merge(&other.latency);
+        for (m, i) in &other.instances {
+            self.instances.entry(m.clone()).or_insert_with(|| i.clone());
+        }
     }
 
     /// Each member's responses and share of all responses (0..=1), by address.
@@ -251,10 +266,10 @@ mod tests {
         let mut a = Tally::default();
         let mut b = Tally::default();
         let d = Duration::from_millis(1);
-        a.response(200, Some("10.0.0.1:80"), d);
-        a.response(200, Some("10.0.0.2:80"), d);
-        b.response(200, Some("10.0.0.1:80"), d);
-        b.response(503, None, d);
+        a.response(200, Some("10.0.0.1:80"), Some("one"), d);
+        a.response(200, Some("10.0.0.2:80"), None, d);
+        b.response(200, Some("10.0.0.1:80"), Some("one"), d);
+        b.response(503, None, None, d);
         b.error();
         a.merge(&b);
         assert_eq!(a.responses(), 4);
@@ -266,5 +281,7 @@ mod tests {
         let sum: f64 = shares.values().map(|s| s.share).sum();
         assert!((sum - 1.0).abs() < 1e-9);
         assert_eq!(a.latency.count(), 4);
+        assert_eq!(a.instances.len(), 1);
+        assert_eq!(a.instances["10.0.0.1:80"], "one");
     }
 }
