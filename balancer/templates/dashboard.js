@@ -41,9 +41,9 @@ function recent(m) {
 // One table row per member, created once and then updated. Each cell carries its column's
 // label: narrow cards show the rows stacked, each value under its label (dashboard.css).
 const CELLS = ["addr", "state", "n weight", "n active", "share", "n ok", "n c4", "n c5",
-  "n retries", "n p50", "n p95", "n p99", "check"];
+  "n retries", "n p50", "n p95", "n p99", "check", "actions"];
 const LABELS = ["member", "state", "weight", "active", "requests · share of last %s s", "2xx",
-  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check"];
+  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check", "actions"];
 
 function label(i, window) {
   return LABELS[i].replace("%s", window);
@@ -73,7 +73,9 @@ function updateRow(tr, m, recentTotal) {
   const pill = $(".pill", c[1]);
   pill.className = "pill " + m.state;
   setText(pill, m.state);
-  setText(c[2], m.effective_weight !== m.weight ? `${m.effective_weight} → ${m.weight}` : m.weight);
+  const w = m.effective_weight !== m.weight ? `${m.effective_weight} → ${m.weight}` : String(m.weight);
+  // A weight set at run time is shown as such, beside the file's (dashboard.rs says the same).
+  setText(c[2], m.weight === m.file_weight ? w : `${w} run-time, file ${m.file_weight}`);
   setText(c[3], m.active);
   const share = recentTotal ? Math.floor((recent(m) * 100) / recentTotal) : 0;
   setText($(".count", c[4]), m.requests);
@@ -102,6 +104,9 @@ function newCard(pool, window) {
   total.append(el("b", "requests"), " requests · ", el("b", "rps"), "/s · hedges ",
     el("b", "hedges"));
   head.append(el("h2", "", pool.name), el("span", "about"), total);
+  const chart = el("div", "chart");
+  const ref = document.querySelector("svg.bars");
+  if (ref) chart.append(ref.cloneNode(false));
   const table = el("table");
   const tr = el("tr");
   CELLS.forEach((c, i) => {
@@ -115,15 +120,17 @@ function newCard(pool, window) {
   const thead = el("thead");
   thead.append(tr);
   table.append(thead, el("tbody"));
-  card.append(head, table);
+  card.append(head, chart, table);
   return card;
 }
 
 function updateCard(card, pool, status) {
   const routes = status.routes.filter((r) => r.pool === pool.name)
     .map((r) => (r.host || "") + r.path);
+  const algo = pool.file_algorithm
+    ? `${pool.algorithm} (run-time; file: ${pool.file_algorithm})` : pool.algorithm;
   setText($(".about", card),
-    `${pool.algorithm} · sticky ${pool.sticky} · ${routes.length ? routes.join(" ") : "no route"}`);
+    `${algo} · sticky ${pool.sticky} · ${routes.length ? routes.join(" ") : "no route"}`);
   setText($(".requests", card), pool.requests);
   setText($(".hedges", card), pool.hedging ? `${pool.hedges} (${pool.hedges_won} won)` : "off");
   const recentTotal = pool.members.reduce((a, m) => a + recent(m), 0);
@@ -200,6 +207,8 @@ function render(s) {
   });
   for (const gone of cards.values()) gone.remove();
   renderEvents(s.events);
+  // The lab script (charts, controls) follows the same document.
+  document.dispatchEvent(new CustomEvent("lab:status", { detail: s }));
 }
 
 function setLive(ok) {

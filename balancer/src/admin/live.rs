@@ -204,6 +204,8 @@ struct Feed {
     pools: Vec<PoolFeed>,
     /// Instance names (`X-Instance`) by member address, as load runs learned them.
     instances: BTreeMap<String, String>,
+    /// Every algorithm a pool can be switched to.
+    algorithms: Vec<&'static str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -229,6 +231,10 @@ pub(super) async fn handler(State(s): State<AdminCtx>) -> Response {
         t: stats::current_second(),
         pools: s.live.feed(&s.shared),
         instances: s.load.instances(),
+        algorithms: crate::select::Algorithm::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .collect(),
     };
     (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],

@@ -59,6 +59,7 @@ pub(crate) fn app(state: AdminCtx) -> Router {
         .route("/", get(dashboard::page))
         .route(dashboard::CSS_PATH, get(dashboard::css))
         .route(dashboard::JS_PATH, get(dashboard::js))
+        .route(dashboard::LAB_JS_PATH, get(dashboard::lab_js))
         .route("/healthz", get(healthz))
         .route("/api/status", get(status::handler))
         .route("/api/live", get(live::handler))
