@@ -162,15 +162,16 @@
     fig("p99", ms(last && last.p99));
     fig("a", last ? last.a : "–");
     fig("e", last ? last.e : "–");
-    drawLegend($(".legend", box), pool, card);
+    drawLegend($(".legend", box), pool);
   }
 
   // One entry per member seen in the last minute: colour, name, share of the minute; a member
   // that has left the pool stays (struck through) until it leaves the window.
-  function drawLegend(list, pool, card) {
+  function drawLegend(list, pool) {
     const totals = pool.keys.map((_, k) => pool.samples.reduce((a, s) => a + s.n[k], 0));
     const sum = totals.reduce((a, b) => a + b, 0);
-    const present = new Set($$("tr[data-member]", card).map((tr) => tr.dataset.member));
+    const now = status && status.pools.find((p) => p.name === pool.name);
+    const present = new Set(now ? now.members.map((m) => m.addr) : pool.keys);
     const items = pool.keys.map((addr, k) => {
       const li = el("li");
       li.dataset.member = addr;
@@ -186,10 +187,29 @@
     list.replaceChildren(...items);
   }
 
+  // The chart card of a pool, made like the server's when a reload added the pool.
+  function chartCard(name) {
+    let card = $(`article[data-chart="${CSS.escape(name)}"]`);
+    const ref = $("svg.bars");
+    if (!card && ref) {
+      card = el("article", "card chart-card");
+      card.dataset.chart = name;
+      const head = el("header");
+      head.append(el("h2", "", name), el("span", "about"));
+      const chart = el("div", "chart");
+      chart.append(ref.cloneNode(false));
+      card.append(head, chart);
+      $("#charts").append(card);
+    }
+    return card;
+  }
+
   function drawLive() {
+    const names = new Set(live.pools.map((p) => p.name));
+    for (const c of $$("article[data-chart]")) if (!names.has(c.dataset.chart)) c.remove();
     for (const p of live.pools) {
-      const card = $(`article[data-pool="${CSS.escape(p.name)}"]`);
-      if (card && $(".chart", card)) drawPool(card, p);
+      const card = chartCard(p.name);
+      if (card) drawPool(card, p);
     }
   }
 
@@ -224,8 +244,37 @@
 
   const FAULTS = [["delay_ms", "delay ms"], ["cpu_ms", "cpu ms"], ["error_rate", "error rate 0–1"]];
 
+  // One row per member under its pool in the controls card, made once, then updated.
+  function memberControls(pool) {
+    const root = $("#member-controls");
+    let box = $(`[data-ctl-pool="${CSS.escape(pool.name)}"]`, root);
+    if (!box) {
+      box = el("div", "ctl-pool");
+      box.dataset.ctlPool = pool.name;
+      box.append(el("h3", "", pool.name), el("ul", "ctl"));
+      root.append(box);
+    }
+    const list = $("ul", box);
+    const rows = new Map($$("li[data-member]", list).map((li) => [li.dataset.member, li]));
+    for (const m of pool.members) {
+      let li = rows.get(m.addr);
+      rows.delete(m.addr);
+      if (!li) {
+        li = el("li");
+        li.dataset.member = m.addr;
+        list.append(li);
+      }
+      memberActions(li, pool, m);
+    }
+    for (const gone of rows.values()) gone.remove();
+  }
+
   function memberActions(td, pool, m) {
     if (!td.firstChild) {
+      const who = el("span", "who", m.addr);
+      const sw = el("i", "swatch");
+      const st = el("span", "pill");
+      td.append(sw, who, st);
       const drain = el("button", "drain");
       drain.type = "button";
       drain.addEventListener("click", () => {
@@ -265,6 +314,10 @@
       knobs.append(el("summary", "", "fault knobs"), ff);
       td.append(drain, wf, knobs);
     }
+    $(".swatch", td).style.backgroundColor = colourOf(m.addr);
+    const pill = $(".pill", td);
+    pill.className = "pill " + m.state;
+    pill.textContent = m.state;
     const drain = $("button.drain", td);
     const back = m.state === "drained";
     drain.dataset.put = back ? "back" : "out";
@@ -275,15 +328,16 @@
 
   function onStatus(s) {
     status = s;
+    const names = new Set(s.pools.map((p) => p.name));
+    for (const b of $$("[data-ctl-pool]")) if (!names.has(b.dataset.ctlPool)) b.remove();
     for (const p of s.pools) {
-      const card = $(`article[data-pool="${CSS.escape(p.name)}"]`);
-      if (!card) continue;
-      algorithmControl(card, p);
-      for (const m of p.members) {
-        const tr = $(`tr[data-member="${CSS.escape(m.addr)}"]`, card);
-        const td = tr && $("td.actions", tr);
-        if (td) memberActions(td, p, m);
+      const card = chartCard(p.name);
+      if (card) {
+        const about = $(`article[data-pool="${CSS.escape(p.name)}"] .about`);
+        if (about) $(".about", card).textContent = about.textContent;
+        algorithmControl(card, p);
       }
+      memberControls(p);
     }
   }
 

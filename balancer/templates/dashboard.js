@@ -41,9 +41,9 @@ function recent(m) {
 // One table row per member, created once and then updated. Each cell carries its column's
 // label: narrow cards show the rows stacked, each value under its label (dashboard.css).
 const CELLS = ["addr", "state", "n weight", "n active", "share", "n ok", "n c4", "n c5",
-  "n retries", "n p50", "n p95", "n p99", "check", "actions"];
+  "n retries", "n p50", "n p95", "n p99", "check"];
 const LABELS = ["member", "state", "weight", "active", "requests · share of last %s s", "2xx",
-  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check", "actions"];
+  "4xx", "5xx", "retries", "p50", "p95", "p99", "last check"];
 
 function label(i, window) {
   return LABELS[i].replace("%s", window);
@@ -104,9 +104,6 @@ function newCard(pool, window) {
   total.append(el("b", "requests"), " requests · ", el("b", "rps"), "/s · hedges ",
     el("b", "hedges"));
   head.append(el("h2", "", pool.name), el("span", "about"), total);
-  const chart = el("div", "chart");
-  const ref = document.querySelector("svg.bars");
-  if (ref) chart.append(ref.cloneNode(false));
   const table = el("table");
   const tr = el("tr");
   CELLS.forEach((c, i) => {
@@ -120,7 +117,7 @@ function newCard(pool, window) {
   const thead = el("thead");
   thead.append(tr);
   table.append(thead, el("tbody"));
-  card.append(head, chart, table);
+  card.append(head, table);
   return card;
 }
 
