@@ -137,6 +137,7 @@
         y -= h;
         const r = svg("rect", { x: x + 0.5, y, width: w - 1, height: h, fill: colourOf(pool.keys[k]) });
         r.dataset.member = pool.keys[k];
+        r.dataset.t = s.t;
         rects.push(r);
       });
       if (s.e) {
