@@ -26,11 +26,11 @@ use crate::state::Shared;
 use crate::stats::{self, Window};
 
 /// Seconds of history per pool.
-pub const SECONDS: usize = 60;
+pub(crate) const SECONDS: usize = 60;
 
 /// One member's counters at a tick.
 #[derive(Debug, Clone, Copy)]
-pub struct Reading {
+pub(crate) struct Reading {
     /// Address.
     pub addr: SocketAddr,
     /// Responses since it joined.
@@ -54,7 +54,7 @@ struct Sample {
 
 /// A pool's last minute, and the counters the next deltas start from.
 #[derive(Debug, Default)]
-pub struct PoolHistory {
+pub(crate) struct PoolHistory {
     last: HashMap<SocketAddr, (u64, u64)>,
     last_local: u64,
     samples: VecDeque<Sample>,
@@ -65,7 +65,7 @@ impl PoolHistory {
     /// latencies of the second. A member seen for the first time counts from 0 (it is new:
     /// its counters started with it); one whose counters went back is a new member at the
     /// same address.
-    pub fn observe(&mut self, t: u64, members: &[Reading], local_errors: u64, lat: &Window) {
+    pub(crate) fn observe(&mut self, t: u64, members: &[Reading], local_errors: u64, lat: &Window) {
         let mut by = Vec::with_capacity(members.len());
         let mut errors = local_errors.saturating_sub(self.last_local);
         self.last_local = local_errors;
@@ -133,13 +133,13 @@ fn round2(v: f64) -> f64 {
 
 /// The histories of every pool.
 #[derive(Debug, Default)]
-pub struct Live {
+pub(crate) struct Live {
     pools: Mutex<BTreeMap<Arc<str>, PoolHistory>>,
 }
 
 impl Live {
     /// Takes one sample of every pool of the current snapshot; pools gone are forgotten.
-    pub fn sample(&self, shared: &Shared) {
+    pub(crate) fn sample(&self, shared: &Shared) {
         let snap = shared.snapshot();
         let second = stats::current_second();
         let local = shared.local_responses();
@@ -187,7 +187,7 @@ impl Live {
 }
 
 /// Samples every second until `stop`.
-pub async fn run(shared: Arc<Shared>, live: Arc<Live>, stop: CancellationToken) {
+pub(crate) async fn run(shared: Arc<Shared>, live: Arc<Live>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

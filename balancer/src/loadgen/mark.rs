@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Lab-Load`.
-pub static X_LAB_LOAD: HeaderName = HeaderName::from_static("x-lab-load");
+pub(crate) static X_LAB_LOAD: HeaderName = HeaderName::from_static("x-lab-load");
 
 /// The active run's id, 0 when none.
 #[derive(Debug, Default)]
@@ -40,18 +40,18 @@ impl Mark {
 }
 
 /// The header value of run `id`.
-pub fn header_value(id: u64) -> HeaderValue {
+pub(crate) fn header_value(id: u64) -> HeaderValue {
     HeaderValue::from_str(&format_id(id)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A run id as shown: 16 hex digits.
-pub fn format_id(id: u64) -> String {
+pub(crate) fn format_id(id: u64) -> String {
     RunId(id).to_string()
 }
 
 /// Displays a run id as 16 hex digits, without allocating (for the access log).
 #[derive(Debug, Clone, Copy)]
-pub struct RunId(pub u64);
+pub(crate) struct RunId(pub u64);
 
 impl std::fmt::Display for RunId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

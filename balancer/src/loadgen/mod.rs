@@ -15,10 +15,10 @@
 //! against; other reloads leave it running, and its traffic follows the new configuration.
 
 mod drive;
-pub mod mark;
+pub(crate) mod mark;
 mod pace;
-pub mod spec;
-pub mod tally;
+pub(crate) mod spec;
+pub(crate) mod tally;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -38,7 +38,7 @@ use crate::state::Shared;
 /// Why a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum End {
+pub(crate) enum End {
     /// Its time was up.
     Finished,
     /// `DELETE /api/load`.
@@ -62,7 +62,7 @@ impl End {
 
 /// One load run: its description, counters and end.
 #[derive(Debug)]
-pub struct Run {
+pub(crate) struct Run {
     /// Random, never 0; sent in `X-Lab-Load`.
     pub id: u64,
     /// What it does.
@@ -114,12 +114,12 @@ impl Run {
     }
 
     /// Whether its connections are still at work.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         !self.done.load(Ordering::Acquire)
     }
 
     /// Progress or results.
-    pub fn report(&self) -> Report {
+    pub(crate) fn report(&self) -> Report {
         let mut all = Tally::default();
         for s in &self.shards {
             all.merge(&s.lock().unwrap_or_else(PoisonError::into_inner));
@@ -168,7 +168,7 @@ impl Run {
 
 /// `GET /api/load`'s document: a run's progress, or its results once ended.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// The run's id, as sent in `X-Lab-Load`.
     pub run: String,
     /// `running`, `stopping` (ended, requests still finishing) or `ended`.
@@ -203,7 +203,7 @@ pub struct Report {
 
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
+pub(crate) enum StartError {
     /// Another run is active.
     #[error("load run {0} is still running: stop it first (DELETE /api/load)")]
     Busy(String),
@@ -217,7 +217,7 @@ pub enum StartError {
 
 /// The load generator: at most one run at a time, the last one kept for its report.
 #[derive(Debug)]
-pub struct LoadGen {
+pub(crate) struct LoadGen {
     target: SocketAddr,
     shared: Arc<Shared>,
     current: Mutex<Option<Arc<Run>>>,
@@ -228,7 +228,7 @@ pub struct LoadGen {
 impl LoadGen {
     /// A generator aiming at the public listener `listen` (an unspecified address means
     /// loopback).
-    pub fn new(listen: SocketAddr, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(listen: SocketAddr, shared: Arc<Shared>) -> Self {
         let ip = match listen.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
@@ -243,7 +243,7 @@ impl LoadGen {
     }
 
     /// Starts a run of `spec` unless one is active.
-    pub fn start(&self, spec: Spec) -> Result<Arc<Run>, StartError> {
+    pub(crate) fn start(&self, spec: Spec) -> Result<Arc<Run>, StartError> {
         if self.shared.shutting_down() {
             return Err(StartError::ShuttingDown);
         }
@@ -281,7 +281,7 @@ impl LoadGen {
     }
 
     /// Stops the active run, if any; returns it.
-    pub fn stop(&self) -> Option<Arc<Run>> {
+    pub(crate) fn stop(&self) -> Option<Arc<Run>> {
         let current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
         let run = current.as_ref().filter(|r| r.is_active())?;
         run.end(End::Stopped);
@@ -289,7 +289,7 @@ impl LoadGen {
     }
 
     /// Every instance name (`X-Instance`) load runs have seen, by member address.
-    pub fn instances(&self) -> BTreeMap<String, String> {
+    pub(crate) fn instances(&self) -> BTreeMap<String, String> {
         let mut all = self
             .known
             .lock()
@@ -302,7 +302,7 @@ impl LoadGen {
     }
 
     /// The active or last run.
-    pub fn current(&self) -> Option<Arc<Run>> {
+    pub(crate) fn current(&self) -> Option<Arc<Run>> {
         self.current
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -7,18 +7,18 @@ use std::time::Duration;
 
 /// A fixed-rate schedule.
 #[derive(Debug, Clone, Copy)]
-pub struct Pacer {
+pub(super) struct Pacer {
     rate: u32,
 }
 
 impl Pacer {
     /// A schedule of `rate` requests per second (at least 1).
-    pub fn new(rate: u32) -> Self {
+    pub(super) fn new(rate: u32) -> Self {
         Pacer { rate: rate.max(1) }
     }
 
     /// When request `k` is due, from the start.
-    pub fn due(&self, k: u64) -> Duration {
+    pub(super) fn due(&self, k: u64) -> Duration {
         let rate = u64::from(self.rate);
         // Whole seconds and the rest apart, so nanoseconds never overflow.
         let secs = k / rate;

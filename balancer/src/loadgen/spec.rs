@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::load::LoadLimits;
 
 /// Connections of a run when the body does not say.
-pub const DEFAULT_CONCURRENCY: u32 = 8;
+pub(crate) const DEFAULT_CONCURRENCY: u32 = 8;
 /// Length of a run when the body does not say, seconds.
-pub const DEFAULT_SECONDS: u32 = 10;
+pub(crate) const DEFAULT_SECONDS: u32 = 10;
 
 /// The body of `POST /api/load`, as sent.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StartRequest {
+pub(crate) struct StartRequest {
     /// Path (and query) to GET, e.g. `/api/student`.
     pub path: String,
     /// Connections, each with one request at a time (default 8, or the bound if lower).
@@ -30,7 +30,7 @@ pub struct StartRequest {
 
 /// A checked run description.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Spec {
+pub(crate) struct Spec {
     /// Request target.
     #[serde(serialize_with = "as_str")]
     pub path: PathAndQuery,
@@ -58,7 +58,7 @@ fn opt_header<S: serde::Serializer>(h: &Option<HeaderValue>, s: S) -> Result<S::
 
 /// Why a run was refused; the message is the 400's body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
+pub(crate) enum SpecError {
     /// `path` is not an origin-form target.
     #[error("`path` must be a request path starting with `/` (like \"/api/student\"), got {0:?}")]
     Path(String),
@@ -95,7 +95,7 @@ pub enum SpecError {
 
 impl StartRequest {
     /// Checks the request against `limits`.
-    pub fn check(&self, limits: &LoadLimits) -> Result<Spec, SpecError> {
+    pub(crate) fn check(&self, limits: &LoadLimits) -> Result<Spec, SpecError> {
         let path = Some(self.path.as_str())
             .filter(|p| p.starts_with('/'))
             .and_then(|p| p.parse::<PathAndQuery>().ok())

@@ -18,7 +18,7 @@ const BUCKETS: usize = (SUB + (MAX_OCTAVE + 1 - SUB_BITS) as u64 * SUB) as usize
 
 /// Latencies in microseconds, log-linear buckets.
 #[derive(Debug, Clone)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     counts: Box<[u64; BUCKETS]>,
     total: u64,
     sum_us: u64,
@@ -63,7 +63,7 @@ fn value(i: usize) -> f64 {
 
 impl Histogram {
     /// Counts one latency.
-    pub fn record(&mut self, d: Duration) {
+    pub(crate) fn record(&mut self, d: Duration) {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         self.counts[bucket(us)] += 1;
         self.total += 1;
@@ -72,7 +72,7 @@ impl Histogram {
     }
 
     /// Adds another histogram's counts.
-    pub fn merge(&mut self, other: &Histogram) {
+    pub(crate) fn merge(&mut self, other: &Histogram) {
         for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
             *a += b;
         }
@@ -82,13 +82,14 @@ impl Histogram {
     }
 
     /// How many latencies.
-    pub fn count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn count(&self) -> u64 {
         self.total
     }
 
     /// The `q`-quantile (0..=1), µs; `None` when empty. The sample of rank ⌈q·n⌉, as wrk and
     /// HdrHistogram report it.
-    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile_us(&self, q: f64) -> Option<f64> {
         if self.total == 0 {
             return None;
         }
@@ -104,7 +105,7 @@ impl Histogram {
     }
 
     /// Percentiles, mean and max in milliseconds; `None` when empty.
-    pub fn summary(&self) -> Option<LatencySummary> {
+    pub(crate) fn summary(&self) -> Option<LatencySummary> {
         let ms = |q| self.quantile_us(q).map(|us| us / 1000.0);
         Some(LatencySummary {
             p50_ms: ms(0.50)?,
@@ -118,7 +119,7 @@ impl Histogram {
 
 /// Latency percentiles of a run (time from sending a request to its last body byte).
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LatencySummary {
+pub(crate) struct LatencySummary {
     /// Median.
     pub p50_ms: f64,
     /// 95th percentile.
@@ -132,11 +133,11 @@ pub struct LatencySummary {
 }
 
 /// The key under which responses the balancer made itself (no member answered) are counted.
-pub const NO_MEMBER: &str = "-";
+pub(crate) const NO_MEMBER: &str = "-";
 
 /// What one connection (or a merge of all) counted.
 #[derive(Debug, Clone, Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     /// Responses by status code.
     pub statuses: BTreeMap<u16, u64>,
     /// Requests that got no response (connect refused, reset, timeout).
@@ -152,7 +153,7 @@ pub struct Tally {
 impl Tally {
     /// One response: its status, who served it (`None`: the balancer itself) with the
     /// instance name it gave, and its time.
-    pub fn response(
+    pub(crate) fn response(
         &mut self,
         status: u16,
         member: Option<&str>,
@@ -175,17 +176,17 @@ impl Tally {
     }
 
     /// One request that got no response.
-    pub fn error(&mut self) {
+    pub(crate) fn error(&mut self) {
         self.errors += 1;
     }
 
     /// Responses counted.
-    pub fn responses(&self) -> u64 {
+    pub(crate) fn responses(&self) -> u64 {
         self.statuses.values().sum()
     }
 
     /// Adds another tally.
-    pub fn merge(&mut self, other: &Tally) {
+    pub(crate) fn merge(&mut self, other: &Tally) {
         for (s, n) in &other.statuses {
             *self.statuses.entry(*s).or_default() += n;
         }
@@ -200,7 +201,7 @@ impl Tally {
     }
 
     /// Each member's responses and share of all responses (0..=1), by address.
-    pub fn shares(&self) -> BTreeMap<String, MemberShare> {
+    pub(crate) fn shares(&self) -> BTreeMap<String, MemberShare> {
         let total = self.responses();
         self.members
             .iter()
@@ -218,7 +219,7 @@ impl Tally {
 
 /// A member's part of a run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct MemberShare {
+pub(crate) struct MemberShare {
     /// Responses it served.
     pub requests: u64,
     /// Its fraction of all responses, 0..=1.
