@@ -1,7 +1,8 @@
 //! The balancer's dashboard as a lab instrument, in headless Chromium against the real stack:
 //! a load run started from the page fills the live chart and the shares, a replica killed
 //! during the load leaves the chart, switching the algorithm with one replica slowed lowers
-//! its share, and the page fits 1280 px and a phone without sideways scrolling.
+//! its share (CPU-starved by docker, then through the experiment panel's fault knob), and the
+//! page fits 1280 px and a phone without sideways scrolling.
 //!
 //! One stack (with an admin token) and one browser for all steps; each step saves a
 //! screenshot under `target/browser-screenshots/dashboard/`. Without docker, chromium or
@@ -48,6 +49,7 @@ async fn the_dashboard_drives_load_and_shows_it_in_headless_chromium() {
     a_replica_killed_during_the_load_leaves_the_chart(&mut b, &stack).await;
     scale_api(&stack, API_REPLICAS);
     a_slowed_replica_loses_share_when_the_algorithm_switches(&mut b, &stack).await;
+    the_experiment_panel_compares_algorithms_with_one_replica_slow(&mut b).await;
 
     eprintln!(
         "screenshots in {}; whole test {:.1}s",
@@ -343,4 +345,62 @@ async fn a_slowed_replica_loses_share_when_the_algorithm_switches(b: &mut Browse
         .await
         .unwrap();
     docker::docker(&["update", "--cpus", "0", &slow]).unwrap();
+}
+
+async fn click(b: &Browser, css: &str) {
+    b.client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The experiment's result row of `algorithm`: the slow member's share, once its trial ended.
+async fn trial(b: &Browser, algorithm: &str) -> u64 {
+    click(b, &format!("#experiment [data-algo={algorithm:?}]")).await;
+    b.wait_until(
+        Duration::from_secs(60),
+        "the trial's row in the results",
+        || async {
+            let v = b
+                .js(&format!(
+                    "var tr = document.querySelector('#results tr[data-algorithm={algorithm:?}]');
+                     return tr ? Number(tr.dataset.share) : null;"
+                ))
+                .await?;
+            Ok(v.as_u64())
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn the_experiment_panel_compares_algorithms_with_one_replica_slow(b: &mut Browser) {
+    b.js("document.getElementById('experiment').scrollIntoView(); return null;")
+        .await
+        .unwrap();
+    click(b, "#experiment [data-step=slow]").await;
+    b.wait_until(Duration::from_secs(10), "the fault knob set", || async {
+        let said = b.text("#say").await?;
+        Ok(said.contains("one replica: done").then_some(()))
+    })
+    .await
+    .unwrap();
+    let fair = trial(b, "round-robin").await;
+    let aware = trial(b, "least-connections").await;
+    eprintln!(
+        "experiment: the slow replica's share, round-robin {fair}%, least-connections {aware}%"
+    );
+    assert!((25..=40).contains(&fair), "round-robin: {fair}%");
+    assert!(aware * 2 < fair, "least-connections: {aware}% vs {fair}%");
+    b.screenshot("experiment").await.unwrap();
+    click(b, "#experiment [data-step=reset]").await;
+    b.wait_until(Duration::from_secs(10), "the experiment reset", || async {
+        let said = b.text("#say").await?;
+        Ok(said.contains("experiment reset: done").then_some(()))
+    })
+    .await
+    .unwrap();
 }
