@@ -11,9 +11,9 @@
 //! - [`discovery`]: DNS re-resolution behind the [`discovery::Resolve`] trait.
 //! - [`health`]: active checks and the pure rise/fall tracker.
 //! - [`proxy`]: forwarding one request (headers, retries, bodies, upgrades).
-//! - [`server`]: listeners, per-core runtimes, the connection loop that serves plain requests
-//!   itself (hyper serves the rest of a connection from its first request with a body or an
-//!   upgrade), graceful shutdown.
+//! - [`server`]: listeners, per-core runtimes, the connection cap, the connection loop that
+//!   serves plain requests itself (hyper serves the rest of a connection from its first request
+//!   with a body or an upgrade), graceful shutdown.
 //! - `http1`: the HTTP/1 wire primitives (heads, lengths, chunk sizes, token lists, writers),
 //!   strict in one place, used by the plain server loop, the direct member connection and
 //!   [`framing`]; checked against httparse and hyper's rules by a differential test.

@@ -14,8 +14,9 @@ use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-// musl's allocator is slow under threads; mimalloc wins ~15% req/s on the proxy benchmark at a
-// cost of ~10 MB RSS under load (docs/benchmarks.md).
+// musl's allocator is slow under threads; mimalloc wins ~15% req/s on the proxy benchmark
+// (docs/benchmarks.md). Its ~10 MB of extra RSS was transparent huge pages on its arenas, which
+// the `no_thp` feature (balancer/Cargo.toml) turns off: 14 MB -> 4.6 MB at start.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -399,3 +399,49 @@ fn out_of_range_values_are_refused_naming_the_key_the_value_and_the_range() {
     );
     assert_eq!(code, Some(0), "{err}");
 }
+
+#[test]
+fn max_connections_out_of_range_is_refused_naming_the_key_or_variable_and_the_range() {
+    for value in ["0", "1000001"] {
+        let (code, err, path) = check_file(
+            "max-conns",
+            &format!("[limits]\nmax_connections = {value}\n"),
+        );
+        assert_eq!(code, Some(2), "{value}: {err}");
+        for needle in [
+            "key limits.max_connections",
+            value,
+            "from 1 to 1000000",
+            &path,
+        ] {
+            assert!(
+                err.contains(needle),
+                "{value}: expected {needle:?} in {err}"
+            );
+        }
+    }
+    let out = run(&["--check-config"], &[("BALANCER_MAX_CONNECTIONS", "0")]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("BALANCER_MAX_CONNECTIONS=\"0\" (environment)")
+            && err.contains("from 1 to 1000000"),
+        "{err}"
+    );
+    let out = run(&["--check-config"], &[("BALANCER_MAX_CONNECTIONS", "many")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("BALANCER_MAX_CONNECTIONS"),
+        "{}",
+        text(&out.stderr)
+    );
+    for edge in ["1", "1000000"] {
+        let out = run(&["--check-config"], &[("BALANCER_MAX_CONNECTIONS", edge)]);
+        assert_eq!(out.status.code(), Some(0), "{edge}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains(&format!("limits.max_connections = {edge}")),
+            "{}",
+            text(&out.stdout)
+        );
+    }
+}

@@ -127,6 +127,7 @@ pub(crate) fn render(shared: &Shared) -> String {
             n,
         );
     }
+    connection_cap(&mut o, shared, snap.settings.max_connections);
 
     o.family(
         "balancer_local_responses_total",
@@ -355,4 +356,56 @@ fn member_metrics(o: &mut Out, rows: &[Row], now: u64) {
             );
         }
     }
+}
+
+/// The connection cap and what it did (`server::cap`), and heads cut at the head timeout.
+fn connection_cap(o: &mut Out, shared: &Shared, max: usize) {
+    let cap = &shared.clients.cap;
+    o.family(
+        "balancer_max_connections",
+        "gauge",
+        "The connection cap (max_connections), all workers together.",
+    );
+    o.sample("balancer_max_connections", &[], max);
+    o.family(
+        "balancer_connection_cap_reached",
+        "gauge",
+        "1 while the balancer is at its connection cap (until it is back under 90 %).",
+    );
+    o.sample(
+        "balancer_connection_cap_reached",
+        &[],
+        u8::from(cap.capped()),
+    );
+    o.family(
+        "balancer_connection_cap_reached_total",
+        "counter",
+        "Times the balancer reached its connection cap.",
+    );
+    o.sample(
+        "balancer_connection_cap_reached_total",
+        &[],
+        cap.times_reached(),
+    );
+    o.family(
+        "balancer_connections_closed_for_cap_total",
+        "counter",
+        "Connections waiting for a request head (idle keep-alive or slow) closed to make room \
+         at the cap, longest-waiting first.",
+    );
+    o.sample(
+        "balancer_connections_closed_for_cap_total",
+        &[],
+        cap.closed(),
+    );
+    o.family(
+        "balancer_client_head_timeouts_total",
+        "counter",
+        "Request heads that did not arrive within the idle timeout (answered 408).",
+    );
+    o.sample(
+        "balancer_client_head_timeouts_total",
+        &[],
+        cap.head_timeouts(),
+    );
 }

@@ -133,6 +133,12 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
         q(raw.limits.max_body),
         nested("limits", "max_body"),
     );
+    line(
+        &mut out,
+        "limits.max_connections",
+        s.max_connections.to_string(),
+        nested("limits", "max_connections"),
+    );
     let h = &raw.hedge;
     let hedge_line = |k: &str| origin.describe(None, &["hedge", k]);
     line(

@@ -184,6 +184,12 @@ pub struct Limits {
     /// Default largest request body; larger gets 413. A pool may override it.
     #[config(env = "BALANCER_MAX_BODY", default = "100MiB")]
     pub(crate) max_body: ByteSize,
+
+    /// Most open client connections, all workers together (1 to 1000000). At the cap the
+    /// connections idle longest (waiting for a request head) are closed to make room; with none
+    /// idle, new connections wait in the kernel's backlog.
+    #[config(env = "BALANCER_MAX_CONNECTIONS", default = 10000)]
+    pub(crate) max_connections: u64,
 }
 
 /// A pool as written in the file; every key is optional and falls back to the defaults.

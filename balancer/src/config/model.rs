@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use super::hedge::{HedgeSettings, hedge};
 use super::ranges::{
-    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, retries, streak,
+    MIN_CHECK_INTERVAL, MIN_DISCOVERY_INTERVAL, at_least, header_limit, max_connections, retries,
+    streak,
 };
 use super::{ConfigError, HealthFile, MemberSpec, Origin, PoolFile, RawConfig, RouteFile, env_var};
 use crate::select::Algorithm;
@@ -193,6 +194,8 @@ pub struct Settings {
     pub(crate) max_header_bytes: usize,
     /// Bounds of the built-in load generator.
     pub(crate) load: super::load::LoadLimits,
+    /// Most open client connections, all workers together.
+    pub(crate) max_connections: usize,
     /// Pools; `static` and `dynamic` first.
     pub(crate) pools: Vec<PoolSettings>,
     /// Routes, most specific first.

@@ -85,3 +85,20 @@ pub(super) fn header_limit(raw: &RawConfig, origin: &Origin) -> Result<usize, Co
     // In range, so it fits any usize.
     Ok(n as usize)
 }
+
+/// Largest `max_connections`: far beyond any descriptor limit a balancer gets.
+pub(crate) const MAX_CONNECTIONS: u64 = 1_000_000;
+
+pub(super) fn max_connections(raw: &RawConfig, origin: &Origin) -> Result<usize, ConfigError> {
+    let n = raw.limits.max_connections;
+    if !(1..=MAX_CONNECTIONS).contains(&n) {
+        return Err(origin.invalid(
+            None,
+            &["limits", "max_connections"],
+            &n.to_string(),
+            format!("a whole number from 1 to {MAX_CONNECTIONS}"),
+        ));
+    }
+    // In range, so it fits any usize.
+    Ok(n as usize)
+}

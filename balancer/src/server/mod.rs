@@ -1,8 +1,10 @@
 //! The public listener: one current-thread runtime per worker thread, each accepting on its own
 //! `SO_REUSEPORT` socket (or a clone of one listener), evening out the workers' shares of
 //! connections (`spread`), serving HTTP/1.1 (plain requests in `plain`'s own loop, the rest
-//! with hyper), and shutting down gracefully: stop accepting, let in-flight requests finish,
-//! then return.
+//! with hyper), holding at most `max_connections` (`cap`: at the cap the connection waiting
+//! longest for a head is closed for the newcomer, `idle` keeps them in order), giving a
+//! flood's memory back afterwards (`reclaim`), and shutting down gracefully: stop accepting,
+//! let in-flight requests finish, then return.
 //!
 //! Why per-thread runtimes: a request then stays on one core from accept to response, the
 //! per-thread connection pool needs no shared lock, and nothing is stolen between threads.
@@ -21,7 +23,10 @@ use tokio_util::sync::CancellationToken;
 use crate::framing;
 
 mod backoff;
+pub mod cap;
+mod idle;
 mod plain;
+mod reclaim;
 pub(crate) mod spread;
 use crate::proxy::{ClientBody, Proxy, upstream};
 use crate::state::Shared;
@@ -67,6 +72,7 @@ pub(crate) fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    cap::warn_if_over_fd_limit(shared.snapshot().settings.max_connections);
     let (spread, inboxes) = spread::Spread::new(Arc::clone(&shared.clients));
     let mut threads = Vec::new();
     for (i, (l, inbox)) in listeners.into_iter().zip(inboxes).enumerate() {
@@ -124,11 +130,15 @@ impl Worker {
             stop: shutdown.clone(),
             tracker: tokio_util::task::TaskTracker::new(),
         };
-        let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared)));
+        let sweeper = tokio::spawn(sweep_idle(Arc::clone(&self.shared), self.me));
         let mut backoff = backoff::Backoff::default();
         loop {
+            let (accepting, at_cap) = match self.room_for_one() {
+                cap::Accept::Yes { at_cap } => (true, at_cap),
+                cap::Accept::Pause => (false, true),
+            };
             tokio::select! {
-                r = listener.accept() => match r {
+                r = listener.accept(), if accepting => match r {
                     Ok((stream, peer)) => {
                         let failures = backoff.succeeded();
                         if failures > 0 {
@@ -138,6 +148,7 @@ impl Worker {
                         if let Some((stream, seat)) = self.spread.place(self.me, stream, peer) {
                             serving.spawn(stream, peer, seat);
                         }
+                        self.make_room();
                     }
                     Err(e) => {
                         let pause = backoff.failed();
@@ -153,6 +164,10 @@ impl Worker {
                         }
                     }
                 },
+                // At the cap: look again shortly. With every connection busy, a closing one
+                // anywhere makes room (the kernel's backlog holds the newcomers meanwhile);
+                // while accepting, the last waiting connection may turn busy.
+                () = tokio::time::sleep(CAP_RECHECK), if at_cap => {}
                 Some(handed) = self.inbox.recv() => serving.adopt(handed),
                 () = shutdown.cancelled() => break,
             }
@@ -176,6 +191,41 @@ impl Worker {
         Ok(())
     }
 }
+
+impl Worker {
+    /// Whether to accept now under the connection cap; logs the cap's episode.
+    fn room_for_one(&self) -> cap::Accept {
+        let load = &self.shared.clients;
+        let max = self.shared.snapshot().settings.max_connections;
+        let open = load.total();
+        let waiting = idle::waiting();
+        let verdict = cap::before_accept(open, idle::closing(), waiting, max);
+        match verdict {
+            cap::Accept::Pause => load.cap.reached(open, max, false),
+            cap::Accept::Yes { at_cap: false } => load.cap.check_cleared(open, max),
+            cap::Accept::Yes { at_cap: true } => {}
+        }
+        verdict
+    }
+
+    /// After an accept: over the cap, closes the connections that have waited longest for a
+    /// request head.
+    fn make_room(&self) {
+        let load = &self.shared.clients;
+        let max = self.shared.snapshot().settings.max_connections;
+        let open = load.total();
+        let excess = cap::to_close(open, idle::closing(), max);
+        if excess == 0 {
+            return;
+        }
+        load.cap.reached(open, max, true);
+        let closed = idle::evict(excess);
+        load.cap.add_closed(closed);
+    }
+}
+
+/// How often a worker at the cap with every connection busy looks again.
+const CAP_RECHECK: Duration = Duration::from_millis(50);
 
 fn hyper_builder(limits: ServerLimits) -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -221,7 +271,9 @@ impl Serving {
                 plain::End::Closed => drop(seat),
                 plain::End::Handover(stream, rest) => {
                     let io = spread::Seated::new(stream, seat);
-                    serve_hyper(io, rest, peer, proxy, &builder, &stop).await;
+                    // Boxed: hyper's connection state would otherwise size every
+                    // connection's task, most of which never get here.
+                    Box::pin(serve_hyper(io, rest, peer, proxy, &builder, &stop)).await;
                 }
             }
         });
@@ -291,12 +343,22 @@ fn ended_with(e: &hyper::Error, peer: SocketAddr, proxy: &Proxy) {
     tracing::debug!(%peer, error = %e, "client connection ended with an error");
 }
 
-/// Closes this thread's idle member connections that expired or whose member left.
-async fn sweep_idle(shared: Arc<Shared>) {
+/// Closes this thread's idle member connections that expired or whose member left; ends a
+/// connection cap episode when no accept came to notice it; gives a flood's memory back
+/// (`reclaim`).
+async fn sweep_idle(shared: Arc<Shared>, me: usize) {
     let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut reclaim = reclaim::Reclaim::default();
     loop {
         tick.tick().await;
         let snap = shared.snapshot();
+        let clients = &shared.clients;
+        clients
+            .cap
+            .check_cleared(clients.total(), snap.settings.max_connections);
+        if reclaim.sweep(clients.of(me)) {
+            reclaim::collect();
+        }
         let live = |addr: &SocketAddr| {
             snap.pools
                 .iter()

@@ -24,10 +24,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-/// Open client connections per worker: kept by the workers, read by the admin API.
+/// Open client connections per worker: kept by the workers, read by the admin API; and what
+/// the connection cap did about them.
 #[derive(Debug)]
 pub struct Load {
     open: Box<[Slot]>,
+    /// The connection cap's episodes and counts.
+    pub cap: super::cap::CapCounters,
 }
 
 /// One worker's count, alone on its cache lines.
@@ -40,7 +43,20 @@ impl Load {
     pub(crate) fn new(workers: usize) -> Self {
         Load {
             open: (0..workers.max(1)).map(|_| Slot::default()).collect(),
+            cap: Default::default(),
         }
+    }
+
+    /// Open client connections of `worker`.
+    pub fn of(&self, worker: usize) -> usize {
+        self.open
+            .get(worker)
+            .map_or(0, |s| s.0.load(Ordering::Relaxed))
+    }
+
+    /// Open client connections of every worker together.
+    pub fn total(&self) -> usize {
+        self.open.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
     }
 
     /// Open client connections of each worker.

@@ -31,6 +31,7 @@ impl Settings {
         let routes = routes(raw, &pools, origin)?;
         check_listeners(raw, origin)?;
         let max_header_bytes = header_limit(raw, origin)?;
+        let max_connections = max_connections(raw, origin)?;
         let discovery_interval = at_least(
             raw.discovery_interval,
             MIN_DISCOVERY_INTERVAL,
@@ -54,6 +55,7 @@ impl Settings {
             backend_idle_timeout: raw.timeouts.backend_idle,
             max_header_bytes,
             load: crate::config::load::LoadLimits::build(&raw.load, origin)?,
+            max_connections,
             pools,
             routes,
             file: origin.file.clone(),

@@ -9,24 +9,33 @@
 //! that does not parse or is too large) hands the connection, with every byte not yet used, to
 //! hyper behind the framing guard for the rest of its life: hyper then answers 400 or 431 or
 //! serves it as before.
+//!
+//! Memory: a connection waiting for a request holds as little as it can, because ten
+//! thousand idle or slow ones must fit in a few tens of MB (docs/benchmarks.md, flood). It
+//! reads through its worker's scratch buffer and keeps only the bytes that came (a partial
+//! head's, not a whole read buffer), writes through a buffer it borrows from the worker for
+//! the response, and keeps the request's future (several KB) in a box that exists only while
+//! the request is in flight. A head that does not arrive within the idle timeout gets 408.
 
+use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version, header};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::ServerLimits;
+use super::idle::Place;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
 use crate::http1::{self, FieldSpans};
-use crate::proxy::body::RespBody;
-use crate::proxy::{ClientBody, Proxy};
+use crate::proxy::body::{RespBody, Tail};
+use crate::proxy::{ClientBody, Proxy, access_log};
 
 mod respond;
 
@@ -58,15 +67,23 @@ pub(super) async fn serve(
                 let _ = conn.write_response(resp, Meta::CLOSE, false).await;
                 return End::Closed;
             }
+            Read::TimedOut => {
+                let _ = conn
+                    .write_response(head_timed_out(proxy), Meta::CLOSE, false)
+                    .await;
+                return End::Closed;
+            }
             Read::Other => return End::Handover(conn.io, conn.buf.freeze()),
             Read::Closed => return End::Closed,
         };
         let_the_others_read().await;
-        // Pinned in place and scoped to the wait: `answer` taking the future by value stored
-        // it twice in its own state and copied its 4 KiB on every request.
+        // Boxed, and only while the request is in flight: inline, its 4 KiB would sit in every
+        // connection's state while the connection waits for a head, most of its life. One
+        // allocation per request, which mimalloc serves from the thread's free list; req/s
+        // unchanged (docs/benchmarks.md, flood).
         let answered = {
-            let handling = std::pin::pin!(proxy.handle(req, peer, false));
-            conn.answer(handling, limits).await
+            let mut handling = Box::pin(proxy.handle(req, peer, false));
+            conn.answer(handling.as_mut(), limits).await
         };
         let Some(resp) = answered else {
             // The client left: the request was dropped, with its member connection.
@@ -78,6 +95,32 @@ pub(super) async fn serve(
             _ => return End::Closed,
         }
     }
+}
+
+/// The answer to a head that did not arrive within the idle timeout, counted and logged like
+/// the balancer's other answers.
+fn head_timed_out(proxy: &Proxy) -> Response<RespBody> {
+    const BODY: &str = "408 Request Timeout: the request head did not arrive in time\n";
+    proxy.shared.clients.cap.add_head_timeout();
+    proxy
+        .shared
+        .count_local(crate::local_responses::UNROUTED, 408);
+    if access_log::enabled() {
+        access_log::log_refused(408, BODY.len() as u64, "-");
+    }
+    let tail = Tail {
+        guard: None,
+        log: None,
+        bytes: 0,
+        complete: false,
+    };
+    let mut resp = Response::new(RespBody::full(BODY, tail));
+    *resp.status_mut() = StatusCode::REQUEST_TIMEOUT;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 /// Steps back once, to the end of the worker's run queue, so the other connections woken by
@@ -129,29 +172,66 @@ enum Read {
     Invalid,
     /// Not plain: hyper takes over.
     Other,
+    /// Part of a head came, the rest not within the idle timeout: 408.
+    TimedOut,
     Closed,
+}
+
+/// How much one read takes at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// The worker's read buffer: a connection reads into it and keeps only what came.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+    /// Where the fields of the head being parsed sit (used within one `parse`).
+    static SPANS: RefCell<FieldSpans> = RefCell::new(FieldSpans::default());
+}
+
+/// Reads what has arrived on `io`, at most `room` bytes, onto the end of `buf`, through the
+/// worker's scratch buffer: `buf` grows by what came, not by a read buffer's size. `Ok(0)`:
+/// the client closed its side.
+fn poll_fill(
+    io: &TcpStream,
+    buf: &mut BytesMut,
+    room: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(io.poll_read_ready(cx))?;
+        let read = SCRATCH.with_borrow_mut(|scratch| -> io::Result<usize> {
+            let n = room.clamp(1, scratch.len());
+            let got = io.try_read(&mut scratch[..n])?;
+            buf.extend_from_slice(&scratch[..got]);
+            Ok(got)
+        });
+        match read {
+            // The readiness was stale: wait for the next.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
 }
 
 struct Conn {
     io: TcpStream,
-    /// Bytes read and not yet used.
+    /// Bytes read and not yet used; no allocation while there are none.
     buf: BytesMut,
-    /// The response being written; kept to reuse its allocation.
+    /// The response being written, borrowed from the worker while it is (`respond`).
     out: Vec<u8>,
     /// Keep-alive idle and head read timeout.
     idle: IdleTimer,
-    /// Where the fields of the last request head sit.
-    spans: FieldSpans,
+    /// The connection's place among those the connection cap may close.
+    place: Place,
 }
 
 impl Conn {
     fn new(io: TcpStream, limits: ServerLimits) -> Self {
         Conn {
             io,
-            buf: BytesMut::with_capacity(8192),
+            buf: BytesMut::new(),
             out: Vec::new(),
             idle: IdleTimer::new(limits.idle_timeout),
-            spans: FieldSpans::default(),
+            place: Place::new(),
         }
     }
 
@@ -172,8 +252,8 @@ impl Conn {
                 return Poll::Ready(Some(resp));
             }
             while watching && self.buf.len() < limits.max_header_bytes {
-                self.buf.reserve(4096);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                let room = limits.max_header_bytes - self.buf.len();
+                match poll_fill(&self.io, &mut self.buf, room, cx) {
                     Poll::Ready(Ok(0)) => {
                         // A half-close may still await its answer; nothing more can come.
                         if self.buf.is_empty() {
@@ -194,12 +274,26 @@ impl Conn {
     async fn read_head(
         &mut self,
         limits: ServerLimits,
-        mut cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+        cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
     ) -> Read {
         self.idle.progressed();
+        // Waiting for a head from here: the connection cap may close this connection.
+        self.place.waiting();
+        let read = self.read_head_inner(limits, cancelled).await;
+        self.place.busy();
+        read
+    }
+
+    async fn read_head_inner(
+        &mut self,
+        limits: ServerLimits,
+        mut cancelled: Pin<&mut tokio_util::sync::WaitForCancellationFuture<'_>>,
+    ) -> Read {
         loop {
             if !self.buf.is_empty() {
-                match parse(&mut self.buf, &mut self.spans, limits.max_header_bytes) {
+                let parsed = SPANS
+                    .with_borrow_mut(|spans| parse(&mut self.buf, spans, limits.max_header_bytes));
+                match parsed {
                     Parsed::Plain(req, meta) => return Read::Plain(req, meta),
                     Parsed::Invalid => return Read::Invalid,
                     Parsed::Other => return Read::Other,
@@ -208,24 +302,41 @@ impl Conn {
                     }
                     Parsed::Partial => {}
                 }
+            } else if self.buf.capacity() > 0 {
+                // Nothing pending: an idle connection keeps no read room. (An empty `buf` may
+                // still hold the last head's allocation, which a next head of its size reuses.)
+                self.buf = BytesMut::new();
             }
             let between = self.buf.is_empty();
+            let room = limits.max_header_bytes - self.buf.len();
             let filled = poll_fn(|cx| {
-                self.buf.reserve(8192);
-                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
-                    Poll::Ready(Ok(n)) => Poll::Ready(n > 0),
-                    Poll::Ready(Err(_)) => Poll::Ready(false),
+                if self.place.evicted(cx.waker()) {
+                    // Closed to make room under the connection cap.
+                    return Poll::Ready(Fill::Closed);
+                }
+                match poll_fill(&self.io, &mut self.buf, room, cx) {
+                    Poll::Ready(Ok(n)) if n > 0 => Poll::Ready(Fill::Got),
+                    Poll::Ready(_) => Poll::Ready(Fill::Closed),
                     // Shutting down: a connection with nothing sent just closes; one whose
                     // request has arrived is still answered.
                     Poll::Pending if between && cancelled.as_mut().poll(cx).is_ready() => {
-                        Poll::Ready(self.read_arrived())
+                        Poll::Ready(if self.read_arrived() {
+                            Fill::Got
+                        } else {
+                            Fill::Closed
+                        })
                     }
-                    Poll::Pending => self.idle.poll_expired(cx).map(|()| false),
+                    Poll::Pending => self.idle.poll_expired(cx).map(|()| Fill::Expired),
                 }
             })
             .await;
-            if !filled {
-                return Read::Closed;
+            match filled {
+                Fill::Got => {}
+                Fill::Closed => return Read::Closed,
+                // Between requests the idle timeout just closes; in the middle of a head the
+                // client learns why (408), as from HAProxy's `timeout http-request`.
+                Fill::Expired if self.buf.is_empty() => return Read::Closed,
+                Fill::Expired => return Read::TimedOut,
             }
             // No `progressed` here: the whole head must arrive within the idle timeout, so a
             // client dribbling bytes cannot hold the connection (hyper's header read timeout).
@@ -246,6 +357,13 @@ impl Conn {
             _ => false,
         }
     }
+}
+
+/// What one wait for head bytes ended with.
+enum Fill {
+    Got,
+    Closed,
+    Expired,
 }
 
 #[allow(clippy::large_enum_variant)]

@@ -1,6 +1,7 @@
 //! Writing a response on the plain loop's connection: the head in one buffer with the body's
 //! first bytes, chunked or length-framed as the body allows.
 
+use std::cell::RefCell;
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
@@ -20,12 +21,55 @@ use crate::proxy::body::RespBody;
 const WRITE_BATCH: usize = 32 * 1024;
 /// A body frame this large is written as it is rather than copied into the batch.
 const DIRECT_WRITE: usize = 16 * 1024;
-/// Largest write buffer kept between responses.
+/// Largest write buffer kept for the next response.
 const KEEP_OUT: usize = 16 * 1024;
+/// A fresh write buffer's size: a small response's head and body in one write.
+const OUT_START: usize = 4096;
+/// Most spare write buffers a worker keeps.
+const SPARES: usize = 64;
+
+thread_local! {
+    /// The worker's spare write buffers: a connection borrows one for each response and gives
+    /// it back, so an idle connection holds none and a busy one allocates none.
+    static SPARE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn borrow_out() -> Vec<u8> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(OUT_START))
+}
+
+fn give_back(mut out: Vec<u8>) {
+    if out.capacity() == 0 || out.capacity() > KEEP_OUT {
+        return;
+    }
+    out.clear();
+    let _ = SPARE.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < SPARES {
+            s.push(out);
+        }
+    });
+}
 
 impl Conn {
     /// Writes `resp`; whether the connection can carry another request.
     pub(super) async fn write_response(
+        &mut self,
+        resp: Response<RespBody>,
+        meta: Meta,
+        stopping: bool,
+    ) -> io::Result<bool> {
+        self.out = borrow_out();
+        let r = self.write_whole(resp, meta, stopping).await;
+        give_back(std::mem::take(&mut self.out));
+        r
+    }
+
+    async fn write_whole(
         &mut self,
         resp: Response<RespBody>,
         meta: Meta,
@@ -92,10 +136,6 @@ impl Conn {
             return Ok(keep_alive);
         }
         let complete = self.write_body(&mut body, framing).await?;
-        // An idle keep-alive connection should not keep a large response's buffer.
-        if self.out.capacity() > KEEP_OUT {
-            self.out = Vec::new();
-        }
         Ok(keep_alive && complete)
     }
 
