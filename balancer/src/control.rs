@@ -9,6 +9,8 @@
 //! confirms they are gone) with one change: no new request goes to them meanwhile, since a
 //! replica that Docker's DNS no longer lists is either dead or shutting down.
 
+pub mod overrides;
+
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use crate::discovery::{self, Resolve};
 use crate::events::EventKind;
 use crate::health::{self, Probe};
 use crate::pool::{Member, Presence};
+use crate::select::Algorithm;
 use crate::state::{Discovered, Registered, Shared};
 
 /// Why a reload was not applied.
@@ -81,6 +84,16 @@ pub enum Command {
         /// What the probe saw.
         probe: Probe,
     },
+    /// Run pool `pool` on `algorithm` until a reload changes the file's (`None`: back to the
+    /// file's); the reply is the algorithm now in use.
+    SetAlgorithm {
+        /// Pool name.
+        pool: String,
+        /// The algorithm, or `None` for the file's.
+        algorithm: Option<Algorithm>,
+        /// The algorithm in use, or why not.
+        reply: oneshot::Sender<Result<Algorithm, overrides::OverrideError>>,
+    },
     /// A member left cleanly.
     Deregister {
         /// Pool name.
@@ -112,6 +125,8 @@ pub(crate) struct Control {
     watchers: HashMap<(String, u16), CancellationToken>,
     /// Leaving members whose probe is under way, by (pool, address).
     probing: HashSet<(Arc<str>, SocketAddr)>,
+    /// Run-time algorithms over the file's `settings`.
+    overrides: overrides::Overrides,
     tx: mpsc::Sender<Command>,
     stop: CancellationToken,
 }
@@ -137,6 +152,7 @@ impl Control {
             resolver,
             watchers: HashMap::new(),
             probing: HashSet::new(),
+            overrides: overrides::Overrides::default(),
             tx,
             stop,
         }
@@ -216,6 +232,30 @@ impl Control {
                     self.publish();
                 }
             }
+            Command::SetAlgorithm {
+                pool,
+                algorithm,
+                reply,
+            } => {
+                let before = self.overrides.clone();
+                let r = self.overrides.set(&self.settings, &pool, algorithm);
+                if let Ok(now) = r
+                    && self.overrides != before
+                {
+                    self.publish_overrides();
+                    self.publish();
+                    let file = self.overrides.get(&pool).map(|o| o.file);
+                    let msg = match file {
+                        Some(f) => format!("algorithm {now} at run time (the file says {f})"),
+                        None => format!("algorithm back to the file's {now}"),
+                    };
+                    tracing::info!(pool = %pool, "{msg}");
+                    self.shared
+                        .events
+                        .push(EventKind::Admin, Some(&pool), None, msg);
+                }
+                let _ = reply.send(r);
+            }
             Command::Deregister { pool, addr, reply } => {
                 let was = self.registered.remove(&(pool, addr)).is_some();
                 if was {
@@ -259,8 +299,8 @@ impl Control {
 
     fn publish(&mut self) {
         let registered = self.registered();
-        self.shared
-            .rebuild(Arc::clone(&self.settings), &self.found, &registered);
+        let settings = self.overrides.apply(&self.settings);
+        self.shared.rebuild(settings, &self.found, &registered);
         self.probe_departures();
     }
 
@@ -364,9 +404,18 @@ impl Control {
                         "listener addresses changed: that takes a restart; the rest is applied"
                     );
                 }
+                let weights = runtime_weights(&self.shared);
+                for (pool, msg) in self.overrides.reconcile(&next) {
+                    tracing::info!(pool = %pool, "reload: {msg}");
+                    self.shared
+                        .events
+                        .push(EventKind::Reload, Some(&pool), None, msg);
+                }
+                self.publish_overrides();
                 self.settings = Arc::new(next);
                 self.update_watchers();
                 self.publish();
+                say_runtime_weights(&self.shared, weights);
                 self.shared
                     .reload
                     .lock()
@@ -382,6 +431,15 @@ impl Control {
                 Ok(true)
             }
         }
+    }
+
+    /// Shows the run-time algorithms on the status page.
+    fn publish_overrides(&self) {
+        *self
+            .shared
+            .overrides
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = self.overrides.clone();
     }
 
     /// Starts a watcher for every DNS name in the config and stops those no longer named.
@@ -411,6 +469,42 @@ impl Control {
             ));
             self.watchers.insert((host, port), token);
         }
+    }
+}
+
+/// Members whose weight was set at run time, with that weight, before a reload.
+fn runtime_weights(shared: &Shared) -> Vec<(Arc<str>, Arc<Member>, u32)> {
+    let snap = shared.snapshot();
+    snap.pools
+        .iter()
+        .flat_map(|p| {
+            p.members
+                .iter()
+                .filter(|m| m.weight() != m.config_weight())
+                .map(|m| (Arc::clone(&p.settings.name), Arc::clone(m), m.weight()))
+        })
+        .collect()
+}
+
+/// After a reload: says, for each run-time weight, whether it was kept (the file's weight for
+/// the member did not change) or dropped (it did), as [`overrides`] does for algorithms.
+fn say_runtime_weights(shared: &Shared, before: Vec<(Arc<str>, Arc<Member>, u32)>) {
+    for (pool, m, w) in before {
+        if m.presence() != Presence::Listed {
+            continue;
+        }
+        let file = m.config_weight();
+        let msg = if m.weight() == w {
+            format!("run-time weight {w} kept: the file still says {file}")
+        } else {
+            format!("run-time weight {w} dropped: the file now says {file}")
+        };
+        shared.events.push(
+            EventKind::Reload,
+            Some(&pool),
+            Some(&m.addr.to_string()),
+            msg,
+        );
     }
 }
 

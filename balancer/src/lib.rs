@@ -21,6 +21,7 @@
 //! - `orca`: parsing the ORCA load reports members send in `endpoint-load-metrics`.
 //! - [`framing`]: refuses ambiguous request framing that hyper would normalize.
 //! - [`admin`]: the admin listener (status API, registration).
+//! - [`loadgen`]: the built-in load generator (`/api/load`), a client of the public listener.
 //! - [`local_responses`]: lock-free counts of the answers the balancer makes itself.
 //! - [`error`], [`events`], [`stats`], [`clock`]: small shared pieces.
 //!
@@ -43,6 +44,7 @@ pub mod events;
 pub(crate) mod framing;
 pub(crate) mod health;
 pub(crate) mod http1;
+pub(crate) mod loadgen;
 pub(crate) mod local_responses;
 pub(crate) mod orca;
 pub mod pool;
@@ -152,9 +154,17 @@ pub fn start(
         listeners.admin.set_nonblocking(true)?;
         tokio::net::TcpListener::from_std(listeners.admin)?
     };
+    let live = Arc::new(admin::live::Live::default());
+    runtime.spawn(admin::live::run(
+        Arc::clone(&shared),
+        Arc::clone(&live),
+        background.clone(),
+    ));
     let app = admin::app(admin::AdminCtx {
         shared: Arc::clone(&shared),
         control: tx.clone(),
+        load: Arc::new(loadgen::LoadGen::new(proxy_addr, Arc::clone(&shared))),
+        live,
     });
     let stop_admin = background.clone();
     runtime.spawn(async move {

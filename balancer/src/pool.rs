@@ -147,6 +147,11 @@ impl Member {
         self.weight.load(Ordering::Relaxed)
     }
 
+    /// The weight the config gives it (the one in use unless an admin action changed it).
+    pub fn config_weight(&self) -> u32 {
+        self.config_weight.load(Ordering::Relaxed)
+    }
+
     /// Changes the weight in use (admin action).
     pub(crate) fn set_weight(&self, w: u32) {
         self.weight.store(w, Ordering::Relaxed);

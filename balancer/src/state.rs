@@ -75,6 +75,10 @@ pub struct Shared {
     pub clients: Arc<Load>,
     /// Responses the balancer answered itself (no member did), by pool and status.
     local: LocalResponses,
+    /// The active load run's id: its requests get `X-Upstream` and a mark in the access log.
+    pub load_mark: crate::loadgen::mark::Mark,
+    /// Run-time algorithms (the control loop's, copied for the status page).
+    pub overrides: Mutex<crate::control::overrides::Overrides>,
     next_version: AtomicU64,
 }
 
@@ -91,6 +95,8 @@ impl Shared {
             shutdown: CancellationToken::new(),
             clients: Arc::new(Load::new(workers)),
             local,
+            load_mark: Default::default(),
+            overrides: Default::default(),
             next_version: AtomicU64::new(next),
         })
     }

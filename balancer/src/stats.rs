@@ -205,6 +205,19 @@ impl Recent {
         }
         Window { counts }
     }
+
+    /// The latencies of second `s` alone (empty once its slot was reused), for the
+    /// dashboard's per-second chart.
+    pub(crate) fn second(&self, s: u64) -> Window {
+        let slot = &self.slots[(s % SLOTS as u64) as usize];
+        let mut counts = [0u64; RECENT_BUCKETS];
+        if slot.second.load(Ordering::Relaxed) == s {
+            for (sum, c) in counts.iter_mut().zip(&slot.counts) {
+                *sum = c.load(Ordering::Relaxed);
+            }
+        }
+        Window { counts }
+    }
 }
 
 /// Recent latencies summed over the window, ready for percentiles.
@@ -214,6 +227,20 @@ pub(crate) struct Window {
 }
 
 impl Window {
+    /// Adds another window's counts (several members into one pool's figure).
+    pub(crate) fn add(&mut self, other: &Window) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+    }
+
+    /// An empty window.
+    pub(crate) fn empty() -> Self {
+        Window {
+            counts: [0; RECENT_BUCKETS],
+        }
+    }
+
     /// How many responses the window holds.
     pub(crate) fn count(&self) -> u64 {
         self.counts.iter().sum()

@@ -99,7 +99,9 @@ function updateRow(tr, m, recentTotal, algorithm) {
   const pill = $(".pill", c[1]);
   pill.className = "pill " + m.state;
   setText(pill, m.state);
-  setText(c[2], m.effective_weight !== m.weight ? `${m.effective_weight} → ${m.weight}` : m.weight);
+  const w = m.effective_weight !== m.weight ? `${m.effective_weight} → ${m.weight}` : String(m.weight);
+  // A weight set at run time is shown as such, beside the file's (dashboard.rs says the same).
+  setText(c[2], m.weight === m.file_weight ? w : `${w} run-time, file ${m.file_weight}`);
   setText(c[3], m.active);
   const share = recentTotal ? Math.floor((recent(m) * 100) / recentTotal) : 0;
   setText($(".count", c[4]), m.requests);
@@ -150,8 +152,10 @@ function newCard(pool, window) {
 function updateCard(card, pool, status) {
   const routes = status.routes.filter((r) => r.pool === pool.name)
     .map((r) => (r.host || "") + r.path);
+  const algo = pool.file_algorithm
+    ? `${pool.algorithm} (run-time; file: ${pool.file_algorithm})` : pool.algorithm;
   setText($(".about", card),
-    `${pool.algorithm} · sticky ${pool.sticky} · ${routes.length ? routes.join(" ") : "no route"}`);
+    `${algo} · sticky ${pool.sticky} · ${routes.length ? routes.join(" ") : "no route"}`);
   setText($(".requests", card), pool.requests);
   setText($(".hedges", card), pool.hedging ? `${pool.hedges} (${pool.hedges_won} won)` : "off");
   const recentTotal = pool.members.reduce((a, m) => a + recent(m), 0);
@@ -228,6 +232,8 @@ function render(s) {
   });
   for (const gone of cards.values()) gone.remove();
   renderEvents(s.events);
+  // The lab script (charts, controls) follows the same document.
+  document.dispatchEvent(new CustomEvent("lab:status", { detail: s }));
 }
 
 function setLive(ok) {

@@ -661,3 +661,50 @@ fn healthcheck_exits_0_while_running_and_1_naming_the_cause_when_not() {
         "{err}"
     );
 }
+
+#[test]
+fn a_load_runs_requests_are_marked_in_the_access_log() {
+    let live = Backend::start("live");
+    let dir = temp_dir("access-log-load");
+    let log = dir.path().join("access.log");
+    let file = dir.path().join("balancer.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "access_log = \"{}\"\nadmin_token = \"t\"\n\
+             [pools.dynamic]\nmembers = [\"{live}\"]\n\
+             [pools.dynamic.health]\nenabled = false\n\
+             [pools.static]\nmembers = [\"{live}\"]\n",
+            log.display(),
+            live = live.member(),
+        ),
+    )
+    .unwrap();
+    let p = spawn_balancer(&file);
+    let run = common::runtime().block_on(async {
+        let http = common::client();
+        let ok = http
+            .get(format!("http://{}/api/student?plain=1", p.proxy))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200);
+        let r = http
+            .post(format!("http://{}/api/load", p.admin))
+            .bearer_auth("t")
+            .json(&serde_json::json!({"path": "/api/student?load=1", "rate": 5, "seconds": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["run"].as_str().unwrap().to_owned()
+    });
+    let lines = log_lines(&log, 5, |l| l.contains("load=1"));
+    for entry in &lines {
+        assert_eq!(entry["fields"]["load"], run.as_str(), "{entry}");
+        assert_eq!(entry["fields"]["upstream"], live.member(), "{entry}");
+    }
+    let plain = log_lines(&log, 1, |l| l.contains("plain=1")).remove(0);
+    assert!(plain["fields"].get("load").is_none(), "{plain}");
+}

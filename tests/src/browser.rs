@@ -227,6 +227,12 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium with a fresh profile; screenshots go to
     /// `target/browser-screenshots/` (emptied first).
     pub async fn start(name: &str) -> Result<Self> {
+        Self::start_with_screenshots(name, None).await
+    }
+
+    /// [`Browser::start`] with the screenshots in `target/browser-screenshots/<dir>/` (emptied
+    /// first) when `dir` is given, so that two tests keep each other's.
+    pub async fn start_with_screenshots(name: &str, dir: Option<&str>) -> Result<Self> {
         let target = workspace_root().join("target");
         let profile = target.join("browser-profiles").join(format!(
             "{name}-{}-{}",
@@ -236,8 +242,18 @@ impl Browser {
                 .map_or(0, |d| d.as_nanos())
         ));
         let driver = Driver::start(profile)?;
-        let shots = target.join("browser-screenshots");
-        let _ = std::fs::remove_dir_all(&shots);
+        let mut shots = target.join("browser-screenshots");
+        if let Some(d) = dir {
+            shots = shots.join(d);
+            let _ = std::fs::remove_dir_all(&shots);
+        } else {
+            // Only this test's pictures: another test's directory beside them stays.
+            for e in std::fs::read_dir(&shots).into_iter().flatten().flatten() {
+                if e.path().extension().is_some_and(|x| x == "png") {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         std::fs::create_dir_all(&shots)?;
 
         let chromium = chromium_path().ok_or_else(|| anyhow!("chromium not found"))?;

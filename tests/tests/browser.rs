@@ -483,7 +483,11 @@ async fn assert_dashboard_fits(b: &Browser, width: u64) {
         "the dashboard scrolls sideways at {width} px: {v}"
     );
     let cards = v["cards"].as_array().unwrap();
-    assert_eq!(cards.len(), 3, "two pool cards and the events: {v}");
+    assert_eq!(
+        cards.len(),
+        8,
+        "two chart cards, the events, controls, load generator, experiment, two pool cards: {v}"
+    );
     for c in cards {
         let (scroll, client, table) = (
             c["scroll"].as_u64().unwrap(),

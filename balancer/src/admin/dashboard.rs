@@ -17,9 +17,12 @@ use super::status::{MemberStatus, PoolStatus, Status, build_status};
 pub(crate) const CSS_PATH: &str = "/assets/dashboard.css";
 /// Where the script is served.
 pub(crate) const JS_PATH: &str = "/assets/dashboard.js";
+/// Where the lab script (charts, controls, load generator, experiment) is served.
+pub(crate) const LAB_JS_PATH: &str = "/assets/dashboard-lab.js";
 
 const CSS: &str = include_str!("../../templates/dashboard.css");
 const JS: &str = include_str!("../../templates/dashboard.js");
+const LAB_JS: &str = include_str!("../../templates/dashboard-lab.js");
 
 /// Only our own script, stylesheet and API: no inline code, nothing external.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
@@ -54,6 +57,8 @@ pub(crate) struct Page {
     pub(crate) css: &'static str,
     /// Script URL.
     pub(crate) js: &'static str,
+    /// Lab script URL.
+    pub(crate) lab_js: &'static str,
 }
 
 /// A pool card.
@@ -156,6 +161,10 @@ pub(super) async fn js() -> Response {
     asset("text/javascript; charset=utf-8", JS)
 }
 
+pub(super) async fn lab_js() -> Response {
+    asset("text/javascript; charset=utf-8", LAB_JS)
+}
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -231,6 +240,7 @@ impl Page {
             events,
             css: CSS_PATH,
             js: JS_PATH,
+            lab_js: LAB_JS_PATH,
         }
     }
 }
@@ -256,7 +266,10 @@ fn pool_view(p: &PoolStatus, s: &Status) -> PoolView {
         name: p.name.clone(),
         about: format!(
             "{} · sticky {} · {}",
-            p.algorithm,
+            match &p.file_algorithm {
+                Some(f) => format!("{} (run-time; file: {f})", p.algorithm),
+                None => p.algorithm.clone(),
+            },
             serde_json::to_value(p.sticky)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
@@ -311,11 +324,7 @@ fn member_view(m: &MemberStatus, recent_total: u64, algorithm: &str) -> MemberVi
             m.origin.clone()
         },
         state: m.state.as_str(),
-        weight: if m.effective_weight != m.weight {
-            format!("{} → {}", m.effective_weight, m.weight)
-        } else {
-            m.weight.to_string()
-        },
+        weight: weight_text(m),
         active: m.active,
         requests: m.requests,
         share: (recent(m) * 100)
@@ -374,6 +383,20 @@ pub(crate) fn load_detail(m: &MemberStatus, algorithm: &str) -> String {
         out.push_str(&format!(" · {} malformed", l.malformed_reports));
     }
     out
+}
+
+/// The weight in words: ramping (`2 → 5`), and set at run time (`5 run-time, file 1`).
+fn weight_text(m: &MemberStatus) -> String {
+    let w = if m.effective_weight != m.weight {
+        format!("{} → {}", m.effective_weight, m.weight)
+    } else {
+        m.weight.to_string()
+    };
+    if m.weight == m.file_weight {
+        w
+    } else {
+        format!("{w} run-time, file {}", m.file_weight)
+    }
 }
 
 /// Milliseconds with a precision that suits their size (same rules as the script).

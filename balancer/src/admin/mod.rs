@@ -3,20 +3,25 @@
 //! Read-only, always open:
 //! - `/` — the live dashboard ([`dashboard`]), with its script and stylesheet under `/assets/`;
 //! - `/api/status` — the same figures as JSON ([`status`]);
+//! - `/api/live` — the last minute per second, compact, for the dashboard's charts ([`live`]);
 //! - `/metrics` — Prometheus text exposition ([`metrics`]);
 //! - `/healthz` — liveness (503 while shutting down).
 //!
 //! Runtime actions, bearer-token protected ([`actions`]): drain / enable a member, set its
 //! weight, trigger a reload, members' self-registration, and the lab's fault knobs of a
-//! member, relayed to the replica (`fault`). With no `BALANCER_ADMIN_TOKEN`
+//! member, relayed to the replica (`fault`); switch a pool's algorithm ([`algorithm`]); the
+//! built-in load generator ([`load`]). With no `BALANCER_ADMIN_TOKEN`
 //! every action is refused (403) while the read-only pages stay open.
 //!
 //! The admin API only reads the snapshot and flips per-member atomics; anything that changes
 //! the snapshot goes through the control loop as a [`Command`].
 
 pub(crate) mod actions;
+pub(crate) mod algorithm;
 pub(crate) mod dashboard;
 mod fault;
+pub(crate) mod live;
+pub(crate) mod load;
 pub(crate) mod metrics;
 pub mod status;
 
@@ -41,6 +46,10 @@ pub(crate) struct AdminCtx {
     pub(crate) shared: Arc<Shared>,
     /// The control loop.
     pub(crate) control: mpsc::Sender<Command>,
+    /// The built-in load generator.
+    pub(crate) load: Arc<crate::loadgen::LoadGen>,
+    /// The last minute of every pool, for the dashboard's charts.
+    pub(crate) live: Arc<live::Live>,
 }
 
 /// The admin router.
@@ -50,8 +59,10 @@ pub(crate) fn app(state: AdminCtx) -> Router {
         .route("/", get(dashboard::page))
         .route(dashboard::CSS_PATH, get(dashboard::css))
         .route(dashboard::JS_PATH, get(dashboard::js))
+        .route(dashboard::LAB_JS_PATH, get(dashboard::lab_js))
         .route("/healthz", get(healthz))
         .route("/api/status", get(status::handler))
+        .route("/api/live", get(live::handler))
         .route("/metrics", get(metrics::handler))
         .route(MEMBER, put(actions::register).delete(actions::deregister))
         .route(&format!("{MEMBER}/drain"), post(actions::drain))
@@ -61,7 +72,15 @@ pub(crate) fn app(state: AdminCtx) -> Router {
             &format!("{MEMBER}/fault"),
             put(fault::relay).get(fault::relay),
         )
+        .route(
+            "/api/pools/{pool}/algorithm",
+            put(algorithm::set).delete(algorithm::reset),
+        )
         .route("/api/reload", post(actions::reload))
+        .route(
+            "/api/load",
+            post(load::start).get(load::report).delete(load::stop),
+        )
         .fallback(not_found)
         .with_state(state)
 }

@@ -61,8 +61,10 @@ pub(crate) struct RouteStatus {
 pub struct PoolStatus {
     /// Name.
     pub name: String,
-    /// Algorithm.
+    /// Algorithm in use.
     pub(crate) algorithm: String,
+    /// The file's algorithm when an admin action set another at run time (`null`: none did).
+    pub(crate) file_algorithm: Option<String>,
     /// Sticky mode.
     pub(crate) sticky: crate::config::StickyMode,
     /// Path of the active health check (`null` when checks are off).
@@ -99,6 +101,8 @@ pub struct MemberStatus {
     pub health: &'static str,
     /// Weight in use.
     pub(crate) weight: u32,
+    /// The config's weight (differs from `weight` when an admin action set it at run time).
+    pub(crate) file_weight: u32,
     /// Weight now (slow start ramps it).
     pub(crate) effective_weight: u32,
     /// Requests in flight.
@@ -225,10 +229,19 @@ pub fn build_status(shared: &Shared) -> Status {
     let snap = shared.snapshot();
     let now = clock::now_ms();
     let second = stats::current_second();
+    let overrides = shared
+        .overrides
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let pools = snap
         .pools
         .iter()
-        .map(|p| pool_status(p, now, second))
+        .map(|p| {
+            let mut s = pool_status(p, now, second);
+            s.file_algorithm = overrides.get(&s.name).map(|o| o.file.to_string());
+            s
+        })
         .collect();
     let routes = snap
         .routes
@@ -280,6 +293,7 @@ fn pool_status(p: &Pool, now: u64, second: u64) -> PoolStatus {
     PoolStatus {
         name: p.settings.name.to_string(),
         algorithm: p.settings.algorithm.to_string(),
+        file_algorithm: None,
         sticky: p.settings.sticky,
         health_check: p.settings.health.as_ref().map(|h| h.path.clone()),
         requests: members.iter().map(|m| m.requests).sum(),
@@ -319,6 +333,7 @@ fn member_status(
         in_rotation: m.is_available(now),
         health: health_name(m.health()),
         weight: m.weight(),
+        file_weight: m.config_weight(),
         effective_weight: m.effective_weight(now, slow),
         active: m.in_flight(),
         requests: responses.iter().sum(),

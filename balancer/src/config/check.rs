@@ -167,6 +167,18 @@ pub fn describe(s: &Settings, raw: &RawConfig, origin: &Origin) -> String {
         h.budget.to_string(),
         hedge_line("budget"),
     );
+    for (key, v) in [
+        ("max_concurrency", s.load.max_concurrency),
+        ("max_rate", s.load.max_rate),
+        ("max_seconds", s.load.max_seconds),
+    ] {
+        line(
+            &mut out,
+            &format!("load.{key}"),
+            v.to_string(),
+            nested("load", key),
+        );
+    }
     for p in &s.pools {
         let _ = writeln!(out, "\n[pools.{}]", p.name);
         let d = DEFAULT_POOLS.iter().find(|d| *d.name == *p.name);

@@ -8,6 +8,7 @@
 pub mod balancing;
 pub mod check;
 mod hedge;
+pub mod load;
 // The crate shared with the two apps, so that all three binaries report a refused value alike.
 pub(crate) use config_report as error;
 pub(crate) mod members;
@@ -112,6 +113,9 @@ pub struct RawConfig {
     /// Hedged requests (every pool; a pool's `hedge` table overrides these).
     #[config(nested)]
     pub hedge: Hedge,
+    /// Bounds of the built-in load generator (`POST /api/load` on the admin listener).
+    #[config(nested)]
+    pub load: load::LoadFile,
 
     /// Settings of the load-aware algorithms (peak-ewma, reported-load); a pool table may
     /// override each key.

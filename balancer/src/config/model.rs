@@ -195,6 +195,8 @@ pub struct Settings {
     pub(crate) backend_idle_timeout: Duration,
     /// Request head limit.
     pub(crate) max_header_bytes: usize,
+    /// Bounds of the built-in load generator.
+    pub(crate) load: super::load::LoadLimits,
     /// Most open client connections, all workers together.
     pub(crate) max_connections: usize,
     /// Pools; `static` and `dynamic` first.

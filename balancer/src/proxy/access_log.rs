@@ -35,6 +35,8 @@ pub(crate) struct AccessLog {
     pub(crate) attempts: u32,
     /// Whether the request was hedged, and which attempt won.
     pub(crate) hedge: HedgeOutcome,
+    /// The built-in load run the request belongs to (`X-Lab-Load`), if any.
+    pub(crate) load_run: Option<u64>,
 }
 
 /// What hedging did for a request, as the access log's `hedge` field says it.
@@ -64,18 +66,22 @@ impl AccessLog {
     pub(crate) fn write(&self, bytes: u64, outcome: &'static str) {
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         let rid = self.request_id.to_str().unwrap_or("-");
+        // Only a load run's requests carry the field: nothing is added to other lines.
+        let load = self
+            .load_run
+            .map(|id| tracing::field::display(crate::loadgen::mark::RunId(id)));
         match self.upstream {
             Some(up) => tracing::info!(
                 target: "access",
                 method = %self.method, path = %self.uri, status = self.status,
                 pool = &*self.pool, upstream = %up, attempts = self.attempts, hedge = self.hedge.as_str(),
-                ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome,
+                ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome, load,
             ),
             None => tracing::info!(
                 target: "access",
                 method = %self.method, path = %self.uri, status = self.status,
                 pool = &*self.pool, upstream = "-", attempts = self.attempts, hedge = self.hedge.as_str(),
-                ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome,
+                ms = format_args!("{ms:.2}"), bytes, request_id = rid, outcome, load,
             ),
         }
     }
@@ -199,6 +205,7 @@ mod tests {
             upstream: None,
             attempts: 1,
             hedge: HedgeOutcome::None,
+            load_run: None,
         }))
     }
 

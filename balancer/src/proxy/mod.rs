@@ -80,6 +80,7 @@ impl Proxy {
         let start = Instant::now();
         let snap = self.shared.snapshot();
         let (rid, _) = headers::request_id(req.headers(), self.id_seed);
+        let load_run = self.shared.load_mark.run_of(req.headers());
         let log = access_log::enabled().then(|| {
             Box::new(AccessLog {
                 method: req.method().clone(),
@@ -91,6 +92,7 @@ impl Proxy {
                 upstream: None,
                 attempts: 0,
                 hedge: access_log::HedgeOutcome::None,
+                load_run,
             })
         });
         let mut log = Unanswered::new(log, &self.grace);
@@ -118,7 +120,8 @@ impl Proxy {
             );
         }
         let client_upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let plan = plan(&snap, pool, &req, peer, max_body, start, rid);
+        let mut plan = plan(&snap, pool, &req, peer, max_body, start, rid);
+        plan.show_upstream |= load_run.is_some();
         self.forward(req, plan, log, client_upgrade).await
     }
 
@@ -245,7 +248,7 @@ impl Proxy {
         }
         let h = &mut parts.headers;
         h.insert(&headers::X_REQUEST_ID, plan.rid.clone());
-        if plan.snap.settings.upstream_header {
+        if plan.show_upstream {
             h.insert(&headers::X_UPSTREAM, member.upstream_header.clone());
         }
         if plan.sticky_cookie

@@ -39,6 +39,8 @@ pub(super) struct Plan<'a> {
     pub(super) start: Instant,
     /// The request id, sent to the member and back to the client.
     pub(super) rid: HeaderValue,
+    /// Name the member in `X-Upstream` (configured, or a request of the active load run).
+    pub(super) show_upstream: bool,
 }
 
 /// The member an attempt went to.
@@ -123,6 +125,7 @@ pub(super) fn plan<'a>(
         peer,
         start,
         rid,
+        show_upstream: snap.settings.upstream_header,
     };
     if !plan.sticky_cookie {
         return plan;

@@ -54,8 +54,7 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// Every algorithm (the tests run each one).
-    #[cfg(test)]
+    /// Every algorithm (the tests run each one; the dashboard offers each).
     pub(crate) const ALL: [Algorithm; 9] = [
         Algorithm::RoundRobin,
         Algorithm::WeightedRoundRobin,

@@ -54,6 +54,7 @@ impl Settings {
             client_idle_timeout: raw.timeouts.client_idle,
             backend_idle_timeout: raw.timeouts.backend_idle,
             max_header_bytes,
+            load: crate::config::load::LoadLimits::build(&raw.load, origin)?,
             max_connections,
             pools,
             routes,
