@@ -193,22 +193,19 @@ pub(super) async fn weight(
         match serde_json::from_slice::<WeightBody>(&body) {
             Ok(b) => b.weight,
             Err(e) => {
-                return Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("{USAGE}: {e}"),
-                ));
+                return Err(ApiError::bad_request(format!("{USAGE}: {e}")));
             }
         }
     } else if let Some(q) = q.weight {
         match q.trim().parse::<u32>() {
             Ok(w) => w,
-            Err(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, USAGE)),
+            Err(_) => return Err(ApiError::bad_request(USAGE)),
         }
     } else {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, USAGE));
+        return Err(ApiError::bad_request(USAGE));
     };
     if w > MAX_WEIGHT {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, USAGE));
+        return Err(ApiError::bad_request(USAGE));
     }
     let (m, _) = find_member(&s.shared, &pool, &member)?;
     let before = m.weight();
@@ -232,10 +229,7 @@ pub(super) async fn reload(
     authorize(&s.shared, &headers)?;
     let (tx, rx) = oneshot::channel();
     if s.control.send(Command::Reload(Some(tx))).await.is_err() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        ));
+        return Err(ApiError::shutting_down());
     }
     match rx.await {
         Ok(Ok(changed)) => Ok(Json(serde_json::json!({
@@ -253,10 +247,7 @@ pub(super) async fn reload(
             })),
         )
             .into_response()),
-        Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        )),
+        Err(_) => Err(ApiError::shutting_down()),
     }
 }
 
@@ -278,24 +269,15 @@ pub(super) async fn register(
 ) -> Result<Response, ApiError> {
     authorize(&s.shared, &headers)?;
     let Ok(addr) = member.parse::<SocketAddr>() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "member must be an IP:port address",
-        ));
+        return Err(ApiError::bad_request("member must be an IP:port address"));
     };
     let ttl = q.ttl.unwrap_or(10);
     if !(1..=3600).contains(&ttl) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ttl must be 1..=3600 seconds",
-        ));
+        return Err(ApiError::bad_request("ttl must be 1..=3600 seconds"));
     }
     let weight = q.weight.unwrap_or(1);
     if weight > MAX_WEIGHT {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "weight must be 0..=1000",
-        ));
+        return Err(ApiError::bad_request("weight must be 0..=1000"));
     }
     let (reply, rx) = oneshot::channel();
     let cmd = Command::Register {
@@ -306,20 +288,14 @@ pub(super) async fn register(
         reply,
     };
     if s.control.send(cmd).await.is_err() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        ));
+        return Err(ApiError::shutting_down());
     }
     match rx.await {
         Ok(Ok(())) => Ok(
             Json(serde_json::json!({"registered": addr.to_string(), "ttl": ttl})).into_response(),
         ),
         Ok(Err(e)) => Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string())),
-        Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        )),
+        Err(_) => Err(ApiError::shutting_down()),
     }
 }
 
@@ -331,10 +307,7 @@ pub(super) async fn deregister(
 ) -> Result<Response, ApiError> {
     authorize(&s.shared, &headers)?;
     let Ok(addr) = member.parse::<SocketAddr>() else {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "member must be an IP:port address",
-        ));
+        return Err(ApiError::bad_request("member must be an IP:port address"));
     };
     let (reply, rx) = oneshot::channel();
     if s.control
@@ -342,10 +315,7 @@ pub(super) async fn deregister(
         .await
         .is_err()
     {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        ));
+        return Err(ApiError::shutting_down());
     }
     match rx.await {
         Ok(true) => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -353,9 +323,6 @@ pub(super) async fn deregister(
             StatusCode::NOT_FOUND,
             "that member is not registered in that pool",
         )),
-        Err(_) => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down",
-        )),
+        Err(_) => Err(ApiError::shutting_down()),
     }
 }

@@ -33,13 +33,10 @@ pub(super) async fn set(
     authorize(&s.shared, &headers)?;
     let body: Body = serde_json::from_slice(&body).map_err(|e| {
         let names: Vec<&str> = Algorithm::ALL.iter().map(|a| a.as_str()).collect();
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "give {{\"algorithm\": NAME}} with NAME one of {}, or null for the file's: {e}",
-                names.join(", ")
-            ),
-        )
+        ApiError::bad_request(format!(
+            "give {{\"algorithm\": NAME}} with NAME one of {}, or null for the file's: {e}",
+            names.join(", ")
+        ))
     })?;
     apply(&s, pool, body.algorithm).await
 }
@@ -65,7 +62,7 @@ async fn apply(
         algorithm,
         reply,
     };
-    let gone = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    let gone = || ApiError::shutting_down();
     s.control.send(cmd).await.map_err(|_| gone())?;
     match rx.await.map_err(|_| gone())? {
         Ok(now) => {

@@ -30,9 +30,7 @@ pub(super) async fn start(
 ) -> Result<Response, ApiError> {
     authorize(&s.shared, &headers)?;
     let req: StartRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!(
+        ApiError::bad_request(format!(
                 "give a JSON body {{\"path\": \"/api/student\", \"concurrency\": 8, \"rate\": null, \"seconds\": 10}}: {e}"
             ),
         )
@@ -40,7 +38,7 @@ pub(super) async fn start(
     let limits = s.shared.snapshot().settings.load;
     let spec = req
         .check(&limits)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match s.load.start(spec) {
         Ok(run) => Ok((StatusCode::ACCEPTED, Json(run.report())).into_response()),
         Err(e @ StartError::Busy(_)) => Err(ApiError::new(StatusCode::CONFLICT, e.to_string())),

@@ -106,6 +106,16 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    /// A 400 with a message saying what was wrong and what is expected.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The 503 of a request that arrived while the balancer shuts down.
+    pub(crate) fn shutting_down() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+    }
 }
 
 impl IntoResponse for ApiError {

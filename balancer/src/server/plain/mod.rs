@@ -25,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Uri, Version, header};
+use http::{Request, Response, StatusCode, header};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
@@ -33,11 +33,16 @@ use super::ServerLimits;
 use super::idle::Place;
 use crate::clock::IdleTimer;
 use crate::error::ProxyError;
-use crate::http1::{self, FieldSpans};
+use crate::http1::FieldSpans;
 use crate::proxy::body::{RespBody, Tail};
 use crate::proxy::{ClientBody, Proxy, access_log};
 
+mod parse;
 mod respond;
+#[cfg(test)]
+mod tests;
+
+use parse::{Parsed, parse};
 
 /// How the plain loop ended.
 #[derive(Debug)]
@@ -364,138 +369,4 @@ enum Fill {
     Got,
     Closed,
     Expired,
-}
-
-#[allow(clippy::large_enum_variant)]
-enum Parsed {
-    Partial,
-    Plain(Request<ClientBody>, Meta),
-    Invalid,
-    Other,
-}
-
-/// Parses a request head off the front of `buf` if it is plain; leaves `buf` untouched
-/// otherwise.
-fn parse(buf: &mut BytesMut, spans: &mut FieldSpans, max_head: usize) -> Parsed {
-    let mut slots = http1::slots();
-    let (req, len) = match http1::parse_request(buf, &mut slots) {
-        Ok(Some(parsed)) => parsed,
-        Ok(None) => return Parsed::Partial,
-        Err(_) => return Parsed::Other,
-    };
-    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
-        return Parsed::Other;
-    };
-    if len > max_head || !path.starts_with('/') {
-        return Parsed::Other;
-    }
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Parsed::Other;
-    };
-    if method == Method::CONNECT {
-        return Parsed::Other;
-    }
-    let http10 = minor == 0;
-    let mut keep_alive = !http10;
-    // `close` wins over `keep-alive`, in whatever order they come (RFC 9112 9.6).
-    let mut close = false;
-    for h in req.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length")
-            || name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return Parsed::Other;
-        }
-        if name.eq_ignore_ascii_case(b"connection") {
-            for t in http1::tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                    keep_alive = keep_alive || http10;
-                } else if t.eq_ignore_ascii_case(b"upgrade") {
-                    return Parsed::Other;
-                }
-            }
-        }
-    }
-    spans.record(buf, req.headers);
-    let path = (path.as_ptr() as usize - buf.as_ptr() as usize, path.len());
-    keep_alive &= !close;
-    let head = buf.split_to(len).freeze();
-    let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.0 + path.1)) else {
-        return Parsed::Invalid;
-    };
-    let Some(headers) = spans.map(&head) else {
-        return Parsed::Invalid;
-    };
-    let mut req = Request::new(ClientBody::None);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = if http10 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
-    };
-    *req.headers_mut() = headers;
-    let meta = Meta {
-        head_only: req.method() == Method::HEAD,
-        keep_alive,
-        http10,
-    };
-    Parsed::Plain(req, meta)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::Write as _;
-    use std::time::Duration;
-
-    use super::*;
-
-    /// A server-side connection rebuilt with `from_std`, as an adopted one is: tokio has seen
-    /// no readiness for it yet. `sent`: wait until the client's bytes are in the socket.
-    fn adopted(listener: &std::net::TcpListener, sent: bool) -> Conn {
-        let (server, _) = listener.accept().unwrap();
-        if sent {
-            server.peek(&mut [0u8; 1]).unwrap();
-        }
-        server.set_nonblocking(true).unwrap();
-        Conn::new(TcpStream::from_std(server).unwrap(), LIMITS)
-    }
-
-    const LIMITS: ServerLimits = ServerLimits {
-        max_header_bytes: 16 * 1024,
-        idle_timeout: Duration::from_secs(5),
-    };
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn at_shutdown_a_request_that_arrived_is_read_and_a_silent_connection_closes() {
-        let limits = LIMITS;
-        let stop = CancellationToken::new();
-        stop.cancel();
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-
-        let mut sent = std::net::TcpStream::connect(addr).unwrap();
-        sent.write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
-            .unwrap();
-        let mut conn = adopted(&listener, true);
-        let cancelled = stop.cancelled();
-        tokio::pin!(cancelled);
-        match conn.read_head(limits, cancelled.as_mut()).await {
-            Read::Plain(req, _) => assert_eq!(req.uri().path(), "/a"),
-            _ => panic!("the request that had arrived was not read"),
-        }
-
-        let _silent = std::net::TcpStream::connect(addr).unwrap();
-        let mut conn = adopted(&listener, false);
-        let cancelled = stop.cancelled();
-        tokio::pin!(cancelled);
-        assert!(matches!(
-            conn.read_head(limits, cancelled.as_mut()).await,
-            Read::Closed
-        ));
-    }
 }
