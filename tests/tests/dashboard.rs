@@ -1,7 +1,7 @@
 //! The balancer's dashboard as a lab instrument, in headless Chromium against the real stack:
 //! a load run started from the page fills the live chart and the shares, a replica killed
 //! during the load leaves the chart, switching the algorithm with one replica slowed lowers
-//! its share (CPU-starved by docker, then through the experiment panel's fault knob), and the
+//! its share (slowed by its fault knob through the admin API, then by the experiment panel), and the
 //! page fits 1280 px and a phone without sideways scrolling.
 //!
 //! One stack (with an admin token) and one browser for all steps; each step saves a
@@ -309,8 +309,11 @@ async fn a_slowed_replica_loses_share_when_the_algorithm_switches(b: &mut Browse
         .unwrap();
     let slow = stack.containers("student-api").unwrap().remove(0);
     let addr = format!("{}:3000", address(&slow));
-    // A starved CPU makes the replica slow without failing its health checks.
-    docker::docker(&["update", "--cpus", "0.05", &slow]).unwrap();
+    // A steady 50 ms (the replica's fault knob, through the balancer's relay) makes it slow
+    // without failing its health checks. Not a starved CPU (`docker update --cpus`): that
+    // makes its latency spiky, and hedging then answers most of its requests from the others
+    // whatever the algorithm, so round-robin would not show its third.
+    set_delay(b, &addr, 50).await;
     choose_algorithm(b, "round-robin").await;
     let fair = share_under_load(b, &addr, 8).await;
     b.screenshot("slow-replica-round-robin").await.unwrap();
@@ -344,7 +347,21 @@ async fn a_slowed_replica_loses_share_when_the_algorithm_switches(b: &mut Browse
     b.screenshot("slow-replica-least-connections")
         .await
         .unwrap();
-    docker::docker(&["update", "--cpus", "0", &slow]).unwrap();
+    set_delay(b, &addr, 0).await;
+}
+
+/// Sets `member`'s `delay_ms` knob through the admin relay, from the page (it has the token).
+async fn set_delay(b: &Browser, member: &str, ms: u32) {
+    let status = b
+        .js(&format!(
+            "return fetch('/api/pools/dynamic/members/{member}/fault', {{method: 'PUT',
+               headers: {{'Authorization': 'Bearer {TOKEN}', 'Content-Type': 'application/json'}},
+               body: JSON.stringify({{delay_ms: {ms}}})}}).then(r => r.status);"
+        ))
+        .await
+        .unwrap();
+    let ok = status.as_u64().is_some_and(|s| (200..300).contains(&s));
+    assert!(ok, "the fault relay for {member} answered {status}");
 }
 
 async fn click(b: &Browser, css: &str) {
