@@ -29,9 +29,7 @@ async fn the_dashboard_drives_load_and_shows_it_in_headless_chromium() {
     }
     let started = Instant::now();
     let stack = Stack::new("dashboard").unwrap();
-    stack
-        .setup_with(&[("BALANCER_ADMIN_TOKEN", TOKEN.into())], &[])
-        .unwrap();
+    stack.setup_with(&env(), &[]).unwrap();
     scale_api(&stack, API_REPLICAS);
     eprintln!("stack ready in {:.1}s", started.elapsed().as_secs_f64());
 
@@ -61,12 +59,19 @@ async fn the_dashboard_drives_load_and_shows_it_in_headless_chromium() {
 
 fn scale_api(stack: &Stack, n: usize) {
     stack
-        .setup_with(
-            &[("BALANCER_ADMIN_TOKEN", TOKEN.into())],
-            &["scale", &n.to_string()],
-        )
+        .setup_with(&env(), &["scale", &n.to_string()])
         .unwrap();
     browser::wait_for_pool(stack, "dynamic", n, Duration::from_secs(40)).unwrap();
+}
+
+/// The stack's settings: an admin token, and hedging off, so that a slowed replica's share is
+/// the algorithm's alone (with hedging on, its late answers lose races to the others and
+/// passive health may take it out, whatever the algorithm: lab.md chapter 10).
+fn env() -> [(&'static str, String); 2] {
+    [
+        ("BALANCER_ADMIN_TOKEN", TOKEN.into()),
+        ("BALANCER_HEDGE", "false".into()),
+    ]
 }
 
 async fn set_token(b: &Browser) {
@@ -310,9 +315,7 @@ async fn a_slowed_replica_loses_share_when_the_algorithm_switches(b: &mut Browse
     let slow = stack.containers("student-api").unwrap().remove(0);
     let addr = format!("{}:3000", address(&slow));
     // A steady 50 ms (the replica's fault knob, through the balancer's relay) makes it slow
-    // without failing its health checks. Not a starved CPU (`docker update --cpus`): that
-    // makes its latency spiky, and hedging then answers most of its requests from the others
-    // whatever the algorithm, so round-robin would not show its third.
+    // without failing its health checks, as the lab's chapter 10 does.
     set_delay(b, &addr, 50).await;
     choose_algorithm(b, "round-robin").await;
     let fair = share_under_load(b, &addr, 8).await;
