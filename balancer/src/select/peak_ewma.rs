@@ -18,9 +18,7 @@
 
 use std::sync::Arc;
 
-use rand::RngExt;
-
-use super::{PickContext, Select, round_robin};
+use super::{PickContext, Select, p2c};
 use crate::config::balancing::Balancing;
 use crate::pool::Member;
 
@@ -48,16 +46,7 @@ pub(crate) fn cost(rtt_ms: f64, in_flight: u32, weight: u32) -> f64 {
 
 impl Select for PeakEwma {
     fn pick(&self, members: &[Arc<Member>], cx: &PickContext<'_>) -> Option<usize> {
-        let n = members.len();
-        if n == 0 {
-            return None;
-        }
-        let mut rng = rand::rng();
-        let a = round_robin::scan_from(members, cx, rng.random_range(0..n))?;
-        let b = match round_robin::scan_from(members, cx, rng.random_range(0..n)) {
-            Some(b) if b != a => b,
-            _ => round_robin::scan_from(members, cx, a + 1).unwrap_or(a),
-        };
+        let (a, b) = p2c::two_choices(members, cx)?;
         if a == b {
             return Some(a);
         }
