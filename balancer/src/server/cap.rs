@@ -30,8 +30,8 @@ pub(crate) enum Accept {
     Pause,
 }
 
-/// Decides the next accept. `open`: client connections of every worker; `closing`: this
-/// worker's connections already chosen to close; `waiting`: its connections waiting for a head.
+/// Decides the next accept. `open`: client connections of every worker; `closing`: those of
+/// them already chosen to close; `waiting`: this worker's connections waiting for a head.
 pub(crate) fn before_accept(open: usize, closing: usize, waiting: usize, max: usize) -> Accept {
     let at_cap = open.saturating_sub(closing) >= max;
     if !at_cap || waiting > 0 {

@@ -13,7 +13,10 @@
 //! list inside a slab: joining, leaving and evicting are O(1), a few stores per request.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::task::Waker;
+
+use super::spread::Load;
 
 /// No neighbour.
 const NIL: u32 = u32::MAX;
@@ -38,8 +41,6 @@ struct Queue {
     tail: u32,
     /// Connections in the queue.
     len: usize,
-    /// Evicted and not yet closed: they still count as open until their task ends.
-    closing: usize,
 }
 
 impl Queue {
@@ -50,7 +51,6 @@ impl Queue {
             head: NIL,
             tail: NIL,
             len: 0,
-            closing: 0,
         }
     }
 
@@ -70,20 +70,19 @@ impl Queue {
         (self.entries.len() - 1) as u32
     }
 
-    fn remove(&mut self, i: u32) {
+    /// Frees `i`'s place; whether the cap had chosen it (it was counted as closing).
+    fn remove(&mut self, i: u32) -> bool {
         self.unlink(i);
         let e = &mut self.entries[i as usize];
         e.waker = None;
-        if e.evicted {
-            e.evicted = false;
-            self.closing -= 1;
-        }
+        let evicted = std::mem::take(&mut e.evicted);
         self.free.push(i);
         if self.free.len() == self.entries.len() {
             // Every connection left (a flood ended): give the slab's memory back.
             self.entries = Vec::new();
             self.free = Vec::new();
         }
+        evicted
     }
 
     fn push_back(&mut self, i: u32) {
@@ -136,7 +135,6 @@ impl Queue {
             if let Some(w) = e.waker.take() {
                 w.wake();
             }
-            self.closing += 1;
             done += 1;
         }
         done
@@ -145,6 +143,16 @@ impl Queue {
 
 thread_local! {
     static QUEUE: RefCell<Queue> = const { RefCell::new(Queue::new()) };
+    /// The balancer's connection counts, where connections chosen to close are counted for
+    /// every worker together (`attach`).
+    static LOAD: RefCell<Option<Arc<Load>>> = const { RefCell::new(None) };
+}
+
+/// Ties this worker thread's queue to the balancer's counts. Why the count of closing
+/// connections is shared: the cap is one for all workers, and two workers that each saw only
+/// their own closing ones would both make room for the same newcomer, closing more than needed.
+pub(crate) fn attach(load: Arc<Load>) {
+    LOAD.with(|l| *l.borrow_mut() = Some(load));
 }
 
 fn with<R>(f: impl FnOnce(&mut Queue) -> R) -> Option<R> {
@@ -193,8 +201,12 @@ impl Place {
 
 impl Drop for Place {
     fn drop(&mut self) {
-        if self.0 != NIL {
-            with(|q| q.remove(self.0));
+        if self.0 != NIL && with(|q| q.remove(self.0)) == Some(true) {
+            let _ = LOAD.try_with(|l| {
+                if let Some(load) = l.borrow().as_ref() {
+                    load.closed_one();
+                }
+            });
         }
     }
 }
@@ -202,11 +214,6 @@ impl Drop for Place {
 /// Closes up to `n` of this worker's longest-waiting connections; how many it chose.
 pub(crate) fn evict(n: usize) -> usize {
     with(|q| q.evict(n)).unwrap_or(0)
-}
-
-/// This worker's connections that were chosen to close and have not closed yet.
-pub(crate) fn closing() -> usize {
-    with(|q| q.closing).unwrap_or(0)
 }
 
 /// This worker's connections waiting for a head.
@@ -244,14 +251,10 @@ mod tests {
         assert_eq!(order(&q), [a]);
         assert!(q.entries[b as usize].evicted && q.entries[c as usize].evicted);
         assert!(!q.entries[a as usize].evicted);
-        assert_eq!(q.closing, 2);
         q.unlink(a);
         assert_eq!(q.evict(5), 0, "nothing waits");
-        q.remove(b);
-        assert_eq!(
-            q.closing, 1,
-            "an evicted connection that closed no longer counts"
-        );
+        assert!(q.remove(b), "an evicted connection that closes was closing");
+        assert!(!q.remove(a));
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub(crate) fn serve(
             .name(format!("proxy-{i}"))
             .spawn(move || {
                 crate::stats::use_shard(i);
+                idle::attach(Arc::clone(&shared.clients));
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -199,7 +200,7 @@ impl Worker {
         let max = self.shared.snapshot().settings.max_connections;
         let open = load.total();
         let waiting = idle::waiting();
-        let verdict = cap::before_accept(open, idle::closing(), waiting, max);
+        let verdict = cap::before_accept(open, load.closing(), waiting, max);
         match verdict {
             cap::Accept::Pause => load.cap.reached(open, max, false),
             cap::Accept::Yes { at_cap: false } => load.cap.check_cleared(open, max),
@@ -213,13 +214,13 @@ impl Worker {
     fn make_room(&self) {
         let load = &self.shared.clients;
         let max = self.shared.snapshot().settings.max_connections;
-        let open = load.total();
-        let excess = cap::to_close(open, idle::closing(), max);
+        let excess = load.reserve_closing(max);
         if excess == 0 {
             return;
         }
-        load.cap.reached(open, max, true);
+        load.cap.reached(load.total(), max, true);
         let closed = idle::evict(excess);
+        load.unreserve(excess - closed);
         load.cap.add_closed(closed);
     }
 }

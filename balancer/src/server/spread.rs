@@ -29,6 +29,9 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub struct Load {
     open: Box<[Slot]>,
+    /// Connections the cap chose to close that have not closed yet, every worker's: they
+    /// still count in `open` until their task ends.
+    closing: AtomicUsize,
     /// The connection cap's episodes and counts.
     pub cap: super::cap::CapCounters,
 }
@@ -43,6 +46,7 @@ impl Load {
     pub(crate) fn new(workers: usize) -> Self {
         Load {
             open: (0..workers.max(1)).map(|_| Slot::default()).collect(),
+            closing: AtomicUsize::new(0),
             cap: Default::default(),
         }
     }
@@ -57,6 +61,44 @@ impl Load {
     /// Open client connections of every worker together.
     pub fn total(&self) -> usize {
         self.open.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Connections chosen to close and still open, every worker's.
+    pub(crate) fn closing(&self) -> usize {
+        self.closing.load(Ordering::Relaxed)
+    }
+
+    /// Reserves the closing of the connections over `max`, counting those already closing
+    /// (`excess` from [`super::cap::to_close`]); how many this caller must now close. Two
+    /// workers that make room at once reserve in turn, so they never close the same excess
+    /// twice.
+    pub(crate) fn reserve_closing(&self, max: usize) -> usize {
+        let mut closing = self.closing.load(Ordering::Relaxed);
+        loop {
+            let excess = super::cap::to_close(self.total(), closing, max);
+            if excess == 0 {
+                return 0;
+            }
+            match self.closing.compare_exchange_weak(
+                closing,
+                closing + excess,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return excess,
+                Err(now) => closing = now,
+            }
+        }
+    }
+
+    /// `n` of a reservation found nothing to close after all.
+    pub(crate) fn unreserve(&self, n: usize) {
+        self.closing.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// A connection chosen to close has closed.
+    pub(crate) fn closed_one(&self) {
+        self.closing.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Open client connections of each worker.
@@ -241,6 +283,23 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Seated<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_making_room_at_once_reserve_the_excess_only_once() {
+        let load = Arc::new(Load::new(2));
+        let _a: Vec<Seat> = (0..11).map(|_| Seat::take(&load, 0)).collect();
+        let _b: Vec<Seat> = (0..11).map(|_| Seat::take(&load, 1)).collect();
+        assert_eq!(
+            load.reserve_closing(20),
+            2,
+            "the first worker takes the excess"
+        );
+        assert_eq!(load.reserve_closing(20), 0, "the second finds it taken");
+        load.unreserve(1);
+        assert_eq!(load.closing(), 1, "one of the two had nothing to close");
+        load.closed_one();
+        assert_eq!(load.closing(), 0);
+    }
 
     #[test]
     fn a_worker_keeps_its_connection_unless_another_holds_two_fewer() {
