@@ -102,25 +102,6 @@ pub fn scale(stack: &Stack, service: &str, n: usize) -> Result<()> {
     .with_context(|| format!("{service} did not reach {n} running replicas"))
 }
 
-/// Waits until the balancer's pool `pool` has `n` members in rotation (read from the admin
-/// API's `/api/status`).
-pub fn wait_for_pool(stack: &Stack, pool: &str, n: usize, timeout: Duration) -> Result<()> {
-    crate::stack::wait_for(timeout, || {
-        let status: Value =
-            serde_json::from_slice(&http::get(stack.admin_port, "/api/status")?.body)?;
-        let in_rotation = status["pools"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["name"] == pool)
-            .flat_map(|p| p["members"].as_array().into_iter().flatten())
-            .filter(|m| m["in_rotation"] == true && m["state"] == "up")
-            .count();
-        Ok(in_rotation == n)
-    })
-    .with_context(|| format!("pool {pool} never had {n} members up"))
-}
-
 /// The `chromedriver` child process and its private Chromium profile.
 #[derive(Debug)]
 struct Driver {

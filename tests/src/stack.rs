@@ -149,6 +149,25 @@ impl Stack {
         .with_context(|| format!("student-api did not reach {n} running replicas"))
     }
 
+    /// Waits until the balancer's pool `pool` has `n` members in rotation (read from the
+    /// admin API's `/api/status`).
+    pub fn wait_for_pool(&self, pool: &str, n: usize, timeout: Duration) -> Result<()> {
+        wait_for(timeout, || {
+            let status: serde_json::Value =
+                serde_json::from_slice(&http::get(self.admin_port, "/api/status")?.body)?;
+            let in_rotation = status["pools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["name"] == pool)
+                .flat_map(|p| p["members"].as_array().into_iter().flatten())
+                .filter(|m| m["in_rotation"] == true && m["state"] == "up")
+                .count();
+            Ok(in_rotation == n)
+        })
+        .with_context(|| format!("pool {pool} never had {n} members up"))
+    }
+
     /// Ids of this stack's running containers of one service.
     pub fn containers(&self, service: &str) -> Result<Vec<String>> {
         docker::containers(&self.project, service)

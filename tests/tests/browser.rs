@@ -30,8 +30,12 @@ async fn the_lab_page_in_headless_chromium() {
     let stack = Stack::up("browser").unwrap();
     stack.scale_api(API_REPLICAS).unwrap();
     browser::scale(&stack, "static-site", STATIC_REPLICAS).unwrap();
-    browser::wait_for_pool(&stack, "dynamic", API_REPLICAS, Duration::from_secs(30)).unwrap();
-    browser::wait_for_pool(&stack, "static", STATIC_REPLICAS, Duration::from_secs(30)).unwrap();
+    stack
+        .wait_for_pool("dynamic", API_REPLICAS, Duration::from_secs(30))
+        .unwrap();
+    stack
+        .wait_for_pool("static", STATIC_REPLICAS, Duration::from_secs(30))
+        .unwrap();
     eprintln!("stack ready in {:.1}s", started.elapsed().as_secs_f64());
 
     let mut b = Browser::start("lab-page").await.unwrap();
@@ -538,7 +542,8 @@ async fn dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(
     .await
     .unwrap();
     assert_dashboard_fits(b, 1280).await;
-    // At 1280 px it is still a table: the last column's heading is on screen.
+    // At 1280 px it is still a table: the last column's heading ("load seen", what the
+    // load-aware algorithms read) is on screen.
     let heading = b
         .js(
             "var th = document.querySelectorAll('[data-pool=dynamic] th');
@@ -548,8 +553,8 @@ async fn dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(
         .await
         .unwrap();
     assert!(
-        heading[0] == "last check" && heading[1].as_f64().unwrap() > 10.0 && heading[2] == true,
-        "the LAST CHECK heading is not shown at 1280 px: {heading}"
+        heading[0] == "load seen" && heading[1].as_f64().unwrap() > 10.0 && heading[2] == true,
+        "the LOAD SEEN heading is not shown at 1280 px: {heading}"
     );
     b.screenshot("dashboard-1280").await.unwrap();
     b.js("document.getElementById('events').scrollIntoView(); return null;")

@@ -61,7 +61,9 @@ fn scale_api(stack: &Stack, n: usize) {
     stack
         .setup_with(&env(), &["scale", &n.to_string()])
         .unwrap();
-    browser::wait_for_pool(stack, "dynamic", n, Duration::from_secs(40)).unwrap();
+    stack
+        .wait_for_pool("dynamic", n, Duration::from_secs(40))
+        .unwrap();
 }
 
 /// The stack's settings: an admin token, and hedging off, so that a slowed replica's share is

@@ -164,6 +164,10 @@ fn killing_a_replica_under_load_fails_no_request() {
     }
     let stack = Stack::up("kill").unwrap();
     stack.scale_api(3).unwrap();
+    // How fast new replicas join is the scale test's; this one needs all three serving.
+    stack
+        .wait_for_pool("dynamic", 3, Duration::from_secs(60))
+        .unwrap();
     assert_eq!(
         instances_within(stack.http_port, 3, Duration::from_secs(10)).len(),
         3
@@ -197,6 +201,10 @@ fn scaling_3_to_1_under_load_fails_no_request_and_keeps_every_post() {
     }
     let stack = Stack::up("scaledown").unwrap();
     stack.scale_api(3).unwrap();
+    // How fast new replicas join is the scale test's; this one needs all three serving.
+    stack
+        .wait_for_pool("dynamic", 3, Duration::from_secs(60))
+        .unwrap();
     assert_eq!(
         instances_within(stack.http_port, 3, Duration::from_secs(10)).len(),
         3
