@@ -222,25 +222,24 @@ impl Proxy {
                         .load
                         .observe(algorithm, bal, headers, status, micros, at);
                     // The other attempt is cancelled here (its future dropped, its connection
-                    // closed). If it was the one the hedge overtook and its member answered
-                    // nothing at all meanwhile (hung, not merely slow on this request while
-                    // it served others), it is charged, as for a timeout.
+                    // closed). If it was the one the hedge overtook, its member learns how
+                    // long it kept the request, and is charged as for a timeout if it looks
+                    // hung rather than slow (`hedge` module doc).
                     let loser = fa.take().or(fb.take());
                     a.set(None);
                     drop(b.take());
                     let outcome = match (attempts.hedged(), loser) {
                         (Some(h), loser) if h == n => {
                             member.hedge.add_won();
-                            if let Some(loser) = loser.filter(|l| {
-                                l.member.stats.total_responses() == l.answered_before_hedge
+                            if let Some(l) = loser.filter(|l| {
+                                l.member.hedge.overtaken(
+                                    l.sent_at.elapsed(),
+                                    l.member.stats.total_responses(),
+                                    l.answered_before_hedge,
+                                )
                             }) {
                                 let now_ms = clock::now_ms();
-                                self.record_failure(
-                                    plan.pool,
-                                    loser.member,
-                                    FailKind::Timeout,
-                                    now_ms,
-                                );
+                                self.record_failure(plan.pool, l.member, FailKind::Timeout, now_ms);
                             }
                             HedgeOutcome::Won
                         }

@@ -45,12 +45,21 @@
 //! - **Any response head wins**, 5xx included (gRPC waits for a non-fatal status): the
 //!   balancer never retries on a status either, and a member that answers is not hung.
 //! - **The loser is cancelled**: its future is dropped, its connection closed, never reused.
-//!   If the hedge won and the member it overtook answered nothing at all while the hedge was
-//!   out, that member is charged a failure (passive detection, as for a timeout); active
-//!   checks take it out as before. One that kept answering other requests meanwhile is alive
-//!   and was only slow on this one (the tail hedging is for): with `max_fails = 1` charging
-//!   it would eject a healthy member for every tail request. Telling the two apart costs one
-//!   read of its response counters when the hedge goes, nothing on the request path.
+//!   Its answer is never seen, so the p99 would never learn that the member turned slow: how
+//!   long it had waited when overtaken counts as a lower bound of the member's latency
+//!   ([`MemberHedge::overtaken`]) until a window of its answers says better, and the next
+//!   delay is at least twice that. A member that turned uniformly 50 ms slow is hedged once
+//!   at 50 ms, then waited on for 100 ms and answers in time: it keeps its share, as the
+//!   algorithm decides, instead of losing every race.
+//! - **A hung member is charged, a slow one is not**: if the member the hedge overtook
+//!   answered nothing at all while the hedge was out, and nothing since it was last overtaken
+//!   so, it is charged a failure (passive detection, as for a timeout); active checks take it
+//!   out as before. One silent loss alone is not enough: a member that just turned slow and
+//!   has one request at a time (a quiet lab) answers nothing while its first request is
+//!   overtaken, and with `max_fails = 1` would be ejected for it. Nor is a member that kept
+//!   answering other requests meanwhile: it is alive and was only slow on this one (the tail
+//!   hedging is for). Telling them apart costs one read of its response counters when the
+//!   hedge goes, nothing on the request path.
 //! - **Only what a retry could resend is hedged**: GET, HEAD, OPTIONS (and PUT, DELETE,
 //!   TRACE) without a body, or with a small body the balancer kept whole
 //!   ([`super::replay`]). A POST is never hedged: to a hung member it waits for the pool's
@@ -76,6 +85,11 @@ const SLOTS: usize = WINDOW_SECS as usize + 2;
 /// `p99_us` before any p99 was seen.
 const UNKNOWN: u64 = u64::MAX;
 
+/// Silent losses in a row (overtaken with nothing answered meanwhile nor since the last one)
+/// that charge the member: the second, so that a member that merely turned slow is not
+/// charged for the one race it loses before its delay learns.
+pub(crate) const SILENT_LOSSES_TO_CHARGE: u64 = 2;
+
 /// A member's hedging counters and its cached p99. Written only when a hedge is sent or won,
 /// and the p99 at most once a second: nothing here costs the request path more than two
 /// relaxed loads.
@@ -91,6 +105,16 @@ pub struct MemberHedge {
     p99_us: AtomicU64,
     /// The coarse second `p99_us` was computed in.
     p99_second: AtomicU64,
+    /// The longest a request had waited on this member when a hedge overtook it (µs): a floor
+    /// under `p99_us` until a window of answers replaces it (kept while the member answers
+    /// nothing, like `p99_us`, so that a member ejected for being slow comes back with the
+    /// longer delay it had learnt); 0 when none.
+    overtaken_us: AtomicU64,
+    /// The coarse second its window first had answers since it was last overtaken.
+    answering_since: AtomicU64,
+    /// Silent losses in a row, and the member's response count at the last one.
+    silent_losses: AtomicU64,
+    silent_at: AtomicU64,
 }
 
 impl Default for MemberHedge {
@@ -101,6 +125,10 @@ impl Default for MemberHedge {
             recent: std::array::from_fn(|_| (AtomicU64::new(u64::MAX), AtomicU64::new(0))),
             p99_us: AtomicU64::new(UNKNOWN),
             p99_second: AtomicU64::new(u64::MAX),
+            overtaken_us: AtomicU64::new(0),
+            answering_since: AtomicU64::new(u64::MAX),
+            silent_losses: AtomicU64::new(0),
+            silent_at: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -133,6 +161,41 @@ impl MemberHedge {
         self.won.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Its window has answers in second `now`: once they have for a whole window since it
+    /// was last overtaken, they tell how slow it is, and the floor goes.
+    fn answering(&self, now: u64) {
+        if self.overtaken_us.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let since = self.answering_since.load(Ordering::Relaxed);
+        if since == u64::MAX {
+            self.answering_since.store(now, Ordering::Relaxed);
+        } else if now.saturating_sub(since) >= WINDOW_SECS {
+            self.overtaken_us.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A hedge overtook a request that had waited `waited` on this member; `answered` is the
+    /// member's response count now, `before` when the hedge went. Returns whether to charge
+    /// the member (see the module doc). Relaxed: two workers racing here can only miscount
+    /// one loss.
+    pub(crate) fn overtaken(&self, waited: Duration, answered: u64, before: u64) -> bool {
+        let waited_us = waited.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.answering_since.store(u64::MAX, Ordering::Relaxed);
+        self.overtaken_us.fetch_max(waited_us, Ordering::Relaxed);
+        if answered != before {
+            self.silent_losses.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let in_a_row = if self.silent_at.swap(answered, Ordering::Relaxed) == answered {
+            self.silent_losses.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            self.silent_losses.store(1, Ordering::Relaxed);
+            1
+        };
+        in_a_row >= SILENT_LOSSES_TO_CHARGE
+    }
+
     /// Hedges sent to this member in the window ending at second `now`.
     pub fn recent(&self, now: u64) -> u64 {
         self.recent
@@ -158,9 +221,21 @@ impl MemberHedge {
             self.p99_second.store(now, Ordering::Relaxed);
             if let Some(p99) = stats.recent.window(now).quantile_us(0.99) {
                 self.p99_us.store(p99 as u64, Ordering::Relaxed);
+                self.answering(now);
             }
         }
-        delay_for(self.p99_us.load(Ordering::Relaxed), floor, ceiling)
+        let p99 = self.p99_us.load(Ordering::Relaxed);
+        let overtaken = self.overtaken_us.load(Ordering::Relaxed);
+        // UNKNOWN (never answered) already waits the ceiling.
+        delay_for(
+            if p99 == UNKNOWN {
+                p99
+            } else {
+                p99.max(overtaken)
+            },
+            floor,
+            ceiling,
+        )
     }
 }
 
@@ -245,6 +320,56 @@ mod tests {
         assert!(d >= 90 * MS && d <= 120 * MS, "{d:?}");
         // A hung member: nothing in the window any more, the last p99 stays.
         assert_eq!(hedge.delay(&stats, 200, floor, ceiling), d);
+    }
+
+    #[test]
+    fn an_overtaken_request_raises_the_delay_for_a_window() {
+        let (stats, hedge) = (MemberStats::default(), MemberHedge::default());
+        let (floor, ceiling) = (20 * MS, 500 * MS);
+        for _ in 0..100 {
+            stats.recent.record(100, 1_000);
+        }
+        assert_eq!(hedge.delay(&stats, 100, floor, ceiling), floor, "fast");
+        // It turned 50 ms slow: overtaken after 51 ms of waiting.
+        hedge.overtaken(51 * MS, 100, 100);
+        assert_eq!(hedge.delay(&stats, 100, floor, ceiling), 102 * MS);
+        assert_eq!(
+            hedge.delay(&stats, 130, floor, ceiling),
+            102 * MS,
+            "no answers since: the floor stays"
+        );
+        for s in 131..=140 {
+            stats.recent.record(s, 1_000);
+            assert_eq!(
+                hedge.delay(&stats, s, floor, ceiling),
+                102 * MS,
+                "second {s}"
+            );
+        }
+        stats.recent.record(141, 1_000);
+        assert_eq!(
+            hedge.delay(&stats, 141, floor, ceiling),
+            floor,
+            "a window of fast answers since"
+        );
+    }
+
+    #[test]
+    fn only_the_second_silent_loss_in_a_row_charges() {
+        let h = MemberHedge::default();
+        let waited = 60 * MS;
+        assert!(!h.overtaken(waited, 7, 7), "first silent loss");
+        assert!(
+            h.overtaken(waited, 7, 7),
+            "second, nothing answered between"
+        );
+        assert!(h.overtaken(waited, 7, 7), "and every one after");
+        assert!(!h.overtaken(waited, 9, 8), "it answered during the race");
+        assert!(
+            !h.overtaken(waited, 12, 12),
+            "silent, but it answered since"
+        );
+        assert!(h.overtaken(waited, 12, 12));
     }
 
     #[test]

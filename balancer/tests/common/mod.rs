@@ -109,6 +109,8 @@ pub(crate) struct BackendState {
     report: std::sync::Mutex<Option<String>>,
     /// Status every answer other than `/healthz` gets instead of its own (0 = none).
     fail_with: std::sync::atomic::AtomicU16,
+    /// Extra delay before every answer other than `/healthz`, ms (see [`BackendState::slow`]).
+    slow_ms: AtomicU64,
 }
 
 /// What a backend's `/healthz` answers.
@@ -138,6 +140,11 @@ impl BackendState {
     /// Makes every answer other than `/healthz` a `status` (0: back to normal), at once.
     pub(crate) fn fail_with(&self, status: u16) {
         self.fail_with.store(status, Ordering::SeqCst);
+    }
+
+    /// Delays every answer other than `/healthz` by `by` from now on (a replica turned slow).
+    pub(crate) fn slow(&self, by: Duration) {
+        self.slow_ms.store(by.as_millis() as u64, Ordering::SeqCst);
     }
 
     fn healthz(&self) -> Response<BackendBody> {
@@ -322,8 +329,9 @@ async fn handle(ctx: Arc<Ctx>, mut req: Request<Incoming>) -> Response<BackendBo
         }
         return r;
     }
-    if !ctx.opts.delay.is_zero() {
-        tokio::time::sleep(ctx.opts.delay).await;
+    let slow = Duration::from_millis(ctx.state.slow_ms.load(Ordering::SeqCst));
+    if !(ctx.opts.delay + slow).is_zero() {
+        tokio::time::sleep(ctx.opts.delay + slow).await;
     }
     let mut resp = match path.as_str() {
         "/echo" => {
