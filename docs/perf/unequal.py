@@ -3,8 +3,8 @@
 
 Three real student-api replicas (release binaries of this workspace) run behind the musl
 release balancer. One of them is made bad with the lab's fault knobs (PUT /fault on the
-replica, the same JSON the balancer's admin relay takes), then 16 keep-alive clients (wrk)
-load /api/student through the balancer, once per algorithm:
+replica, the same JSON the balancer's admin relay takes), then 16 keep-alive clients load
+/api/student through the balancer, once per algorithm:
 
   1. "slow":    replica 3 answers 50 ms late      ({"delay_ms": 50})
   2. "failing": replica 3 answers 20 % of requests 500, fast ({"error_rate": 0.2})
@@ -13,17 +13,27 @@ Per algorithm it prints the bad replica's share of the requests (from the balanc
 /api/status per-member request counts, before and after the measured run), the throughput,
 p50/p95/p99 latency (wrk's, through the balancer) and the share of 5xx answers.
 
+Two ways to load, because they answer different questions:
+
+  --rate N (default 300): a fixed rate of N requests per second over the 16 connections,
+      the same for every algorithm (the balancer's own load generator, POST /api/load, the
+      one the dashboard drives; it keeps a wrk2-style schedule). Latency then measures the
+      algorithm: no algorithm gets to push the machine into saturation by being fast.
+  --rate 0: closed loop (wrk): each client sends its next request as soon as the last is
+      answered. Throughput then measures the algorithm, but a fast algorithm runs the two
+      cores flat out and its p95 becomes the machine's scheduling delay, not the replicas'.
+
 Each algorithm gets a fresh balancer, a warm-up under the same load (algorithms that learn
 need it: gRFC A58's blackout alone is 10 s), then the measured run. An algorithm the
 balancer does not accept is skipped with the balancer's own message.
 
-  docs/perf/unequal.py [ALGORITHM ...] [--duration 15] [--warmup 15] [--conns 16]
-                       [--balancer PATH] [--api PATH] [--scenario slow|failing ...]
+  docs/perf/unequal.py [ALGORITHM ...] [--rate 300] [--duration 15] [--warmup 15]
+                       [--conns 16] [--balancer PATH] [--api PATH] [--scenario slow|failing ...]
 
 Default algorithms: round-robin least-connections p2c peak-ewma reported-load. Missing
 binaries are built first with
   cargo build --release --target x86_64-unknown-linux-musl -p balancer -p student-api
-Needs wrk. The machine's other load shows in the figures: run it on a quiet machine.
+--rate 0 needs wrk. The machine's other load shows in the figures: run it on a quiet machine.
 """
 import argparse
 import json
@@ -216,29 +226,66 @@ def wrk(proxy, seconds, conns, lua):
     return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
+def closed_loop(proxy, seconds, conns, lua):
+    """wrk: as fast as `conns` clients go. The figures, in the table's units."""
+    r = wrk(proxy, seconds, conns, lua)
+    return {
+        "rps": r["requests"] / (r["duration_us"] / 1e6),
+        "p50": r["p50_us"] / 1000, "p95": r["p95_us"] / 1000, "p99": r["p99_us"] / 1000,
+        "errors": (r["non2xx"] + r["socket_errors"]) / max(r["requests"], 1),
+    }
+
+
+def fixed_rate(admin, token, seconds, conns, rate):
+    """The balancer's load generator at `rate` req/s over `conns` connections, to the end."""
+    spec = {"path": "/api/student", "concurrency": conns, "rate": rate, "seconds": seconds}
+    status, body = http("POST", "http://%s/api/load" % admin, token, spec)
+    if status not in (200, 201, 202):
+        die("POST /api/load answered %s: %s" % (status, body))
+    end = time.time() + seconds + 30
+    while time.time() < end:
+        time.sleep(0.5)
+        status, body = http("GET", "http://%s/api/load" % admin, token)
+        run = body if isinstance(body, dict) else {}
+        if status == 200 and run.get("state") == "ended":
+            break
+    else:
+        die("the load run did not end: %s" % body)
+    lat = run.get("latency") or {}
+    answered = max(run["sent"], 1)
+    bad = sum(n for code, n in run["statuses"].items() if not code.startswith("2"))
+    return {
+        "rps": run["requests_per_second"],
+        "p50": lat.get("p50_ms", 0), "p95": lat.get("p95_ms", 0), "p99": lat.get("p99_ms", 0),
+        "errors": (bad + run["errors"] + run["unanswered"]) / answered,
+    }
+
+
 def run_one(args, tmp, addrs, algorithm, token, lua):
     started, reason = start_balancer(args.balancer, tmp, addrs, algorithm, token)
     if not started:
         return None, reason
     proc, proxy, admin = started
+
+    def load(seconds):
+        if args.rate:
+            return fixed_rate(admin, token, seconds, args.conns, args.rate)
+        return closed_loop(proxy, seconds, args.conns, lua)
+
     try:
         if args.warmup:
-            wrk(proxy, args.warmup, args.conns, lua)
+            load(args.warmup)
         before = member_counts(admin)
-        r = wrk(proxy, args.duration, args.conns, lua)
+        res = load(args.duration)
         after = member_counts(admin)
     finally:
         proc.stop()
     delta = {a: after[a][0] - before.get(a, (0, 0))[0] for a in after}
     total = sum(delta.values()) or 1
     bad = addrs[BAD]
-    return {
-        "bad_share": delta.get(bad, 0) / total,
-        "shares": [delta.get(a, 0) / total for a in addrs],
-        "rps": r["requests"] / (r["duration_us"] / 1e6),
-        "p50": r["p50_us"] / 1000, "p95": r["p95_us"] / 1000, "p99": r["p99_us"] / 1000,
-        "errors": (r["non2xx"] + r["socket_errors"]) / max(r["requests"], 1),
-    }, None
+    res["bad_share"] = delta.get(bad, 0) / total
+    res["shares"] = [delta.get(a, 0) / total for a in addrs]
+    return res, None
 
 
 def main():
@@ -249,11 +296,16 @@ def main():
     ap.add_argument("--duration", type=int, default=15, help="measured seconds per run")
     ap.add_argument("--warmup", type=int, default=15, help="seconds of load before measuring")
     ap.add_argument("--conns", type=int, default=16, help="keep-alive clients")
+    ap.add_argument("--rate", type=int, default=300,
+                    help="requests per second over all clients, the same for every algorithm "
+                         "(0: closed loop with wrk, as fast as the clients go)")
     ap.add_argument("--scenario", action="append", choices=list(SCENARIOS),
                     help="default: both, slow then failing")
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        die("needs wrk (Debian: apt-get install wrk)")
+    if args.rate < 0 or args.conns < 1:
+        die("--rate must be 0 or more and --conns 1 or more")
+    if not args.rate and not shutil.which("wrk"):
+        die("--rate 0 needs wrk (Debian: apt-get install wrk)")
     build_if_missing([args.balancer, args.api])
 
     token = secrets.token_hex(16)
@@ -263,8 +315,10 @@ def main():
     replicas, addrs = start_replicas(args.api, tmp, token)
     skipped = {}
     try:
-        print("replicas: %s (the bad one: replica-%d, %s); %d clients, %ds warm-up, %ds measured"
-              % (" ".join(addrs), BAD + 1, addrs[BAD], args.conns, args.warmup, args.duration))
+        pace = ("a fixed %d req/s" % args.rate) if args.rate else "closed loop (wrk)"
+        print("replicas: %s (the bad one: replica-%d, %s); %d clients at %s, %ds warm-up, "
+              "%ds measured" % (" ".join(addrs), BAD + 1, addrs[BAD], args.conns, pace,
+                                args.warmup, args.duration))
         for name in args.scenario or list(SCENARIOS):
             title, knobs = SCENARIOS[name]
             set_knobs(addrs, token, knobs)
