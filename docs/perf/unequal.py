@@ -252,12 +252,12 @@ def fixed_rate(admin, token, seconds, conns, rate):
     else:
         die("the load run did not end: %s" % body)
     lat = run.get("latency") or {}
-    answered = max(run["sent"], 1)
+    sent = max(run["sent"], 1)
     bad = sum(n for code, n in run["statuses"].items() if not code.startswith("2"))
     return {
         "rps": run["requests_per_second"],
         "p50": lat.get("p50_ms", 0), "p95": lat.get("p95_ms", 0), "p99": lat.get("p99_ms", 0),
-        "errors": (bad + run["errors"] + run["unanswered"]) / answered,
+        "errors": (bad + run["errors"] + run["unanswered"]) / sent,
     }
 
 

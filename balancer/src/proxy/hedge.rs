@@ -82,13 +82,13 @@ pub(crate) const MIN_HEDGES: u64 = 5;
 /// Ring slots: more than the window, so a slot being reused left it long ago.
 const SLOTS: usize = WINDOW_SECS as usize + 2;
 
-/// `p99_us` before any p99 was seen.
+/// `p99_us` before any p99 was seen: the largest value, so no floor taken with `max` hides it.
 const UNKNOWN: u64 = u64::MAX;
 
 /// Silent losses in a row (overtaken with nothing answered meanwhile nor since the last one)
 /// that charge the member: the second, so that a member that merely turned slow is not
 /// charged for the one race it loses before its delay learns.
-pub(crate) const SILENT_LOSSES_TO_CHARGE: u64 = 2;
+const SILENT_LOSSES_TO_CHARGE: u64 = 2;
 
 /// A member's hedging counters and its cached p99. Written only when a hedge is sent or won,
 /// and the p99 at most once a second: nothing here costs the request path more than two
@@ -224,18 +224,12 @@ impl MemberHedge {
                 self.answering(now);
             }
         }
-        let p99 = self.p99_us.load(Ordering::Relaxed);
-        let overtaken = self.overtaken_us.load(Ordering::Relaxed);
-        // UNKNOWN (never answered) already waits the ceiling.
-        delay_for(
-            if p99 == UNKNOWN {
-                p99
-            } else {
-                p99.max(overtaken)
-            },
-            floor,
-            ceiling,
-        )
+        // UNKNOWN is the largest value: a member never seen answering keeps the ceiling.
+        let p99 = self
+            .p99_us
+            .load(Ordering::Relaxed)
+            .max(self.overtaken_us.load(Ordering::Relaxed));
+        delay_for(p99, floor, ceiling)
     }
 }
 
