@@ -15,6 +15,29 @@ use std::time::Duration;
 
 use config_report::{self as config_error, Problem, Source};
 
+/// The `--help` lines of the variables [`app_config!`](crate::app_config) adds, as a literal
+/// for `concat!` (each app's `HELP` puts its own variables around it).
+#[macro_export]
+macro_rules! shared_env_help {
+    () => {
+        "    DRAIN_GRACE          time /healthz reports draining before shutdown [2s]
+    INSTANCE_NAME        X-Instance value [hostname]
+    BALANCER_REGISTER_URL  announce this replica to the balancer, e.g.
+                         http://balancer:1936/api/pools/dynamic/members [unset: don't]
+    BALANCER_ADMIN_TOKEN bearer token for the balancer's admin API [unset]
+    REGISTER_ADVERTISE   ip:port to announce [listen port on the IP the balancer sees]
+    REGISTER_INTERVAL    time between heartbeats; TTL = 3x, at least 5s [2s]
+    LOAD_CAPACITY        requests in flight reported as full utilization in the
+                         endpoint-load-metrics header on every response [100]
+    LAB_DELAY            lab fault: extra latency per request, e.g. 50ms [0ms]
+    LAB_CPU              lab fault: CPU spinning per request, e.g. 5ms [0ms]
+    LAB_ERROR_RATE       lab fault: share of requests answered 500, 0 to 1 [0]
+    LAB_UNHEALTHY        lab fault: /healthz answers 503 (1/0) [0]
+                         (at run time: PUT /fault with BALANCER_ADMIN_TOKEN)
+"
+    };
+}
+
 /// Declares an app's `Config`: the attributes and fields written at the call site, then the
 /// fields both apps share, and an `impl` with `registration`, `instance`, `faults`,
 /// `load_from` (every source, then the cross-field checks), `fmt_load_and_faults` and
