@@ -204,6 +204,32 @@ pub const CHROMIUM_FLAGS: [&str; 8] = [
     "--disable-sync",
 ];
 
+/// What overflows on the balancer's dashboard: the page's and each card's widths, and how far
+/// the rightmost cell of each card sticks out of the card's content box (> 0: cut off).
+const DASHBOARD_OVERFLOW: &str = "function overhang(card) {
+    var box = card.getBoundingClientRect();
+    var right = box.left + card.clientLeft + card.clientWidth
+      - parseFloat(getComputedStyle(card).paddingRight);
+    var most = 0;
+    card.querySelectorAll('td, li').forEach(function (e) {
+      most = Math.max(most, e.getBoundingClientRect().right);
+    });
+    return most - right;
+  }
+  return {
+    page: document.documentElement.scrollWidth, inner: window.innerWidth,
+    cards: Array.from(document.querySelectorAll('.card')).map(function (c) {
+      var t = c.querySelector('table');
+      return { card: c.dataset.chart || c.dataset.pool || c.id || c.className,
+               scroll: c.scrollWidth, client: c.clientWidth, table: t ? t.scrollWidth : 0,
+               overhang: overhang(c) };
+    })
+  };";
+
+/// The dashboard's cards: two charts, the events, controls, load generator, experiment, and
+/// the two pools of the lab.
+const DASHBOARD_CARDS: usize = 8;
+
 impl Browser {
     /// Starts chromedriver and a headless Chromium with a fresh profile; screenshots go to
     /// `target/browser-screenshots/` (emptied first).
@@ -346,6 +372,36 @@ impl Browser {
         // `close` consumes the client; the Drop of `self` still kills the driver.
         let client = self.client.clone();
         client.close().await?;
+        Ok(())
+    }
+
+    /// Checks that nothing on the balancer's dashboard (the current page) scrolls sideways
+    /// at the window's `width`: not the page, not a card inside itself, and no table or event
+    /// line is wider than its card; and that every card is there.
+    pub async fn dashboard_fits(&self, width: u64) -> Result<()> {
+        let v = self.js(DASHBOARD_OVERFLOW).await?;
+        if v["inner"] != width {
+            bail!("the window is not {width} px wide: {v}");
+        }
+        if v["page"].as_u64().is_none_or(|page| page > width) {
+            bail!("the dashboard scrolls sideways at {width} px: {v}");
+        }
+        let cards = v["cards"].as_array().context("no card list")?;
+        if cards.len() != DASHBOARD_CARDS {
+            bail!("{DASHBOARD_CARDS} cards expected: {v}");
+        }
+        for c in cards {
+            let px = |key: &str| c[key].as_u64().unwrap_or(u64::MAX);
+            let (scroll, client, table) = (px("scroll"), px("client"), px("table"));
+            let overhang = c["overhang"].as_f64().unwrap_or(f64::MAX);
+            if scroll > client || table > client || overhang > 1.0 {
+                bail!(
+                    "at {width} px the card {} overflows (its table {table} px, card {client} \
+                     px, scrolls to {scroll} px, cells stick out {overhang} px): {v}",
+                    c["card"]
+                );
+            }
+        }
         Ok(())
     }
 

@@ -451,63 +451,6 @@ async fn reload_config(b: &Browser, stack: &Stack, toml: &str, ok: bool) {
     .unwrap();
 }
 
-/// What overflows on the dashboard: the page's and each card's widths, and how far the
-/// rightmost cell of each card sticks out of the card's content box (> 0: cut off).
-async fn dashboard_overflow(b: &Browser) -> Value {
-    b.js("function overhang(card) {
-            var box = card.getBoundingClientRect();
-            var right = box.left + card.clientLeft + card.clientWidth
-              - parseFloat(getComputedStyle(card).paddingRight);
-            var most = 0;
-            card.querySelectorAll('td, li').forEach(function (e) {
-              most = Math.max(most, e.getBoundingClientRect().right);
-            });
-            return most - right;
-          }
-          return {
-            page: document.documentElement.scrollWidth, inner: window.innerWidth,
-            cards: Array.from(document.querySelectorAll('.card')).map(function (c) {
-              var t = c.querySelector('table');
-              return { card: c.dataset.pool || c.className, scroll: c.scrollWidth,
-                       client: c.clientWidth, table: t ? t.scrollWidth : 0,
-                       overhang: overhang(c) };
-            })
-          };")
-        .await
-        .unwrap()
-}
-
-/// Nothing on the dashboard scrolls sideways at the window's width: not the page, not a card
-/// inside itself, and no table or event line is wider than its card.
-async fn assert_dashboard_fits(b: &Browser, width: u64) {
-    let v = dashboard_overflow(b).await;
-    assert_eq!(v["inner"], width, "the window is {width} px wide: {v}");
-    assert!(
-        v["page"].as_u64().unwrap() <= width,
-        "the dashboard scrolls sideways at {width} px: {v}"
-    );
-    let cards = v["cards"].as_array().unwrap();
-    assert_eq!(
-        cards.len(),
-        8,
-        "two chart cards, the events, controls, load generator, experiment, two pool cards: {v}"
-    );
-    for c in cards {
-        let (scroll, client, table) = (
-            c["scroll"].as_u64().unwrap(),
-            c["client"].as_u64().unwrap(),
-            c["table"].as_u64().unwrap(),
-        );
-        assert!(
-            scroll <= client && table <= client && c["overhang"].as_f64().unwrap() <= 1.0,
-            "at {width} px the card {} overflows (its table {table} px, card {client} px, \
-             scrolls to {scroll} px, cells stick out {} px): {v}",
-            c["card"],
-            c["overhang"]
-        );
-    }
-}
-
 async fn dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(
     b: &mut Browser,
     stack: &Stack,
@@ -541,7 +484,7 @@ async fn dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(
     )
     .await
     .unwrap();
-    assert_dashboard_fits(b, 1280).await;
+    b.dashboard_fits(1280).await.unwrap();
     // At 1280 px it is still a table: the last column's heading ("load seen", what the
     // load-aware algorithms read) is on screen.
     let heading = b
@@ -564,7 +507,7 @@ async fn dashboard_fits_1280px_and_a_phone_without_sideways_scrolling(
 
     b.client.set_window_size(390, 844).await.unwrap();
     b.js("window.scrollTo(0, 0); return null;").await.unwrap();
-    assert_dashboard_fits(b, 390).await;
+    b.dashboard_fits(390).await.unwrap();
     b.screenshot("dashboard-phone").await.unwrap();
     b.js(
         "document.querySelector('[data-pool=dynamic] tr[data-member]').scrollIntoView();
